@@ -1,0 +1,183 @@
+"""The `genaug` command line: a thin layer over the Python API.
+
+Every user error (GenaugError) becomes a one-line message and exit code 1; click itself rejects
+malformed options with exit code 2 before any work starts.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from .errors import GenaugError
+
+DEVICES = click.Choice(["auto", "cpu", "cuda"])
+
+
+class GenaugGroup(click.Group):
+    def invoke(self, ctx):
+        from .generators.training import TrainingInterrupted
+
+        try:
+            return super().invoke(ctx)
+        except TrainingInterrupted as e:
+            err = click.ClickException(str(e))
+            err.exit_code = 130
+            raise err from None
+        except GenaugError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted") from None
+
+
+def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from diffusers.utils import logging as dlog
+
+    dlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+
+
+@click.group(cls=GenaugGroup)
+@click.version_option(package_name="genaug")
+def main():
+    """Generative data augmentation for scarce image data sets."""
+    _quiet_libraries()
+
+
+def data_options(f):
+    f = click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                     help="Where named sources (cifar10, medmnist:NAME) live or are downloaded to.")(f)
+    f = click.option("--skip-bad", is_flag=True, help="Skip unreadable images (counted in the manifest).")(f)
+    return f
+
+
+@main.command()
+@click.argument("spec")
+@data_options
+def datasets(spec, data_root, skip_bad):
+    """Classes and counts per split of a data SPEC, or the manifest of a run folder."""
+    from .data import load_manifest, open_source
+
+    if Path(spec, "manifest.json").exists():
+        m = load_manifest(spec)
+        click.echo(f"run {spec}: {m['source']} ({m['kind']}), classes {', '.join(m['selected_classes'])}, "
+                   f"{m['image_size']} px, {m['channels']} channel(s), seed {m['seed']}, per class {m['per_class']}")
+        click.echo(f"train items: {m['train']['count']} (skipped unreadable: {m['train']['skipped_bad']}); "
+                   f"test split: {m['test']['count']} items, never used for training; split: {m['split_origin']}")
+        for it in m["train"]["items"]:
+            click.echo(f"  {it['class']}\t{it['id']}\t{it['sha256'][:16]}")
+        return
+    source = open_source(spec, data_root)
+    splits = list(source.splits)
+    click.echo(f"{spec}: {source.kind}, {source.channels} channel(s), "
+               f"{source.native_size or 'mixed'} px, split: {source.split_origin}")
+    click.echo("class\t" + "\t".join(splits))
+    for i, name in enumerate(source.classes):
+        click.echo(f"{i}:{name}\t" + "\t".join(str(int((source.splits[s].labels == i).sum())) for s in splits))
+    click.echo("total\t" + "\t".join(str(len(source.splits[s].ids)) for s in splits))
+
+
+@main.command()
+@click.argument("family", type=click.Choice(["vae", "dcgan", "ddpm"]))
+@click.option("--data", "data", default=None, help="Data spec: folder, .npz, medmnist:NAME, cifar10, fashion-mnist.")
+@click.option("--class", "classes", default=None, help="Class name or index, a comma list, or 'all'.")
+@click.option("--per-class", type=click.IntRange(min=1), default=None, help="Seeded subset size per class.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None)
+@click.option("--steps", type=click.IntRange(min=1), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--config", "config_file", default=None, help="YAML config (file or name in configs/).")
+@click.option("--out", default=None, help="Run folder (default runs/<data>/<family>/<class>).")
+@click.option("--seed", type=int, default=None)
+@click.option("--device", type=DEVICES, default="auto")
+@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
+@click.option("--no-progress", is_flag=True)
+@data_options
+def train(family, data, classes, per_class, image_size, steps, batch_size, config_file, out, seed, device,
+          resume, no_progress, data_root, skip_bad):
+    """Train one FAMILY generator per class on scarce real data."""
+    from . import runs
+    from .config import load_config, merge
+
+    config = merge(load_config(config_file), {"data": data, "class": classes, "per_class": per_class,
+                                              "image_size": image_size, "steps": steps,
+                                              "batch_size": batch_size, "seed": seed})
+    if not config.get("data") or config.get("class") is None:
+        raise click.UsageError("--data and --class are required (on the command line or in --config)")
+    dirs = runs.train(family, config["data"], str(config["class"]), config, out=out, data_root=data_root,
+                      resume=resume, device=device, skip_bad=skip_bad, progress=not no_progress)
+    for d in dirs:
+        click.echo(f"trained {family}: {d}")
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, help="A trained run folder.")
+@click.option("--n", type=click.IntRange(min=1), required=True, help="Number of images.")
+@click.option("--out", required=True, help="Folder for the PNG files and samples.json.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm-solver"]), default=None, help="DDPM only.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps (DDPM only).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64)
+@click.option("--seed", type=int, default=0)
+@click.option("--device", type=DEVICES, default="auto")
+@click.option("--no-progress", is_flag=True)
+def sample(run_dir, n, out, sampler, steps, batch_size, seed, device, no_progress):
+    """Draw N synthetic images from a trained run."""
+    from . import runs
+
+    folder = runs.sample(run_dir, n, out, sampler, steps, batch_size, seed, device, progress=not no_progress)
+    click.echo(f"{n} samples in {folder}")
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--kid", is_flag=True, help="Also KID (mean and std over subsets).")
+@click.option("--prc", is_flag=True, help="Also precision and recall (k = 3, Inception features).")
+@click.option("--isc", is_flag=True, help="Inception Score: reported as unavailable with the offline weights.")
+@click.option("--per-class", is_flag=True, help="A is a data spec, B a folder of per-class sample folders.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None, help="Resize images (needed for mixed sizes).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64)
+@click.option("--device", type=DEVICES, default="auto")
+@click.option("--json", "json_out", default=None, help="Also write the results as JSON.")
+@click.option("--cache-dir", default=None, help="Inception weights and real-set feature cache.")
+@click.option("--inception-weights", default=None, help="An official torch-fidelity / pytorch-fid weights file.")
+@click.option("--data-root", default=None)
+def fid(a, b, kid, prc, isc, per_class, image_size, batch_size, device, json_out, cache_dir, inception_weights,
+        data_root):
+    """FID (and KID, precision/recall) between image sets A and B.
+
+    A and B are image folders (e.g. `genaug sample` output) or SPEC:CLASS[@SPLIT], such as
+    ../shared/data/pneumoniamnist.npz:normal or fashion-mnist:Shirt@test.
+    """
+    from .metrics import fid_report
+
+    opts = dict(kid=kid, prc=prc, batch_size=batch_size, device=device, cache_dir=cache_dir,
+                weights=inception_weights)
+    if per_class:
+        rows = fid_report.per_class(a, b, image_size=image_size, data_root=data_root, **opts)
+        click.echo(fid_report.format_table(rows))
+        result = {"per_class": rows}
+    else:
+        result = fid_report.pair(a, b, image_size=image_size, data_root=data_root, **opts)
+        click.echo(fid_report.format_pair(result))
+    if isc:
+        click.echo("Inception Score: unavailable (the offline Inception weights have no classifier layer)")
+    if "warning" in result or any("warning" in r for r in result.get("per_class", [])):
+        click.echo(f"warning: FID with fewer than {fid_report.FEW_IMAGES_WARNING} images per side is biased "
+                   "upward; compare only figures made with the same image counts", err=True)
+    if json_out:
+        from .io import write_json
+
+        write_json(json_out, result)
+
+
+def run():  # pragma: no cover - for `python -m genaug`
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

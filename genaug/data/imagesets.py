@@ -1,0 +1,72 @@
+"""Image sets named on the command line: a plain image folder, or a data spec with a class.
+
+- `DIR`: every image file directly in DIR (a `genaug sample` output, or any folder of images).
+  Files without an image suffix (manifest.json, notes) are ignored; an image file that cannot
+  be decoded is an error naming it. Mixed grayscale and colour images are all read as RGB.
+  Images of different sizes need `--image-size`.
+- `SPEC:CLASS[@SPLIT]`: the images of one class of a data source, train split by default,
+  e.g. `../shared/data/pneumoniamnist.npz:normal` or `fashion-mnist:Shirt@test`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import GenaugError
+from .images import GRAY_MODES, IMAGE_SUFFIXES, decode_image, image_mode, resize_center_crop
+from .sources import open_source
+from .subsets import load_split
+
+
+def slug(name: str) -> str:
+    """A class name as a folder name: `T-shirt/top` -> `T-shirt-top`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "class"
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def load_image_folder(folder: str | Path, image_size: int | None = None) -> torch.Tensor:
+    """All images directly in `folder` as uint8 N x C x H x W."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GenaugError(f"image folder not found: {folder}")
+    files = image_files(folder)
+    if not files:
+        raise GenaugError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    modes = {image_mode(p) for p in files}
+    modes.discard(None)
+    channels = 1 if modes and modes <= GRAY_MODES else 3
+    images = [decode_image(p, channels) for p in files]
+    if image_size:
+        images = [resize_center_crop(img.unsqueeze(0), image_size)[0] for img in images]
+    sizes = {tuple(img.shape[1:]) for img in images}
+    if len(sizes) > 1:
+        raise GenaugError(f"images in {folder} have {len(sizes)} different sizes; pass --image-size to resize them")
+    return torch.stack(images)
+
+
+def parse_class_spec(arg: str) -> tuple[str, str, str]:
+    """`SPEC:CLASS[@SPLIT]` -> (spec, class, split)."""
+    if ":" not in arg:
+        raise GenaugError(f"{arg!r} is neither a folder nor SPEC:CLASS (e.g. data.npz:normal, fashion-mnist:Shirt@test)")
+    spec, cls = arg.rsplit(":", 1)
+    split = "train"
+    if "@" in cls:
+        cls, split = cls.rsplit("@", 1)
+    return spec, cls, split
+
+
+def resolve_image_set(arg: str, data_root: str | None = None, image_size: int | None = None) -> tuple[torch.Tensor, bool]:
+    """Images named by `arg`; the flag says whether they are real data (their features may be cached)."""
+    if Path(arg).is_dir():
+        return load_image_folder(arg, image_size), False
+    spec, cls, split = parse_class_spec(arg)
+    source = open_source(spec, data_root)
+    label = source.class_index(cls)
+    return load_split(source, split, [label], image_size or source.default_size()).images, True

@@ -1,0 +1,87 @@
+"""The one small interface every generator family implements, and the family registry.
+
+A family trains on real images in [-1, 1] (one class), saves a final model folder that its own
+library can read back (diffusers' `from_pretrained`), and samples images in [-1, 1] from one
+`torch.Generator` per image, so image i depends only on its own seed, not on the batch it was
+drawn in.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import GenaugError
+
+FAMILIES: dict[str, type["GenerativeModel"]] = {}
+
+
+def register_family(cls: type["GenerativeModel"]) -> type["GenerativeModel"]:
+    FAMILIES[cls.family] = cls
+    return cls
+
+
+def get_family(name: str) -> type["GenerativeModel"]:
+    from . import dcgan, ddpm, vae  # noqa: F401 - importing registers the families
+
+    if name not in FAMILIES:
+        raise GenaugError(f"unknown generator {name!r}; choose from {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+def base_size(image_size: int) -> tuple[int, int]:
+    """(s0, k) with image_size = s0 * 2**k, 3 <= s0 <= 7: the start size of up-sampling stacks."""
+    s, k = image_size, 0
+    while s > 7 and s % 2 == 0:
+        s, k = s // 2, k + 1
+    if not 3 <= s <= 7 or k < 2:
+        raise GenaugError(f"image size {image_size} is not s0 * 2^k with 3 <= s0 <= 7, k >= 2")
+    return s, k
+
+
+class GenerativeModel(ABC):
+    """A generator family: build, train step, save, load, sample."""
+
+    family: ClassVar[str]
+    default_config: ClassVar[dict[str, Any]]
+
+    def __init__(self, config: dict[str, Any], channels: int, image_size: int):
+        self.config = {**self.default_config, **(config or {})}
+        self.channels, self.image_size = channels, image_size
+
+    @abstractmethod
+    def prepare(self, accelerator, n_train: int) -> None:
+        """Build optimizers and hand models/optimizers to `accelerator`; register extra state."""
+
+    @abstractmethod
+    def train_step(self, batch: torch.Tensor, rng: torch.Generator, step: int, accelerator) -> dict[str, float]:
+        """One optimisation step on a batch in [-1, 1]; returns the losses to log."""
+
+    @abstractmethod
+    def sample(self, generators: list[torch.Generator], sampler: str | None = None,
+               steps: int | None = None) -> torch.Tensor:
+        """One image in [-1, 1] per generator (N x C x S x S)."""
+
+    @abstractmethod
+    def save_pretrained(self, folder: Path, accelerator=None) -> None:
+        """Write the model for sampling (for DDPM: the EMA weights) into `folder`."""
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(cls, folder: Path, config: dict[str, Any], channels: int, image_size: int,
+                        device: torch.device) -> "GenerativeModel":
+        """Rebuild a model written by `save_pretrained`, ready to sample."""
+
+    def sampling_mode(self):
+        """Context in which `sample` runs during training (e.g. EMA weights swapped in)."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def latents(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Standard normal draws, one per generator (drawn on the CPU so every device agrees)."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)

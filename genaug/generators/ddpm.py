@@ -1,0 +1,148 @@
+"""DDPM on diffusers: `UNet2DModel` + `DDPMScheduler` training, EMA weights for sampling.
+
+The final model is a `DDPMPipeline` folder (EMA UNet + scheduler), so
+`DDPMPipeline.from_pretrained(run_dir / "model")` loads it. Sampling swaps the training
+scheduler for DDPM (ancestral, 1000 steps), DDIM or DPM-Solver++ (few steps) via `from_config`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import (DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler,
+                       UNet2DModel)
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+
+from ..errors import GenaugError
+from .base import GenerativeModel, latents, register_family
+
+SAMPLERS = {
+    "ddpm": (DDPMScheduler, {}, 1000),
+    "ddim": (DDIMScheduler, {}, 50),
+    "dpm-solver": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}, 20),
+}
+
+
+def _unet(config: dict, channels: int, image_size: int) -> UNet2DModel:
+    widths = tuple(config["block_out_channels"])
+    if image_size % 2 ** (len(widths) - 1):
+        raise GenaugError(f"image size {image_size} is not divisible by 2^{len(widths) - 1} "
+                          f"(UNet with {len(widths)} levels); change block_out_channels")
+    attn = set(config["attention_levels"])
+    down = tuple("AttnDownBlock2D" if i in attn else "DownBlock2D" for i in range(len(widths)))
+    up = tuple("AttnUpBlock2D" if i in attn else "UpBlock2D" for i in reversed(range(len(widths))))
+    return UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels,
+                       block_out_channels=widths, layers_per_block=config["layers_per_block"],
+                       down_block_types=down, up_block_types=up,
+                       norm_num_groups=config["norm_num_groups"], dropout=config["dropout"])
+
+
+@register_family
+class DDPM(GenerativeModel):
+    family = "ddpm"
+    default_config = {
+        "block_out_channels": [32, 64, 64],
+        "layers_per_block": 1,
+        "attention_levels": [2],
+        "norm_num_groups": 8,
+        "dropout": 0.0,
+        "num_train_timesteps": 1000,
+        "beta_schedule": "linear",
+        "learning_rate": 2e-4,
+        "lr_warmup_steps": 100,
+        "weight_decay": 0.0,
+        "ema_decay": 0.999,
+        "grad_clip": 1.0,
+        "sampler": "ddim",
+        "sample_steps": None,
+    }
+
+    def __init__(self, config, channels, image_size):
+        super().__init__(config, channels, image_size)
+        self.unet = _unet(self.config, channels, image_size)
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=self.config["num_train_timesteps"],
+                                             beta_schedule=self.config["beta_schedule"])
+        self.ema: EMAModel | None = None
+
+    def prepare(self, accelerator, n_train):
+        c = self.config
+        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=c["learning_rate"], weight_decay=c["weight_decay"])
+        lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=c["lr_warmup_steps"])
+        self.unet, self.optimizer, self.lr_scheduler = accelerator.prepare(self.unet, optimizer, lr_scheduler)
+        self.ema = EMAModel(accelerator.unwrap_model(self.unet).parameters(), decay=c["ema_decay"],
+                            use_ema_warmup=True, model_cls=UNet2DModel,
+                            model_config=accelerator.unwrap_model(self.unet).config)
+        self.ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(self.ema)
+
+    def train_step(self, batch, rng, step, accelerator):
+        noise = torch.randn(batch.shape, generator=rng, device=rng.device).to(batch.device)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (batch.shape[0],),
+                          generator=rng, device=rng.device).to(batch.device)
+        noisy = self.noise_scheduler.add_noise(batch, noise, t)
+        with accelerator.autocast():
+            pred = self.unet(noisy, t).sample
+        loss = F.mse_loss(pred.float(), noise)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and self.config["grad_clip"]:
+            accelerator.clip_grad_norm_(self.unet.parameters(), self.config["grad_clip"])
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(accelerator.unwrap_model(self.unet).parameters())
+        return {"loss": float(loss.detach())}
+
+    @contextlib.contextmanager
+    def sampling_mode(self):
+        """Sample with the EMA weights, then put the training weights back exactly."""
+        params = list(self._bare_unet().parameters())
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
+
+    def _bare_unet(self) -> UNet2DModel:
+        return getattr(self.unet, "module", self.unet)
+
+    @torch.no_grad()
+    def sample(self, generators, sampler=None, steps=None):
+        sampler = sampler or self.config["sampler"]
+        if sampler not in SAMPLERS:
+            raise GenaugError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+        cls, extra, default_steps = SAMPLERS[sampler]
+        scheduler = cls.from_config(self.noise_scheduler.config, **extra)
+        scheduler.set_timesteps(steps or self.config["sample_steps"] or default_steps)
+        unet = self._bare_unet()
+        was_training = unet.training
+        unet.eval()
+        device = next(unet.parameters()).device
+        x = latents(generators, (self.channels, self.image_size, self.image_size), device)
+        x = x * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            eps = unet(scheduler.scale_model_input(x, t), t).sample
+            x = scheduler.step(eps, t, x, generator=generators).prev_sample
+        unet.train(was_training)
+        return x.clamp(-1, 1)
+
+    def save_pretrained(self, folder, accelerator=None):
+        unet = accelerator.unwrap_model(self.unet) if accelerator else self._bare_unet()
+        ema_unet = _unet(self.config, self.channels, self.image_size)
+        ema_unet.load_state_dict(unet.state_dict())
+        self.ema.copy_to(ema_unet.parameters())
+        DDPMPipeline(unet=ema_unet.cpu(), scheduler=self.noise_scheduler).save_pretrained(folder)
+
+    @classmethod
+    def from_pretrained(cls, folder, config, channels, image_size, device):
+        model = cls.__new__(cls)
+        GenerativeModel.__init__(model, config, channels, image_size)
+        pipe = DDPMPipeline.from_pretrained(Path(folder))
+        model.unet = pipe.unet.to(device).eval()
+        model.noise_scheduler = pipe.scheduler
+        model.ema = None
+        return model

@@ -1,0 +1,227 @@
+"""The training loop shared by every family, on Hugging Face `accelerate`.
+
+The same code runs on the CPU, one GPU, or `accelerate launch --multi_gpu`. Batches are a pure
+function of (seed, step, process): each epoch is a seeded permutation of the real images, so a
+resumed run sees exactly the batches an uninterrupted one would. All other randomness (noise,
+time steps, augmentation) comes from one `torch.Generator` that is checkpointed with the model,
+EMA, optimizer and scheduler states (`accelerator.save_state`). Checkpoints are written to a
+temporary folder and renamed into place, so a killed run keeps its last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.images import save_grid, to_model_range, to_uint8
+from ..errors import GenaugError
+from ..io import atomic_dir, atomic_path, write_json
+from .base import GenerativeModel, get_family
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 2000,
+    "batch_size": 32,
+    "seed": 0,
+    "log_every": 50,
+    "checkpoint_every": 500,
+    "sample_every": 1000,
+    "grid_size": 16,
+    "keep_checkpoints": 2,
+    "mixed_precision": "auto",
+}
+CHECKPOINTS = "checkpoints"
+LOG_NAME = "train_log.jsonl"
+MODEL_DIR = "model"
+RUN_INFO = "genaug.json"
+
+
+class TrainingInterrupted(GenaugError):
+    """Ctrl-C or SIGTERM during training; the message says where to resume."""
+
+
+class TrainState:
+    """Step counter and the run's random generator, checkpointed with the model."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.step = 0
+        self.rng = torch.Generator(device=device).manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.rng.set_state(state["rng"].cpu() if hasattr(state["rng"], "cpu") else state["rng"])
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Indices of the batch at `step` in an endless stream of seeded per-epoch permutations."""
+    pos = (step * world + rank) * batch_size
+    out: list[int] = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        take = min(batch_size - len(out), n - offset)
+        out += perm[offset: offset + take].tolist()
+        pos += take
+    return out
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    folder = run_dir / CHECKPOINTS
+    return sorted(folder.glob("step-*")) if folder.is_dir() else []
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+class Trainer:
+    """Trains one family on one class of real images inside a run folder."""
+
+    def __init__(self, family: str, real_uint8: torch.Tensor, run_dir: Path, config: dict[str, Any],
+                 device: str = "auto", progress: bool = True):
+        from accelerate import Accelerator
+
+        self.config = {**TRAIN_DEFAULTS, **config}
+        self.run_dir = Path(run_dir)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise GenaugError("--device cuda was asked for but no CUDA device is available")
+        self.accelerator = Accelerator(cpu=device == "cpu",
+                                       mixed_precision=_mixed_precision(self.config["mixed_precision"]))
+        self.progress = progress
+        _, channels, size, _ = real_uint8.shape
+        torch.manual_seed(self.config["seed"])
+        self.model: GenerativeModel = get_family(family)(self.config.get("model", {}), channels, size)
+        self.model.prepare(self.accelerator, len(real_uint8))
+        self.state = TrainState(self.config["seed"], self.accelerator.device)
+        self.accelerator.register_for_checkpointing(self.state)
+        self.real = to_model_range(real_uint8).to(self.accelerator.device)
+        self.family, self.channels, self.size = family, channels, size
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        target = self.run_dir / CHECKPOINTS / f"step-{self.state.step:07d}"
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            with atomic_dir(target) as tmp:
+                self.accelerator.save_state(str(tmp), safe_serialization=True)
+            for old in checkpoints(self.run_dir)[: -self.config["keep_checkpoints"]]:
+                shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def resume(self) -> int:
+        found = checkpoints(self.run_dir)
+        if not found:
+            return 0
+        self.accelerator.load_state(str(found[-1]))
+        self._truncate_log(self.state.step)
+        return self.state.step
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines written after the checkpoint we resume from."""
+        log = self.run_dir / LOG_NAME
+        if log.exists():
+            kept = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            with atomic_path(log) as tmp:
+                tmp.write_text("".join(ln + "\n" for ln in kept))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        c = self.config
+        total = int(c["steps"])
+        start = self.state.step
+        if start > total:
+            raise GenaugError(f"the checkpoint is at step {start}, beyond --steps {total}")
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+        bar = tqdm(total=total, initial=start, desc=f"train {self.family}", unit="step",
+                   disable=not (self.progress and self.accelerator.is_local_main_process))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.run_dir / LOG_NAME).open("a")
+        last_ckpt = start
+        t0, seen = time.perf_counter(), 0
+        try:
+            while self.state.step < total:
+                idx = batch_indices(self.state.step, len(self.real), c["batch_size"], c["seed"],
+                                    self.accelerator.process_index, self.accelerator.num_processes)
+                losses = self.model.train_step(self.real[idx], self.state.rng, self.state.step, self.accelerator)
+                self.state.step += 1
+                seen += len(idx) * self.accelerator.num_processes
+                bar.update(1)
+                step = self.state.step
+                if step % c["log_every"] == 0 or step == total:
+                    rate = seen / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix({**{k: f"{v:.4g}" for k, v in losses.items()}, "img/s": f"{rate:.0f}"})
+                    if self.accelerator.is_main_process:
+                        log.write(json.dumps({"step": step, **losses, "images_per_s": round(rate, 2),
+                                              "time": round(time.time(), 3)}) + "\n")
+                        log.flush()
+                    t0, seen = time.perf_counter(), 0
+                if step % c["sample_every"] == 0 or step == total:
+                    self.save_grid(self.run_dir / "samples" / f"step-{step:07d}.png")
+                if step % c["checkpoint_every"] == 0 or step == total:
+                    self.save_checkpoint()
+                    last_ckpt = step
+        except KeyboardInterrupt:
+            bar.close()
+            where = f"step {last_ckpt}" if last_ckpt else "no checkpoint yet"
+            raise TrainingInterrupted(f"interrupted at step {self.state.step}; last checkpoint: {where} in "
+                                      f"{self.run_dir}; run again with --resume to continue") from None
+        finally:
+            log.close()
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        self.save_model()
+        return {"steps": total, "run_dir": str(self.run_dir)}
+
+    def save_grid(self, path: Path) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        gens = [torch.Generator().manual_seed(i) for i in range(self.config["grid_size"])]
+        with self.model.sampling_mode():
+            images = self.model.sample(gens)
+        save_grid(to_uint8(images), path)
+
+    def save_model(self) -> None:
+        """The final model for sampling, in its library's format, plus what genaug needs to load it."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        with atomic_dir(self.run_dir / MODEL_DIR) as tmp:
+            self.model.save_pretrained(tmp, self.accelerator)
+            write_json(tmp / RUN_INFO, {"family": self.family, "channels": self.channels, "image_size": self.size,
+                                        "step": self.state.step, "model_config": self.model.config})
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def load_trained(run_dir: str | Path, device: str = "auto") -> GenerativeModel:
+    """The final model of a run folder, ready to sample."""
+    folder = Path(run_dir) / MODEL_DIR
+    info_path = folder / RUN_INFO
+    if not info_path.exists():
+        raise GenaugError(f"{run_dir} has no trained model ({MODEL_DIR}/{RUN_INFO}); train it first")
+    info = json.loads(info_path.read_text())
+    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) or device == "cuda" else "cpu")
+    return get_family(info["family"]).from_pretrained(folder, info["model_config"], info["channels"],
+                                                      info["image_size"], dev)

@@ -1,0 +1,1 @@
+"""Metrics: Inception FID/KID/precision-recall via torch-fidelity, offline weights."""
