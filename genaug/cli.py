@@ -175,6 +175,47 @@ def fid(a, b, kid, prc, isc, per_class, image_size, batch_size, device, json_out
         write_json(json_out, result)
 
 
+@main.command("augment-and-train")
+@click.option("--data", default=None, help="Data spec (or `data` in --config).")
+@click.option("--per-class", type=click.IntRange(min=2), default=None, help="Real images per class (default 50).")
+@click.option("--generator", "generators", default=None, help="Comma list of vae, dcgan, ddpm.")
+@click.option("--synthetic-per-class", type=click.IntRange(min=1), default=None)
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Paired classifier runs per arm.")
+@click.option("--out", required=True, help="Experiment folder (re-run to resume).")
+@click.option("--classifier", type=click.Choice(["resnet18", "resnet50", "efficientnet_b0"]), default=None)
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--accept", default=None, help="Comma list of all, confidence, fid-gate, memorization.")
+@click.option("--loss", type=click.Choice(["ce", "cr"]), default=None)
+@click.option("--cr-k", type=click.FloatRange(min=0), default=None)
+@click.option("--generator-steps", type=click.IntRange(min=1), default=None, help="Override generator configs' steps.")
+@click.option("--runs", "runs_dir", default=None, help="Reuse generators trained in RUNS/<family>/<class>.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--config", "config_file", default=None)
+@click.option("--device", type=DEVICES, default="auto")
+@click.option("--no-progress", is_flag=True)
+@click.option("--data-root", default=None)
+def augment_and_train(data, per_class, generators, synthetic_per_class, seeds, out, classifier, epochs, batch_size,
+                      accept, loss, cr_k, generator_steps, runs_dir, image_size, seed, config_file, device,
+                      no_progress, data_root):
+    """Train generators, accept synthetic images, and measure the classifier gain with statistics."""
+    from .harness.experiment import Experiment, experiment_config
+    from .harness.report import render_markdown
+
+    config = experiment_config(config_file, {
+        "data": data, "per_class": per_class, "generators": generators, "synthetic_per_class": synthetic_per_class,
+        "seeds": seeds, "classifier": classifier, "epochs": epochs, "batch_size": batch_size, "accept": accept,
+        "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "image_size": image_size, "seed": seed})
+    if not config.get("data"):
+        raise click.UsageError("--data is required (on the command line or in --config)")
+    report = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,
+                        progress=not no_progress).run()
+    md = render_markdown(report)
+    click.echo(md[md.index("## Test metrics"):md.index("## Per-class")].rstrip())
+    click.echo(f"\nreport: {Path(out) / 'report.md'}")
+
+
 def run():  # pragma: no cover - for `python -m genaug`
     sys.exit(main())
 

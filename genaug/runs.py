@@ -45,22 +45,30 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     selected = source.resolve_classes(classes)
     image_size = check_image_size(config.get("image_size") or source.default_size())
     seed = int(config.get("seed", 0))
+    subsets = [draw_subset(source, [label], config.get("per_class"), seed, image_size, skip_bad)
+               for label in selected]  # all data errors surface before anything is written
     runs = []
-    for label in selected:
+    for label, (real, manifest) in zip(selected, subsets):
         name = source.classes[label]
         run_dir = Path(out) / slug(name) if out and len(selected) > 1 else Path(out or default_run_dir(data, family, name))
-        real, manifest = draw_subset(source, [label], config.get("per_class"), seed, image_size, skip_bad)
-        _check_run_folder(run_dir, manifest, resume)
         effective = {**config, "family": family, "data": data, "class": name, "image_size": image_size}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(effective, run_dir / "config.yaml")
-        write_json(run_dir / MANIFEST_NAME, manifest)
-        trainer = Trainer(family, real.images, run_dir, effective, device=device, progress=progress)
-        if resume:
-            trainer.resume()
-        trainer.fit()
-        runs.append(run_dir)
+        runs.append(train_on(family, real.images, manifest, run_dir, effective, resume, device, progress))
     return runs
+
+
+def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, config: dict[str, Any],
+             resume: bool = False, device: str = "auto", progress: bool = True) -> Path:
+    """Train `family` on exactly `images` (described by `manifest`) in `run_dir`."""
+    _check_run_folder(run_dir, manifest, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    write_json(run_dir / MANIFEST_NAME, manifest)
+    trainer = Trainer(family, images, run_dir, config, device=device, progress=progress)
+    if resume:
+        trainer.resume()
+    if trainer.state.step < int(trainer.config["steps"]) or not (run_dir / MODEL_DIR).exists():
+        trainer.fit()
+    return run_dir
 
 
 def _check_run_folder(run_dir: Path, manifest: dict, resume: bool) -> None:

@@ -1,0 +1,1 @@
+"""Classifier retraining harness: acceptance of synthetic images, classifier arms, statistics, report."""

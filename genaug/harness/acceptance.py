@@ -1,0 +1,101 @@
+"""Accepting or rejecting synthetic images before they join the training set.
+
+Policies run in the order given, each on what the previous ones kept, and each reports per
+class how many images it saw, kept and rejected:
+- `all`: keep everything.
+- `confidence`: a classifier trained on the real training images must give the intended class
+  a probability >= `confidence_tau`.
+- `fid-gate`: drop a class's whole synthetic set when its FID against that class's real
+  training images exceeds `fid_max`.
+- `memorization`: reject an image whose nearest real training image (cosine similarity of
+  Inception pool3 features) is at least `memorization_max_similarity` similar: near-copies of
+  patient images add no information and are not safe to share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import GenaugError
+
+POLICIES = ("all", "confidence", "fid-gate", "memorization")
+DEFAULTS = {"confidence_tau": 0.7, "fid_max": 150.0, "memorization_max_similarity": 0.97}
+
+
+@dataclass
+class AcceptanceContext:
+    """What the policies need, computed lazily by the caller (classifier, FID, features)."""
+
+    real_images: torch.Tensor  # uint8, the real training images (all classes)
+    real_labels: torch.Tensor
+    classes: list[str]
+    settings: dict = field(default_factory=lambda: dict(DEFAULTS))
+    class_probs: Callable[[torch.Tensor], np.ndarray] | None = None  # uint8 -> probabilities
+    fid: Callable[[torch.Tensor, torch.Tensor], float] | None = None  # (real, fake) uint8 -> FID
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None  # uint8 -> N x D features
+
+
+def parse_policies(text: str | list[str]) -> list[str]:
+    names = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
+    unknown = [p for p in names if p not in POLICIES]
+    if unknown or not names:
+        raise GenaugError(f"unknown acceptance policy {', '.join(unknown) or '(none)'}; choose from {', '.join(POLICIES)}")
+    return names
+
+
+def _confidence(images, label, ctx):
+    probs = ctx.class_probs(images)
+    return probs[:, label] >= ctx.settings["confidence_tau"], {"probability": probs[:, label].tolist()}
+
+
+def _fid_gate(images, label, ctx):
+    if len(images) < 2:
+        return np.zeros(len(images), bool), {"fid": None, "note": "fewer than 2 images left"}
+    fid = ctx.fid(ctx.real_images[ctx.real_labels == label], images)
+    return np.full(len(images), fid <= ctx.settings["fid_max"]), {"fid": fid}
+
+
+def _memorization(images, label, ctx):
+    real = torch.nn.functional.normalize(ctx.features(ctx.real_images), dim=1)
+    fake = torch.nn.functional.normalize(ctx.features(images), dim=1)
+    nearest = (fake @ real.T).max(dim=1)
+    sim = nearest.values.numpy()
+    return sim < ctx.settings["memorization_max_similarity"], {
+        "max_similarity": sim.tolist(), "nearest_real_index": nearest.indices.tolist()}
+
+
+RULES = {"all": lambda images, label, ctx: (np.ones(len(images), bool), {}),
+         "confidence": _confidence, "fid-gate": _fid_gate, "memorization": _memorization}
+
+
+def accept(images: torch.Tensor, label: int, policies: list[str], ctx: AcceptanceContext) -> tuple[np.ndarray, list[dict]]:
+    """Boolean mask of accepted images of one class, and one report row per policy."""
+    keep = np.ones(len(images), bool)
+    rows = []
+    for policy in policies:
+        idx = np.flatnonzero(keep)
+        if len(idx) == 0:
+            rows.append({"policy": policy, "class": ctx.classes[label], "seen": 0, "kept": 0, "rejected": 0})
+            continue
+        ok, detail = RULES[policy](images[idx], label, ctx)
+        ok = np.asarray(ok, bool)
+        keep[idx[~ok]] = False
+        rows.append({"policy": policy, "class": ctx.classes[label], "seen": int(len(idx)),
+                     "kept": int(ok.sum()), "rejected": int((~ok).sum()), **_summary(detail)})
+    return keep, rows
+
+
+def _summary(detail: dict) -> dict:
+    """Keep scalar details; summarise per-image lists to min/mean/max."""
+    out = {}
+    for key, value in detail.items():
+        if isinstance(value, list) and value and isinstance(value[0], float):
+            arr = np.asarray(value)
+            out[key] = {"min": float(arr.min()), "mean": float(arr.mean()), "max": float(arr.max())}
+        elif not isinstance(value, list):
+            out[key] = value
+    return out

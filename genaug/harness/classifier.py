@@ -1,0 +1,145 @@
+"""Classifiers from torchvision and the loop that trains one arm of the experiment.
+
+Below 64 px the stem becomes a 3x3 stride-1 conv without max-pool (the usual CIFAR-style stem);
+the first conv takes the data's channel count. Weights start from scratch (no downloads).
+
+Every arm runs the same number of optimizer steps: `epochs` x `steps_per_epoch`, where
+`steps_per_epoch` comes from the real training images alone; an augmented arm draws its batches
+from real + synthetic images. After each epoch the model is scored on the real validation split
+(balanced accuracy, then lower loss) and the best epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torchvision.transforms import v2
+
+from ..data.images import to_model_range
+from ..errors import GenaugError
+from .losses import confusion_rates, cr_cross_entropy
+
+CLASSIFIERS = ("resnet18", "resnet50", "efficientnet_b0")
+
+
+def build_classifier(name: str, in_channels: int, n_classes: int, image_size: int) -> nn.Module:
+    if name not in CLASSIFIERS:
+        raise GenaugError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    small = image_size < 64
+    model = getattr(torchvision.models, name)(weights=None, num_classes=n_classes)
+    if name.startswith("resnet"):
+        model.conv1 = (nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False) if small
+                       else nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False))
+        if small:
+            model.maxpool = nn.Identity()
+    else:
+        out = model.features[0][0].out_channels
+        model.features[0][0] = nn.Conv2d(in_channels, out, 3, 1 if small else 2, 1, bias=False)
+    return model
+
+
+def classical_augmentation(image_size: int, rotation: float, crop_padding: int, hflip: bool) -> v2.Compose:
+    """Crops and small rotations; horizontal flips only when asked (off for medical sources)."""
+    steps = [v2.RandomCrop(image_size, padding=crop_padding, padding_mode="reflect")] if crop_padding else []
+    steps += [v2.RandomRotation(rotation)] if rotation else []
+    steps += [v2.RandomHorizontalFlip()] if hflip else []
+    return v2.Compose(steps)
+
+
+@dataclass
+class TrainSettings:
+    classifier: str = "resnet18"
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_step: int = 7
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    loss: str = "ce"
+    cr_k: float = 3.0
+    rotation: float = 10.0
+    crop_padding: int = 2
+    hflip: bool = False
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TrainSettings":
+        return cls(**{k: config[k] for k in cls.__dataclass_fields__ if k in config})
+
+
+@dataclass
+class TrainedClassifier:
+    model: nn.Module
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    optimizer_steps: int = 0
+
+
+def _device(device: str) -> torch.device:
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, device: str = "auto", batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities for uint8 images."""
+    dev = _device(device)
+    model = model.to(dev).eval()
+    out = [F.softmax(model(to_model_range(images[i: i + batch_size]).to(dev)).float(), 1).cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+                     n_classes: int, settings: TrainSettings, seed: int, steps_per_epoch: int,
+                     device: str = "auto") -> TrainedClassifier:
+    """Train from scratch with a fixed step budget; keep the best epoch on the validation split."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    if settings.loss not in ("ce", "cr"):
+        raise GenaugError(f"unknown loss {settings.loss!r}; choose ce or cr")
+    dev = _device(device)
+    torch.manual_seed(seed)
+    model = build_classifier(settings.classifier, train_x.shape[1], n_classes, train_x.shape[-1]).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
+    augment = classical_augmentation(train_x.shape[-1], settings.rotation, settings.crop_padding, settings.hflip)
+    order = torch.Generator().manual_seed(seed)
+    stream: list[int] = []
+    best = (-math.inf, math.inf)
+    best_state, best_epoch, history = None, 0, []
+    cr = None
+    for epoch in range(settings.epochs):
+        model.train()
+        cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
+        total_loss = 0.0
+        for _ in range(steps_per_epoch):
+            while len(stream) < settings.batch_size:
+                stream += torch.randperm(len(train_x), generator=order).tolist()
+            idx, stream = stream[: settings.batch_size], stream[settings.batch_size:]
+            x = torch.stack([augment(img) for img in train_x[idx]])
+            x, y = to_model_range(x).to(dev), train_y[idx].to(dev)
+            logits = model(x)
+            loss = cr_cross_entropy(logits, y, cr if settings.loss == "cr" else None, settings.cr_k)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach())
+            cm += torch.bincount((y * n_classes + logits.argmax(1)).cpu(), minlength=n_classes ** 2).view(n_classes, -1)
+        scheduler.step()
+        cr = confusion_rates(cm)
+        probs = predict_proba(model, val_x, device)
+        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp(min=1e-12)), val_y))
+        val_bacc = float(balanced_accuracy_score(val_y.numpy(), probs.argmax(1)))
+        history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch,
+                        "val_balanced_accuracy": val_bacc, "val_loss": val_loss})
+        if (val_bacc, -val_loss) > (best[0], -best[1]):
+            best, best_epoch = (val_bacc, val_loss), epoch + 1
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return TrainedClassifier(model.cpu(), best_epoch, history, settings.epochs * steps_per_epoch)
