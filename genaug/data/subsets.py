@@ -64,8 +64,10 @@ def draw_subset(source: Source, class_indices: list[int], per_class: int | None,
             if ok:
                 got.append(imgs)
                 kept += ok
-        if len(kept) < want:
+        if per_class is not None and len(kept) < want:
             raise GenaugError(f"class {name!r} has only {len(kept)} readable train images; {want} requested")
+        if not kept:
+            raise GenaugError(f"class {name!r} has no readable train images")
         images.append(torch.cat(got))
         labels += [label] * len(kept)
         ids += kept

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import GenaugError
-from .inception import DEFAULT_CACHE_DIR, InceptionPool3, ensure_weights
+from .inception import InceptionPool3, default_cache_dir, ensure_weights
 
 FEW_IMAGES_WARNING = 2048  # FID is biased upward below this many images per side
 
@@ -79,7 +79,7 @@ def compute_metrics(a: ImageSet, b: ImageSet, kid: bool = False, prc: bool = Fal
     _check(b, 2)
     if prc:
         _check(a, 4), _check(b, 4)  # k-NN radii with k = 3 need more than 3 images
-    cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
+    cache_dir = Path(cache_dir or default_cache_dir())
     weights_path, weights_sha = ensure_weights(cache_dir, weights)
     extractor = _extractor_name(weights_sha)
     cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
@@ -116,7 +116,7 @@ def inception_features(images: torch.Tensor, batch_size: int = 64, device: str =
     """2048-d pool3 features of uint8 images (for nearest-neighbour checks)."""
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
-    weights_path, weights_sha = ensure_weights(Path(cache_dir or DEFAULT_CACHE_DIR), weights)
+    weights_path, weights_sha = ensure_weights(Path(cache_dir or default_cache_dir()), weights)
     cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     model = InceptionPool3(_extractor_name(weights_sha), ["2048"], feature_extractor_weights_path=str(weights_path))
     if cuda:

@@ -23,7 +23,12 @@ from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d, FeatureExt
 from ..errors import GenaugError
 from ..io import atomic_path, sha256_file
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("GENAUG_CACHE_DIR", Path.home() / ".cache" / "genaug"))
+
+
+def default_cache_dir() -> Path:
+    """Where converted weights and real-set features live (`GENAUG_CACHE_DIR`, else ~/.cache/genaug)."""
+    return Path(os.environ.get("GENAUG_CACHE_DIR", Path.home() / ".cache" / "genaug"))
+
 WEIGHTS_FILE = "inception-2015-12-05-pool3-from-fid-helper.pth"
 MAX_FEATURE_DIFF = 1e-4
 FC_KEYS = ("fc.weight", "fc.bias")
@@ -134,7 +139,7 @@ def ensure_weights(cache_dir: Path | None = None, override: str | Path | None = 
         if not path.is_file():
             raise GenaugError(f"Inception weights file not found: {override}")
         return path, sha256_file(path)
-    cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
+    cache_dir = Path(cache_dir or default_cache_dir())
     path = cache_dir / WEIGHTS_FILE
     checksum = path.with_suffix(".sha256")
     if path.exists() and checksum.exists():

@@ -1,0 +1,150 @@
+"""VAE, DCGAN and DDPM on real data: learning, shapes, save/load, exact resume, sampling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genaug import runs
+from genaug.data import draw_subset, open_source
+from genaug.data.imagesets import load_image_folder
+from genaug.generators import Trainer, load_trained
+
+from conftest import CIFAR, PNEUMONIA, assert_clean_error, run_cli
+
+FAST = {"vae": {}, "dcgan": {"base_width": 16}, "ddpm": {"block_out_channels": [16, 32, 32], "lr_warmup_steps": 0,
+                                                        "sample_steps": 3, "learning_rate": 1e-3}}
+
+
+def _config(family, steps, **extra):
+    return {"steps": steps, "batch_size": 16, "log_every": 1, "checkpoint_every": 1000, "sample_every": 1000,
+            "grid_size": 4, "model": FAST[family], **extra}
+
+
+@pytest.fixture(scope="module")
+def normal_class():
+    real, manifest = draw_subset(open_source(str(PNEUMONIA)), [0], 64, seed=0, image_size=28)
+    return real.images
+
+
+@pytest.mark.parametrize("family,key,steps", [("vae", "loss", 40), ("dcgan", "loss_d", 40), ("ddpm", "loss", 40)])
+def test_short_run_lowers_loss(tmp_path, normal_class, family, key, steps):
+    Trainer(family, normal_class, tmp_path, _config(family, steps), device="cpu", progress=False).fit()
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == steps and {"step", key, "images_per_s"} <= set(log[0])
+    first = sum(r[key] for r in log[:5]) / 5
+    last = sum(r[key] for r in log[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    assert (tmp_path / "samples" / f"step-{steps:07d}.png").exists()
+
+
+@pytest.mark.parametrize("family", ["vae", "dcgan", "ddpm"])
+@pytest.mark.parametrize("data,label,size,channels", [(PNEUMONIA, 1, 28, 1), (CIFAR, 3, 32, 3)])
+def test_samples_shape_channels_range_and_roundtrip(tmp_path, family, data, label, size, channels):
+    real, _ = draw_subset(open_source(str(data)), [label], 16, seed=0, image_size=size)
+    cfg = _config(family, 2)
+    if family == "ddpm" and size == 32:
+        cfg["model"] = {**cfg["model"], "block_out_channels": [16, 32, 32, 32], "attention_levels": [3]}
+    trainer = Trainer(family, real.images, tmp_path, cfg, device="cpu", progress=False)
+    trainer.fit()
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(3)]  # noqa: E731
+    with trainer.model.sampling_mode():
+        in_memory = trainer.model.sample(gens())
+    loaded = load_trained(tmp_path, "cpu").sample(gens())
+    assert loaded.shape == (3, channels, size, size)
+    assert loaded.min() >= -1 and loaded.max() <= 1
+    torch.testing.assert_close(loaded, in_memory, atol=1e-5, rtol=0)
+
+
+def _weights(run_dir):
+    return {f.relative_to(run_dir / "model").as_posix(): load_file(f) for f in (run_dir / "model").rglob("*.safetensors")}
+
+
+@pytest.mark.parametrize("family", ["vae", "dcgan", "ddpm"])
+def test_resume_gives_the_same_weights(tmp_path, family):
+    common = ["--data", PNEUMONIA, "--class", "normal", "--per-class", "24", "--batch-size", "8", "--device", "cpu",
+              "--no-progress", "--seed", "3"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"checkpoint_every": 3, "sample_every": 4, "grid_size": 2, "model": FAST[family]}))
+    assert run_cli("train", family, *common, "--config", cfg, "--steps", "8", "--out", tmp_path / "a").exit_code == 0
+    assert run_cli("train", family, *common, "--config", cfg, "--steps", "4", "--out", tmp_path / "b").exit_code == 0
+    r = run_cli("train", family, *common, "--config", cfg, "--steps", "8", "--out", tmp_path / "b")
+    assert_clean_error(r, "already holds checkpoints", "--resume")
+    r = run_cli("train", family, *common, "--config", cfg, "--steps", "8", "--out", tmp_path / "b", "--resume")
+    assert r.exit_code == 0, r.output
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys() and a
+    for name in a:
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), (name, key)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+def test_ddpm_folder_loads_in_diffusers_and_samplers(tmp_path, normal_class):
+    from diffusers import DDPMPipeline
+
+    Trainer("ddpm", normal_class, tmp_path, _config("ddpm", 2), device="cpu", progress=False).fit()
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "model")
+    assert pipe.unet.config.in_channels == 1 and pipe.unet.config.sample_size == 28
+    model = load_trained(tmp_path, "cpu")
+    for sampler, steps in (("ddim", 3), ("dpm-solver", 3), ("ddpm", 4)):
+        out = model.sample([torch.Generator().manual_seed(0)], sampler, steps)
+        assert out.shape == (1, 1, 28, 28) and torch.isfinite(out).all()
+
+
+def test_sampling_reproducible_and_resumable(tmp_path, normal_class):
+    Trainer("dcgan", normal_class, tmp_path / "run", _config("dcgan", 2), device="cpu", progress=False).fit()
+    r = run_cli("sample", "--run", tmp_path / "run", "--n", "5", "--out", tmp_path / "s1", "--seed", "4",
+                "--batch-size", "2", "--no-progress")
+    assert r.exit_code == 0, r.output
+    runs.sample(tmp_path / "run", 5, tmp_path / "s2", seed=4, batch_size=5, progress=False)
+    one, two = load_image_folder(tmp_path / "s1"), load_image_folder(tmp_path / "s2")
+    assert one.shape == (5, 1, 28, 28) and torch.equal(one, two)
+    manifest = json.loads((tmp_path / "s1" / "samples.json").read_text())
+    assert [im["seed"] for im in manifest["images"]] == [4, 5, 6, 7, 8] and len(manifest["model_sha256"]) == 64
+    (tmp_path / "s1" / "000002.png").unlink()
+    before = (tmp_path / "s1" / "000001.png").stat().st_mtime_ns
+    runs.sample(tmp_path / "run", 5, tmp_path / "s1", seed=4, batch_size=2, progress=False)
+    assert (tmp_path / "s1" / "000001.png").stat().st_mtime_ns == before
+    assert torch.equal(load_image_folder(tmp_path / "s1"), two)
+    r = run_cli("sample", "--run", tmp_path / "run", "--n", "5", "--out", tmp_path / "s1", "--seed", "9")
+    assert_clean_error(r, "other settings")
+
+
+def test_bad_arguments(tmp_path):
+    assert_clean_error(run_cli("train", "gan", "--data", PNEUMONIA, "--class", "0"), "'gan' is not one of", code=2)
+    assert_clean_error(run_cli("train", "vae", "--data", PNEUMONIA, "--class", "cat"), "unknown class 'cat'", code=1)
+    assert_clean_error(run_cli("sample", "--run", tmp_path / "none", "--n", "3", "--out", tmp_path / "o"),
+                       "run folder not found", code=1)
+    assert_clean_error(run_cli("sample", "--run", tmp_path, "--n", "0", "--out", tmp_path / "o"), "--n", code=2)
+    assert_clean_error(run_cli("sample", "--run", tmp_path, "--n", "2", "--out", tmp_path / "o"), "no trained model")
+
+
+def test_interrupted_run_says_where_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "genaug.cli", "train", "vae", "--data", str(PNEUMONIA), "--class", "normal",
+           "--per-class", "32", "--steps", "100000", "--batch-size", "8", "--device", "cpu", "--no-progress"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("checkpoint_every: 20\nsample_every: 100000\n")
+    proc = subprocess.Popen(cmd + ["--config", str(cfg), "--out", str(out)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    deadline = time.time() + 120
+    while not list((out / "checkpoints").glob("step-*")) and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "last checkpoint: step" in err and "Traceback" not in err
+    r = run_cli("train", "vae", "--data", PNEUMONIA, "--class", "normal", "--per-class", "32", "--steps", "45",
+                "--batch-size", "8", "--device", "cpu", "--no-progress", "--config", cfg, "--out", out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "model" / "genaug.json").read_text())["step"] == 45
