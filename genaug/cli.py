@@ -177,6 +177,7 @@ def fid(a, b, kid, prc, isc, per_class, image_size, batch_size, device, json_out
 
 @main.command("augment-and-train")
 @click.option("--data", default=None, help="Data spec (or `data` in --config).")
+@click.option("--class", "classes", default=None, help="Classes to classify: names/indices, comma list, or all.")
 @click.option("--per-class", type=click.IntRange(min=2), default=None, help="Real images per class (default 50).")
 @click.option("--generator", "generators", default=None, help="Comma list of vae, dcgan, ddpm.")
 @click.option("--synthetic-per-class", type=click.IntRange(min=1), default=None)
@@ -196,7 +197,7 @@ def fid(a, b, kid, prc, isc, per_class, image_size, batch_size, device, json_out
 @click.option("--device", type=DEVICES, default="auto")
 @click.option("--no-progress", is_flag=True)
 @click.option("--data-root", default=None)
-def augment_and_train(data, per_class, generators, synthetic_per_class, seeds, out, classifier, epochs, batch_size,
+def augment_and_train(data, classes, per_class, generators, synthetic_per_class, seeds, out, classifier, epochs, batch_size,
                       accept, loss, cr_k, generator_steps, runs_dir, image_size, seed, config_file, device,
                       no_progress, data_root):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics."""
@@ -204,7 +205,7 @@ def augment_and_train(data, per_class, generators, synthetic_per_class, seeds, o
     from .harness.report import render_markdown
 
     config = experiment_config(config_file, {
-        "data": data, "per_class": per_class, "generators": generators, "synthetic_per_class": synthetic_per_class,
+        "data": data, "classes": classes, "per_class": per_class, "generators": generators, "synthetic_per_class": synthetic_per_class,
         "seeds": seeds, "classifier": classifier, "epochs": epochs, "batch_size": batch_size, "accept": accept,
         "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "image_size": image_size, "seed": seed})
     if not config.get("data"):

@@ -41,7 +41,7 @@ from .classifier import TrainSettings, predict_proba, train_classifier
 from .stats import classification_metrics
 
 DEFAULTS: dict[str, Any] = {
-    "per_class": 50, "image_size": None, "seed": 0, "seeds": 3,
+    "classes": "all", "per_class": 50, "image_size": None, "seed": 0, "seeds": 3,
     "generators": ["ddpm"], "synthetic_per_class": 100, "accept": ["all"],
     "classifier": "resnet18", "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
     "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "val_fraction": 0.2,
@@ -74,8 +74,11 @@ class Experiment:
         self.runs_dir = Path(runs_dir) if runs_dir else self.out / "generators"
         self.data_root, self.device, self.progress = data_root, device, progress
         self.source = open_source(data, data_root)
-        self.classes = self.source.classes
-        self.labels = list(range(len(self.classes)))
+        self.source_labels = self.source.resolve_classes(str(config["classes"]))
+        if len(self.source_labels) < 2:
+            raise GenaugError("augment-and-train needs at least two classes")
+        self.classes = [self.source.classes[i] for i in self.source_labels]
+        self.labels = list(range(len(self.classes)))  # classifier labels: positions in self.classes
         self.image_size = check_image_size(config["image_size"] or self.source.default_size())
         if config["hflip"] is None:
             config["hflip"] = self.source.kind in FLIP_SAFE_KINDS
@@ -89,12 +92,13 @@ class Experiment:
         manifest_path = self.out / MANIFEST_NAME
         if manifest_path.exists():
             manifest = load_manifest(self.out)
-            if (manifest["source"], manifest["per_class"], manifest["seed"], manifest["image_size"]) != (
-                    self.data, c["per_class"], c["seed"], self.image_size):
+            if (manifest["source"], manifest["per_class"], manifest["seed"], manifest["image_size"],
+                    manifest["selected_classes"]) != (self.data, c["per_class"], c["seed"], self.image_size, self.classes):
                 raise GenaugError(f"{self.out} holds an experiment with other data settings; choose another --out")
             _, real = reload_subset(manifest, self.data_root, self.source)
         else:
-            real, manifest = draw_subset(self.source, self.labels, c["per_class"], c["seed"], self.image_size)
+            real, manifest = draw_subset(self.source, self.source_labels, c["per_class"], c["seed"], self.image_size)
+        real.labels = self._positions(real.labels)
         labels = real.labels.numpy()
         train_idx, val_idx = stratified_split(labels, c["val_fraction"], c["seed"])
         for label in self.labels:
@@ -109,14 +113,18 @@ class Experiment:
         self.train_x, self.train_y = real.images[train_idx], real.labels[train_idx]
         self.val_x, self.val_y = real.images[val_idx], real.labels[val_idx]
         self.train_items = [manifest["train"]["items"][i] for i in train_idx]
-        test = load_split(self.source, "test", self.labels, self.image_size)
-        self.test_x, self.test_y = test.images, test.labels
+        test = load_split(self.source, "test", self.source_labels, self.image_size)
+        self.test_x, self.test_y = test.images, self._positions(test.labels)
         self.steps_per_epoch = math.ceil(len(self.train_x) / self.settings.batch_size)
+
+    def _positions(self, source_labels: torch.Tensor) -> torch.Tensor:
+        lookup = {s: i for i, s in enumerate(self.source_labels)}
+        return torch.tensor([lookup[int(v)] for v in source_labels], dtype=torch.int64)
 
     # -- stage 2: generators and samples ---------------------------------------------------
     def generator_run(self, family: str, label: int) -> Path:
         run_dir = self.runs_dir / family / slug(self.classes[label])
-        items = [it for it in self.train_items if it["label"] == label]
+        items = [it for it in self.train_items if it["class"] == self.classes[label]]
         manifest = {**self.manifest, "selected_classes": [self.classes[label]],
                     "train": {**self.manifest["train"], "count": len(items), "items": items},
                     "note": "real training part of an augment-and-train experiment (validation images removed)"}

@@ -1,0 +1,146 @@
+"""FID/KID/PRC with the offline Inception on real data, the feature cache, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genaug.data import load_split, open_source, save_png
+from genaug.metrics import fidelity
+from genaug.metrics.fidelity import ImageSet, compute_metrics
+from genaug.metrics.inception import InceptionPool3, ensure_weights, feature_difference
+
+from conftest import OCT, PNEUMONIA, assert_clean_error, run_cli
+
+N = 120  # images per Fashion-MNIST set: small for the CPU, large enough to order the FIDs
+
+
+def test_converted_weights_reproduce_torchscript_features(tmp_path):
+    path, sha = ensure_weights(tmp_path)
+    assert feature_difference(path) < 1e-4
+    assert path.with_suffix(".sha256").read_text().strip() == sha
+    again, sha2 = ensure_weights(tmp_path)
+    assert again == path and sha2 == sha
+    tampered = path.read_bytes()[:-10] + b"0123456789"
+    path.write_bytes(tampered)  # a damaged cache file fails its checksum and is converted again
+    _, sha3 = ensure_weights(tmp_path)
+    assert path.read_bytes() != tampered and path.with_suffix(".sha256").read_text().strip() == sha3
+    assert feature_difference(path) < 1e-4
+
+
+def test_inception_score_refused():
+    path, _ = ensure_weights()
+    model = InceptionPool3("isc", ["logits_unbiased"], feature_extractor_weights_path=str(path))
+    with pytest.raises(Exception, match="classifier layer"):
+        model(torch.zeros(1, 3, 299, 299, dtype=torch.uint8))
+
+
+@pytest.fixture(scope="module")
+def fashion_sets(fashion):
+    s = open_source(fashion)
+    tee = load_split(s, "test", [s.class_index("T-shirt/top")], 28).images
+    shirt = load_split(s, "test", [s.class_index("Shirt")], 28).images
+    return tee[:N], tee[N: 2 * N], shirt[:N]
+
+
+def test_fid_orders_halves_below_different_classes(fashion_sets):
+    tee_a, tee_b, shirt = fashion_sets
+    same = compute_metrics(ImageSet(tee_a, "tee A", True), ImageSet(tee_b, "tee B", True))["fid"]
+    different = compute_metrics(ImageSet(tee_a, "tee A", True), ImageSet(shirt, "shirt", True))["fid"]
+    assert 0 < same < 0.75 * different, (same, different)
+
+
+def test_fid_of_a_set_with_itself_is_zero(fashion_sets):
+    r = compute_metrics(ImageSet(fashion_sets[0], "a", True), ImageSet(fashion_sets[0].clone(), "b"))
+    assert abs(r["fid"]) < 1e-3 and r["n_a"] == r["n_b"] == N and "biased upward" in r["warning"]
+
+
+def test_cache_returns_same_number_and_skips_extraction(fashion_sets, monkeypatch):
+    tee_a, _, shirt = fashion_sets
+    real = ImageSet(tee_a, "real", cacheable=True)
+    first = compute_metrics(real, ImageSet(shirt, "fake"))
+    seen = []
+    original = InceptionPool3.forward
+    monkeypatch.setattr(InceptionPool3, "forward", lambda self, x: seen.append(len(x)) or original(self, x))
+    second = compute_metrics(ImageSet(tee_a.clone(), "real again", cacheable=True), ImageSet(shirt, "fake"))
+    assert second["fid"] == pytest.approx(first["fid"], abs=1e-9)
+    assert sum(seen) == len(shirt)  # only the uncached side went through the network
+
+
+def test_cli_kid_prc_json_and_isc(tmp_path, fashion_sets):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, images in ((a, fashion_sets[0][:24]), (b, fashion_sets[2][:24])):
+        for i, img in enumerate(images):
+            save_png(img, folder / f"{i:03d}.png")
+    (a / "notes.txt").write_text("ignored: not an image")
+    r = run_cli("fid", a, b, "--kid", "--prc", "--isc", "--json", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    assert "FID" in r.output and "KID" in r.output and "precision" in r.output and "(images: 24 vs 24)" in r.output
+    assert "Inception Score: unavailable" in r.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert {"fid", "kid_mean", "kid_std", "precision", "recall", "n_a", "n_b"} <= set(data)
+    assert 0 <= data["precision"] <= 1 and data["kid_std"] > 0
+
+
+def test_spec_with_class_and_split_resolves():
+    from genaug.data.imagesets import resolve_image_set
+
+    images, real = resolve_image_set(f"{PNEUMONIA}:pneumonia@val")
+    assert images.shape == (389, 1, 28, 28) and real
+    images, _ = resolve_image_set(f"{OCT}:dme", image_size=64)
+    assert images.shape == (6, 1, 64, 64)
+
+
+def test_cli_data_spec_with_class_and_per_class_table(tmp_path):
+    samples = tmp_path / "samples"
+    s = open_source(str(OCT))
+    for label, name in enumerate(s.classes):
+        for i, img in enumerate(load_split(s, "test", [label], 64).images):
+            save_png(img, samples / name / f"{i:03d}.png")
+    r = run_cli("fid", f"{OCT}:CNV", samples / "CNV", "--image-size", "64")
+    assert r.exit_code == 0, r.output
+    assert "(images: 6 vs 2)" in r.output
+    r = run_cli("fid", OCT, samples, "--per-class", "--json", tmp_path / "t.json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "t.json").read_text())["per_class"]
+    assert [row["class"] for row in rows] == s.classes and all(row["fid"] > 0 for row in rows)
+    assert all(row["n_a"] == 6 and row["n_b"] == 2 for row in rows)
+
+
+def test_bad_inputs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("x")
+    assert_clean_error(run_cli("fid", tmp_path / "missing", tmp_path / "empty"), "neither a folder nor SPEC:CLASS")
+    assert_clean_error(run_cli("fid", tmp_path / "empty", tmp_path / "text"), "holds no images")
+    assert_clean_error(run_cli("fid", tmp_path / "text", tmp_path / "empty"), "holds no images")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.png").write_bytes(b"garbage")
+    assert_clean_error(run_cli("fid", broken, tmp_path / "empty"), "cannot read image", "x.png")
+    assert_clean_error(run_cli("fid", f"{PNEUMONIA}:cat", tmp_path / "empty"), "unknown class 'cat'")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.fromarray(np.full((28, 28), 80, np.uint8), "L").save(mixed / "gray.png")
+    Image.fromarray(np.full((28, 28, 3), 80, np.uint8), "RGB").save(mixed / "rgb.png")
+    from genaug.data.imagesets import load_image_folder
+
+    assert load_image_folder(mixed).shape == (2, 3, 28, 28)  # documented: mixed folders are read as RGB
+    sizes = tmp_path / "sizes"
+    sizes.mkdir()
+    for p in list(OCT.glob("*/*.jpeg"))[:2] + list(OCT.glob("DME/*.jpeg"))[:1]:
+        (sizes / p.name).write_bytes(p.read_bytes())
+    if len({Image.open(p).size for p in sizes.iterdir()}) > 1:
+        assert_clean_error(run_cli("fid", sizes, sizes), "different sizes", "--image-size")
+    with pytest.raises(Exception, match="no images"):
+        compute_metrics(ImageSet(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), "empty"),
+                        ImageSet(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "two"))
+
+
+def test_inception_features_shape(fashion_sets):
+    feats = fidelity.inception_features(fashion_sets[0][:4])
+    assert feats.shape == (4, 2048) and torch.isfinite(feats).all()
