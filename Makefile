@@ -1,0 +1,31 @@
+# The two commands the README opens with: `make demo` and `make test`. Each sets up what is missing.
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN      = $(VENV)/bin
+STAMP    = $(VENV)/.genaug-installed
+
+.PHONY: setup fashion-mnist demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+fashion-mnist:
+	@bash scripts/install_fashion_mnist.sh
+
+demo: setup fashion-mnist
+	$(BIN)/genaug augment-and-train --config configs/demo-fashion.yaml --out demo-out
+
+test: setup fashion-mnist
+	$(BIN)/python -m pytest -q
+
+bench: setup fashion-mnist
+	$(BIN)/python scripts/bench_fid.py
+	$(BIN)/python scripts/bench_generators.py
+
+clean:
+	rm -rf demo-out bench-out runs
