@@ -59,7 +59,7 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
 def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, config: dict[str, Any],
              resume: bool = False, device: str = "auto", progress: bool = True) -> Path:
     """Train `family` on exactly `images` (described by `manifest`) in `run_dir`."""
-    _check_run_folder(run_dir, manifest, resume)
+    _check_run_folder(run_dir, manifest, resume, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     write_json(run_dir / MANIFEST_NAME, manifest)
@@ -71,7 +71,7 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
     return run_dir
 
 
-def _check_run_folder(run_dir: Path, manifest: dict, resume: bool) -> None:
+def _check_run_folder(run_dir: Path, manifest: dict, resume: bool, config: dict[str, Any]) -> None:
     if checkpoints(run_dir) and not resume:
         raise GenaugError(f"{run_dir} already holds checkpoints; pass --resume to continue it or --out for a new run")
     if resume and (run_dir / MANIFEST_NAME).exists():
@@ -79,6 +79,12 @@ def _check_run_folder(run_dir: Path, manifest: dict, resume: bool) -> None:
         if [i["sha256"] for i in old["train"]["items"]] != [i["sha256"] for i in manifest["train"]["items"]]:
             raise GenaugError(f"{run_dir} was trained on other real images (different --per-class, --seed or data); "
                               "cannot resume it with these settings")
+    if resume and (run_dir / "config.yaml").exists():
+        old = load_run_config(run_dir)
+        for key in ("family", "model", "batch_size", "image_size"):
+            if old.get(key) != config.get(key):
+                raise GenaugError(f"{run_dir} was trained with {key} = {old.get(key)!r}, not {config.get(key)!r}; "
+                                  "cannot resume it with these settings")
 
 
 def load_run_config(run_dir: str | Path) -> dict[str, Any]:

@@ -148,3 +148,13 @@ def test_interrupted_run_says_where_and_resumes(tmp_path):
                 "--batch-size", "8", "--device", "cpu", "--no-progress", "--config", cfg, "--out", out, "--resume")
     assert r.exit_code == 0, r.output
     assert json.loads((out / "model" / "genaug.json").read_text())["step"] == 45
+
+
+def test_resume_with_other_model_settings_is_refused(tmp_path):
+    common = ["--data", PNEUMONIA, "--class", "normal", "--per-class", "8", "--batch-size", "4", "--device", "cpu",
+              "--no-progress", "--out", tmp_path / "r"]
+    assert run_cli("train", "vae", *common, "--steps", "2").exit_code == 0
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  latent_dim: 8\n")
+    r = run_cli("train", "vae", *common, "--steps", "4", "--resume", "--config", cfg)
+    assert_clean_error(r, "was trained with model")

@@ -31,7 +31,7 @@ from ..config import load_config, merge, save_config
 from ..data import draw_subset, load_split, open_source, reload_subset
 from ..data.imagesets import load_image_folder, slug
 from ..data.images import check_image_size
-from ..data.sources import stratified_split
+from ..data.sources import CIFAR10_CLASSES, stratified_split
 from ..data.subsets import MANIFEST_NAME, load_manifest
 from ..errors import GenaugError
 from ..generators.base import get_family
@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "generator_configs": {}, "generator_steps": None, "sampler": None, "sample_steps": None,
     "acceptance": dict(acceptance.DEFAULTS),
 }
-FLIP_SAFE_KINDS = {"cifar10"}  # natural images; medical and other sources keep flips off by default
+FLIP_SAFE_KINDS = {"cifar10", "fashion-mnist"}  # natural images; medical and folder sources: flips off
 
 
 def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +81,7 @@ class Experiment:
         self.labels = list(range(len(self.classes)))  # classifier labels: positions in self.classes
         self.image_size = check_image_size(config["image_size"] or self.source.default_size())
         if config["hflip"] is None:
-            config["hflip"] = self.source.kind in FLIP_SAFE_KINDS
+            config["hflip"] = self.source.kind in FLIP_SAFE_KINDS or self.source.classes == CIFAR10_CLASSES
         self.settings = TrainSettings.from_config(config)
         self._probs_model = None
         self._feature_cache: dict[str, torch.Tensor] = {}
