@@ -146,8 +146,9 @@ def sample(run_dir, n, out, sampler, steps, batch_size, seed, device, no_progres
 @click.option("--cache-dir", default=None, help="Inception weights and real-set feature cache.")
 @click.option("--inception-weights", default=None, help="An official torch-fidelity / pytorch-fid weights file.")
 @click.option("--data-root", default=None)
+@click.option("--no-progress", is_flag=True, help="No progress output (torch-fidelity's, on stderr).")
 def fid(a, b, kid, prc, isc, per_class, image_size, batch_size, device, json_out, cache_dir, inception_weights,
-        data_root):
+        data_root, no_progress):
     """FID (and KID, precision/recall) between image sets A and B.
 
     A and B are image folders (e.g. `genaug sample` output) or SPEC:CLASS[@SPLIT], such as
@@ -156,7 +157,7 @@ def fid(a, b, kid, prc, isc, per_class, image_size, batch_size, device, json_out
     from .metrics import fid_report
 
     opts = dict(kid=kid, prc=prc, batch_size=batch_size, device=device, cache_dir=cache_dir,
-                weights=inception_weights)
+                weights=inception_weights, verbose=not no_progress)
     if per_class:
         rows = fid_report.per_class(a, b, image_size=image_size, data_root=data_root, **opts)
         click.echo(fid_report.format_table(rows))
