@@ -119,10 +119,10 @@ def main(n, sweep_n):
                            "--input2", str(work / "shirt"), "--feature-extractor-weights-path", str(tf_weights)], cache)
     real_spec = "fashion-mnist:T-shirt/top@test"
     # Side by side: the same two PNG folders. Cached: the whole real class as a data spec.
-    g_cold_s, g_cold = _timed([str(BIN / "genaug"), "fid", str(work / "tee"), str(work / "shirt")], cache)
+    g_cold_s, g_cold = _timed([str(BIN / "genaug"), "fid", "--no-progress", str(work / "tee"), str(work / "shirt")], cache)
     n_real = len(load_split(source, "test", [source.class_index("T-shirt/top")], 28).images)
-    spec_cold_s, spec_cold = _timed([str(BIN / "genaug"), "fid", real_spec, str(work / "shirt")], cache)
-    spec_warm_s, spec_warm = _timed([str(BIN / "genaug"), "fid", real_spec, str(work / "shirt")], cache)
+    spec_cold_s, spec_cold = _timed([str(BIN / "genaug"), "fid", "--no-progress", real_spec, str(work / "shirt")], cache)
+    spec_warm_s, spec_warm = _timed([str(BIN / "genaug"), "fid", "--no-progress", real_spec, str(work / "shirt")], cache)
     sweep = settings_sweep(tee[:sweep_n], shirt[:sweep_n], weights)
     result = {
         "n_per_side": n,
