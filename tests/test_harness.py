@@ -183,3 +183,13 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(GenaugError, match="too few images for the train/validation split"):
         Experiment(str(PNEUMONIA), tmp_path / "y", config, progress=False).real_data()
     assert not (tmp_path / "y").exists() and not (tmp_path / "x").exists()
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path):
+    config = experiment_config(None, {"per_class": 4, "seeds": 1})
+    Experiment(str(PNEUMONIA), tmp_path, config, progress=False).real_data()
+    Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 4, "seeds": 3}),
+               progress=False).real_data()  # more seeds: same experiment
+    with pytest.raises(GenaugError, match=r"other settings \(epochs\)"):
+        Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 4, "seeds": 1, "epochs": 3}),
+                   progress=False).real_data()

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from .. import runs
@@ -106,9 +107,10 @@ class Experiment:
                 raise GenaugError(f"too few images for the train/validation split: class {self.classes[label]!r} "
                                   f"needs at least 2 real images (per_class {c['per_class']}, "
                                   f"val_fraction {c['val_fraction']})")
+        self._check_same_settings()
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(manifest_path, manifest)
-        save_config({**c, "data": self.data, "image_size": self.image_size}, self.out / "config.yaml")
+        save_config(self._saved_config(), self.out / "config.yaml")
         self.manifest = manifest
         self.train_x, self.train_y = real.images[train_idx], real.labels[train_idx]
         self.val_x, self.val_y = real.images[val_idx], real.labels[val_idx]
@@ -116,6 +118,20 @@ class Experiment:
         test = load_split(self.source, "test", self.source_labels, self.image_size)
         self.test_x, self.test_y = test.images, self._positions(test.labels)
         self.steps_per_epoch = math.ceil(len(self.train_x) / self.settings.batch_size)
+
+    def _saved_config(self) -> dict[str, Any]:
+        return {**self.config, "data": self.data, "image_size": self.image_size}
+
+    def _check_same_settings(self) -> None:
+        """A re-run resumes only the same experiment; more `seeds` may be added."""
+        path = self.out / "config.yaml"
+        if not path.exists():
+            return
+        old, new = yaml.safe_load(path.read_text()), self._saved_config()
+        changed = sorted(k for k in set(old) | set(new) if k != "seeds" and old.get(k) != new.get(k))
+        if changed:
+            raise GenaugError(f"{self.out} holds an experiment with other settings ({', '.join(changed)}); "
+                              "choose another --out")
 
     def _positions(self, source_labels: torch.Tensor) -> torch.Tensor:
         lookup = {s: i for i, s in enumerate(self.source_labels)}
