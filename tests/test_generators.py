@@ -158,3 +158,16 @@ def test_resume_with_other_model_settings_is_refused(tmp_path):
     cfg.write_text("model:\n  latent_dim: 8\n")
     r = run_cli("train", "vae", *common, "--steps", "4", "--resume", "--config", cfg)
     assert_clean_error(r, "was trained with model")
+
+
+def test_class_all_trains_one_model_per_class(tmp_path):
+    from conftest import OCT
+
+    r = run_cli("train", "vae", "--data", OCT, "--class", "all", "--image-size", "32", "--steps", "2",
+                "--batch-size", "4", "--out", tmp_path, "--no-progress", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    for name in ("CNV", "DME", "DRUSEN", "NORMAL"):
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["selected_classes"] == [name] and manifest["train"]["count"] == 6
+        assert (tmp_path / name / "model" / "vae" / "config.json").exists()
+    assert load_image_folder(runs.sample(tmp_path / "DME", 2, tmp_path / "s", progress=False)).shape == (2, 1, 32, 32)
