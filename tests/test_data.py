@@ -195,3 +195,67 @@ def test_config_file_and_overrides_saved(tmp_path):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["steps"] == 2 and saved["per_class"] == 6 and saved["model"]["latent_dim"] == 8
     assert saved["class"] == "pneumonia" and saved["batch_size"] == 4
+
+
+# -- the download paths a user with internet takes, fed from local copies --------------------
+
+class _FakeTorchvision:
+    """Stands in for a torchvision dataset class: records the call, serves local arrays."""
+
+    def __init__(self, arrays, calls):
+        self.arrays, self.calls = arrays, calls
+
+    def __call__(self, root, train, download):
+        self.calls.append((root, train, download))
+        images, labels = self.arrays["train" if train else "test"]
+        return type("DS", (), {"data": images, "targets": list(labels)})()
+
+
+def test_cifar10_through_torchvision(monkeypatch, tmp_path):
+    import torchvision.datasets as tvd
+
+    d = np.load(CIFAR)
+    calls = []
+    fake = _FakeTorchvision({"train": (d["train_images"], d["train_labels"]),
+                             "test": (d["test_images"], d["test_labels"])}, calls)
+    monkeypatch.setattr(tvd, "CIFAR10", fake)
+    s = open_source("cifar10", data_root=tmp_path)
+    assert calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
+    assert s.channels == 3 and s.classes[3] == "cat" and len(s.split("train").ids) == 5085
+    assert s.load("test", [0, 1])[0].shape == (2, 3, 32, 32)
+
+
+def test_fashion_mnist_falls_back_to_torchvision(monkeypatch, tmp_path, fashion):
+    import torchvision.datasets as tvd
+
+    import genaug.data.sources as sources
+
+    debian = open_source("fashion-mnist")
+    arrays = {s: (torch.from_numpy(debian.arrays[s][0][:30]), debian.arrays[s][1][:30]) for s in ("train", "test")}
+    monkeypatch.setattr(tvd, "FashionMNIST", _FakeTorchvision(arrays, []))
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    s = open_source("fashion-mnist", data_root=tmp_path)
+    assert len(s.split("train").ids) == 30 and s.load("train", [0])[0].shape == (1, 1, 28, 28)
+
+
+def test_medmnist_download_when_missing(monkeypatch, tmp_path):
+    import genaug.data.sources as sources
+
+    urls = []
+    monkeypatch.setattr(sources.urllib.request, "urlretrieve",
+                        lambda url, dest: urls.append(url) or shutil.copy(PNEUMONIA, dest))
+    s = open_source("medmnist:pneumoniamnist", data_root=tmp_path)
+    assert urls == ["https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1"]
+    assert (tmp_path / "pneumoniamnist.npz").exists() and len(s.split("test").ids) == 624
+
+
+def test_offline_download_fails_clearly(monkeypatch, tmp_path):
+    import genaug.data.sources as sources
+
+    def offline(url, dest):
+        raise sources.urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(sources.urllib.request, "urlretrieve", offline)
+    assert_clean_error(run_cli("datasets", "medmnist:octmnist", "--data-root", tmp_path), "cannot download",
+                       "place the file there by hand")
+    assert not list(tmp_path.iterdir())
