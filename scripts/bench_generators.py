@@ -31,9 +31,10 @@ from genaug.metrics.fidelity import ImageSet, compute_metrics
 @click.option("--families", default="vae,dcgan,ddpm")
 @click.option("--n", default=1000, help="Samples per family.")
 @click.option("--steps", type=int, default=None, help="Override the configs' steps.")
+@click.option("--ddpm-steps", type=int, default=None, help="Override the DDPM config's steps only.")
 @click.option("--image-size", default=28)
 @click.option("--out", default="bench-out/generators")
-def main(data, class_name, families, n, steps, image_size, out):
+def main(data, class_name, families, n, steps, ddpm_steps, image_size, out):
     _quiet_libraries()
     out = Path(out)
     source = open_source(data)
@@ -47,8 +48,8 @@ def main(data, class_name, families, n, steps, image_size, out):
               "floor_fid_real_halves": round(floor["fid"], 3), "n_half": half, "families": {}}
     for family in families.split(","):
         config = load_config(f"{family}-{image_size}")
-        if steps:
-            config["steps"] = steps
+        if steps or (family == "ddpm" and ddpm_steps):
+            config["steps"] = ddpm_steps if family == "ddpm" and ddpm_steps else steps
         run_dir = out / family
         t0 = time.perf_counter()
         runs.train(family, data, class_name, config, out=str(run_dir), resume=True, progress=False)
@@ -58,7 +59,8 @@ def main(data, class_name, families, n, steps, image_size, out):
         sample_s = time.perf_counter() - t0
         fake = load_image_folder(samples)
         m = compute_metrics(ImageSet(real, "real class", True), ImageSet(fake, family))
-        result["families"][family] = {"steps": config["steps"], "batch_size": config["batch_size"],
+        trained = json.loads((run_dir / "model" / "genaug.json").read_text())["step"]
+        result["families"][family] = {"steps": trained, "batch_size": config["batch_size"],
                                       "train_s": round(train_s, 1), "sample_s": round(sample_s, 1),
                                       "fid": round(m["fid"], 3), "n_fake": len(fake)}
         click.echo(json.dumps({"partial": family, **result["families"][family]}), err=True)
