@@ -6,7 +6,6 @@ malformed options with exit code 2 before any work starts.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -218,9 +217,5 @@ def augment_and_train(data, classes, per_class, generators, synthetic_per_class,
     click.echo(f"\nreport: {Path(out) / 'report.md'}")
 
 
-def run():  # pragma: no cover - for `python -m genaug`
-    sys.exit(main())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    run()
+if __name__ == "__main__":  # pragma: no cover - `python -m genaug.cli` (e.g. under accelerate launch)
+    main()
