@@ -75,10 +75,9 @@ def compute_metrics(a: ImageSet, b: ImageSet, kid: bool = False, prc: bool = Fal
     """FID (and optionally KID, precision/recall) between two image sets, as a flat dict."""
     import torch_fidelity
 
-    _check(a, 2)
-    _check(b, 2)
-    if prc:
-        _check(a, 4), _check(b, 4)  # k-NN radii with k = 3 need more than 3 images
+    minimum = 4 if prc else 2  # precision/recall's k-NN radii (k = 3) need more than 3 images
+    _check(a, minimum)
+    _check(b, minimum)
     cache_dir = Path(cache_dir or default_cache_dir())
     weights_path, weights_sha = ensure_weights(cache_dir, weights)
     extractor = _extractor_name(weights_sha)
