@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.images import save_grid, to_model_range, to_uint8
+from ..device import resolve_device
 from ..errors import GenaugError
 from ..io import atomic_dir, atomic_path, write_json
 from .base import GenerativeModel, get_family
@@ -96,9 +97,7 @@ class Trainer:
 
         self.config = {**TRAIN_DEFAULTS, **config}
         self.run_dir = Path(run_dir)
-        if device == "cuda" and not torch.cuda.is_available():
-            raise GenaugError("--device cuda was asked for but no CUDA device is available")
-        self.accelerator = Accelerator(cpu=device == "cpu",
+        self.accelerator = Accelerator(cpu=resolve_device(device).type == "cpu",
                                        mixed_precision=_mixed_precision(self.config["mixed_precision"]))
         self.progress = progress
         _, channels, size, _ = real_uint8.shape
@@ -222,6 +221,6 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> GenerativeModel:
     if not info_path.exists():
         raise GenaugError(f"{run_dir} has no trained model ({MODEL_DIR}/{RUN_INFO}); train it first")
     info = json.loads(info_path.read_text())
-    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) or device == "cuda" else "cpu")
+    dev = resolve_device(device)
     return get_family(info["family"]).from_pretrained(folder, info["model_config"], info["channels"],
                                                       info["image_size"], dev)

@@ -23,6 +23,7 @@ import torchvision
 from torchvision.transforms import v2
 
 from ..data.images import to_model_range
+from ..device import resolve_device
 from ..errors import GenaugError
 from .losses import confusion_rates, cr_cross_entropy
 
@@ -81,14 +82,10 @@ class TrainedClassifier:
     optimizer_steps: int = 0
 
 
-def _device(device: str) -> torch.device:
-    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
-
-
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: torch.Tensor, device: str = "auto", batch_size: int = 256) -> np.ndarray:
     """Softmax probabilities for uint8 images."""
-    dev = _device(device)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     out = [F.softmax(model(to_model_range(images[i: i + batch_size]).to(dev)).float(), 1).cpu()
            for i in range(0, len(images), batch_size)]
@@ -103,7 +100,7 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
 
     if settings.loss not in ("ce", "cr"):
         raise GenaugError(f"unknown loss {settings.loss!r}; choose ce or cr")
-    dev = _device(device)
+    dev = resolve_device(device)
     torch.manual_seed(seed)
     model = build_classifier(settings.classifier, train_x.shape[1], n_classes, train_x.shape[-1]).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)

@@ -14,7 +14,7 @@ from ..data.imagesets import slug
 from ..io import sha256_file, write_json, write_text
 from ..runs import model_hash
 from . import experiment as exp
-from .stats import SCALAR_METRICS, paired_difference, summarize
+from .stats import SCALAR_METRICS, paired_difference, summarize, t_half_width
 
 PACKAGES = ("genaug", "torch", "torchvision", "diffusers", "accelerate", "torch-fidelity", "scipy", "scikit-learn")
 
@@ -114,7 +114,6 @@ def _figures(e: "exp.Experiment", report: dict, acceptance_info: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
 
     fig_dir = e.out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +124,7 @@ def _figures(e: "exp.Experiment", report: dict, acceptance_info: dict) -> None:
         for arm in arms:
             s = report["arms"][arm]["summary"][m]
             means.append(s["mean"])
-            halves.append(stats.t.ppf(0.975, s["n"] - 1) * s["std"] / np.sqrt(s["n"]) if s["n"] > 1 else 0.0)
+            halves.append(t_half_width(s["std"], s["n"]) if s["n"] > 1 else 0.0)
         ax.bar(arms, means, yerr=halves, capsize=4, color=["#888"] + ["#3a7"] * (len(arms) - 1))
         ax.set_title(m, fontsize=9)
         ax.tick_params(axis="x", labelsize=8)

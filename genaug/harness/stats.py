@@ -53,6 +53,11 @@ def summarize(values: list[float]) -> dict:
             "n": int(len(arr)), "values": arr.tolist()}
 
 
+def t_half_width(sd: float, n: int, confidence: float = 0.95) -> float:
+    """Half-width of the t confidence interval of a mean of n values with sample std `sd`."""
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
+
+
 def paired_difference(treated: list[float], baseline: list[float], confidence: float = 0.95) -> dict:
     """Paired difference (treated - baseline) over seeds: mean, t confidence interval,
     paired t-test and Wilcoxon signed-rank p-values, and the number of pairs."""
@@ -66,7 +71,7 @@ def paired_difference(treated: list[float], baseline: list[float], confidence: f
         return {**out, "ci_low": math.nan, "ci_high": math.nan, "p_ttest": math.nan, "p_wilcoxon": math.nan,
                 "note": "one seed: no interval or test"}
     sd = d.std(ddof=1)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    half = t_half_width(sd, n, confidence)
     out.update(ci_low=float(d.mean() - half), ci_high=float(d.mean() + half), confidence=confidence)
     if sd == 0:
         out.update(p_ttest=1.0 if d.mean() == 0 else 0.0, note="all paired differences are equal")

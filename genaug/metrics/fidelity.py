@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..device import resolve_device
 from ..errors import GenaugError
 from .inception import InceptionPool3, default_cache_dir, ensure_weights
 
@@ -81,7 +82,7 @@ def compute_metrics(a: ImageSet, b: ImageSet, kid: bool = False, prc: bool = Fal
     cache_dir = Path(cache_dir or default_cache_dir())
     weights_path, weights_sha = ensure_weights(cache_dir, weights)
     extractor = _extractor_name(weights_sha)
-    cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    cuda = resolve_device(device).type == "cuda"
     names = [f"genaug-{s.content_hash()}" if s.cacheable else None for s in (a, b)]
     n_a, n_b = len(a.images), len(b.images)
     with warnings.catch_warnings():
@@ -116,7 +117,7 @@ def inception_features(images: torch.Tensor, batch_size: int = 64, device: str =
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
     weights_path, weights_sha = ensure_weights(Path(cache_dir or default_cache_dir()), weights)
-    cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    cuda = resolve_device(device).type == "cuda"
     model = InceptionPool3(_extractor_name(weights_sha), ["2048"], feature_extractor_weights_path=str(weights_path))
     if cuda:
         model = model.cuda()
