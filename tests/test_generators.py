@@ -144,10 +144,13 @@ def test_interrupted_run_says_where_and_resumes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted at step" in err and "last checkpoint: step" in err and "Traceback" not in err
-    r = run_cli("train", "vae", "--data", PNEUMONIA, "--class", "normal", "--per-class", "32", "--steps", "45",
+    last = int(sorted((out / "checkpoints").glob("step-*"))[-1].name.split("-")[1])
+    assert f"last checkpoint: step {last}" in err
+    target = last + 5
+    r = run_cli("train", "vae", "--data", PNEUMONIA, "--class", "normal", "--per-class", "32", "--steps", target,
                 "--batch-size", "8", "--device", "cpu", "--no-progress", "--config", cfg, "--out", out, "--resume")
     assert r.exit_code == 0, r.output
-    assert json.loads((out / "model" / "genaug.json").read_text())["step"] == 45
+    assert json.loads((out / "model" / "genaug.json").read_text())["step"] == target
 
 
 def test_resume_with_other_model_settings_is_refused(tmp_path):
@@ -171,3 +174,12 @@ def test_class_all_trains_one_model_per_class(tmp_path):
         assert manifest["selected_classes"] == [name] and manifest["train"]["count"] == 6
         assert (tmp_path / name / "model" / "vae" / "config.json").exists()
     assert load_image_folder(runs.sample(tmp_path / "DME", 2, tmp_path / "s", progress=False)).shape == (2, 1, 32, 32)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    r = run_cli("train", "vae", "--data", PNEUMONIA, "--class", "0", "--per-class", "4", "--steps", "1",
+                "--device", "cuda", "--out", tmp_path / "r")
+    assert_clean_error(r, "--device cuda was asked for but no CUDA device is available", code=1)
+    r = run_cli("fid", f"{PNEUMONIA}:normal@val", f"{PNEUMONIA}:pneumonia@val", "--device", "cuda")
+    assert_clean_error(r, "no CUDA device is available", code=1)
