@@ -55,30 +55,43 @@ def data_options(f):
     return f
 
 
+def split_options(f):
+    """How a source is split and converted: recorded in every manifest."""
+    f = click.option("--group-by", default=None,
+                     help="Patient id: a regex whose first group is taken from each file's path, or a built-in "
+                          "name (oct2017, kermany-cxr). Keeps each patient on one side of every split.")(f)
+    f = click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+                     help="Test share for sources without their own test split  [default: 0.2]")(f)
+    f = click.option("--fit", type=click.Choice(["crop", "pad"]), default=None,
+                     help="Make images square by centre crop, or by padding with the border value (keeps "
+                          "the full width of wide scans)  [default: crop]")(f)
+    f = click.option("--intensity", default=None,
+                     help="Non-8-bit pixels (16-bit, float, DICOM): dataset (one 0.5-99.5 percentile window for "
+                          "the training subset), image (per-image min-max) or window:LOW,HIGH  [default: dataset]")(f)
+    return f
+
+
 @main.command()
 @click.argument("spec")
+@click.option("--export", "export_dir", default=None,
+              help="Write every image as the models see it (PNG) into DIR/<split>/<class>/, to check by eye.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None, help="Size for --export.")
+@split_options
 @data_options
-def datasets(spec, data_root, skip_bad):
-    """Classes and counts per split of a data SPEC, or the manifest of a run folder."""
-    from .data import load_manifest, open_source
+def datasets(spec, export_dir, image_size, group_by, test_fraction, fit, intensity, data_root, skip_bad):
+    """Classes, counts (and patients) per split of a data SPEC, or the manifest of a run folder."""
+    from .data import describe
 
     if Path(spec, "manifest.json").exists():
-        m = load_manifest(spec)
-        click.echo(f"run {spec}: {m['source']} ({m['kind']}), classes {', '.join(m['selected_classes'])}, "
-                   f"{m['image_size']} px, {m['channels']} channel(s), seed {m['seed']}, per class {m['per_class']}")
-        click.echo(f"train items: {m['train']['count']} (skipped unreadable: {m['train']['skipped_bad']}); "
-                   f"test split: {m['test']['count']} items, never used for training; split: {m['split_origin']}")
-        for it in m["train"]["items"]:
-            click.echo(f"  {it['class']}\t{it['id']}\t{it['sha256'][:16]}")
+        click.echo(describe.run_summary(spec))
         return
-    source = open_source(spec, data_root)
-    splits = list(source.splits)
-    click.echo(f"{spec}: {source.kind}, {source.channels} channel(s), "
-               f"{source.native_size or 'mixed'} px, split: {source.split_origin}")
-    click.echo("class\t" + "\t".join(splits))
-    for i, name in enumerate(source.classes):
-        click.echo(f"{i}:{name}\t" + "\t".join(str(int((source.splits[s].labels == i).sum())) for s in splits))
-    click.echo("total\t" + "\t".join(str(len(source.splits[s].ids)) for s in splits))
+    from .data import open_source
+
+    source = open_source(spec, data_root, group_by=group_by, test_fraction=test_fraction)
+    click.echo(describe.source_summary(source))
+    if export_dir:
+        n = describe.export(source, export_dir, image_size, fit, intensity, skip_bad)
+        click.echo(f"exported {n} images to {export_dir}")
 
 
 @main.command()
@@ -95,16 +108,18 @@ def datasets(spec, data_root, skip_bad):
 @click.option("--device", type=DEVICES, default="auto")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
 @click.option("--no-progress", is_flag=True)
+@split_options
 @data_options
 def train(family, data, classes, per_class, image_size, steps, batch_size, config_file, out, seed, device,
-          resume, no_progress, data_root, skip_bad):
+          resume, no_progress, group_by, test_fraction, fit, intensity, data_root, skip_bad):
     """Train one FAMILY generator per class on scarce real data."""
     from . import runs
     from .config import load_config, merge
 
     config = merge(load_config(config_file), {"data": data, "class": classes, "per_class": per_class,
                                               "image_size": image_size, "steps": steps,
-                                              "batch_size": batch_size, "seed": seed})
+                                              "batch_size": batch_size, "seed": seed, "group_by": group_by,
+                                              "test_fraction": test_fraction, "fit": fit, "intensity": intensity})
     if not config.get("data") or config.get("class") is None:
         raise click.UsageError("--data and --class are required (on the command line or in --config)")
     dirs = runs.train(family, config["data"], str(config["class"]), config, out=out, data_root=data_root,
@@ -196,10 +211,11 @@ def fid(a, b, kid, prc, isc, per_class, image_size, batch_size, device, json_out
 @click.option("--config", "config_file", default=None)
 @click.option("--device", type=DEVICES, default="auto")
 @click.option("--no-progress", is_flag=True)
+@split_options
 @click.option("--data-root", default=None)
 def augment_and_train(data, classes, per_class, generators, synthetic_per_class, seeds, out, classifier, epochs, batch_size,
                       accept, loss, cr_k, generator_steps, runs_dir, image_size, seed, config_file, device,
-                      no_progress, data_root):
+                      no_progress, group_by, test_fraction, fit, intensity, data_root):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics."""
     from .harness.experiment import Experiment, experiment_config
     from .harness.report import render_markdown
@@ -207,7 +223,8 @@ def augment_and_train(data, classes, per_class, generators, synthetic_per_class,
     config = experiment_config(config_file, {
         "data": data, "classes": classes, "per_class": per_class, "generators": generators, "synthetic_per_class": synthetic_per_class,
         "seeds": seeds, "classifier": classifier, "epochs": epochs, "batch_size": batch_size, "accept": accept,
-        "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "image_size": image_size, "seed": seed})
+        "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "image_size": image_size, "seed": seed,
+        "group_by": group_by, "test_fraction": test_fraction, "fit": fit, "intensity": intensity})
     if not config.get("data"):
         raise click.UsageError("--data is required (on the command line or in --config)")
     report = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,

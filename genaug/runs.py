@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .config import save_config
 from .data import check_image_size, draw_subset, load_manifest, open_source, save_png, to_uint8
 from .data.imagesets import slug
-from .data.subsets import MANIFEST_NAME
+from .data.subsets import MANIFEST_NAME, class_manifest
 from .errors import GenaugError
 from .generators.base import get_family
 from .generators.training import MODEL_DIR, Trainer, checkpoints, load_trained
@@ -41,18 +41,21 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     """
     get_family(family)
     config = dict(config or {})
-    source = open_source(data, data_root)
+    source = open_source(data, data_root, group_by=config.get("group_by"), test_fraction=config.get("test_fraction"))
     selected = source.resolve_classes(classes)
     image_size = check_image_size(config.get("image_size") or source.default_size())
     seed = int(config.get("seed", 0))
-    subsets = [draw_subset(source, [label], config.get("per_class"), seed, image_size, skip_bad)
-               for label in selected]  # all data errors surface before anything is written
+    # one draw for all classes: data errors surface before anything is written, and a `dataset`
+    # intensity window is fitted on every selected class together
+    real, manifest = draw_subset(source, selected, config.get("per_class"), seed, image_size, skip_bad,
+                                 fit=config.get("fit"), intensity=config.get("intensity"))
     runs = []
-    for label, (real, manifest) in zip(selected, subsets):
+    for label in selected:
         name = source.classes[label]
         run_dir = Path(out) / slug(name) if out and len(selected) > 1 else Path(out or default_run_dir(data, family, name))
         effective = {**config, "family": family, "data": data, "class": name, "image_size": image_size}
-        runs.append(train_on(family, real.images, manifest, run_dir, effective, resume, device, progress))
+        runs.append(train_on(family, real.of_class(label), class_manifest(manifest, name), run_dir, effective,
+                             resume, device, progress))
     return runs
 
 

@@ -22,7 +22,8 @@ def test_pneumoniamnist_counts_shapes_range():
     assert len(train.ids) == 4708
     assert [(train.labels == c).sum() for c in (0, 1)] == [1214, 3494]
     assert len(s.split("val").ids) == 524 and len(s.split("test").ids) == 624
-    images, ids = s.load("train", train.ids[:50])
+    images, ids, hashes, _ = s.load("train", train.ids[:50])
+    assert ids == train.ids[:50] and hashes[0] == s.item_hash("train", ids[0])
     assert images.shape == (50, 1, 28, 28) and images.dtype == torch.uint8
     assert images.max() > 200 and images.min() < 50
     x = to_model_range(images)
@@ -43,8 +44,9 @@ def test_oct_folder_eight_per_class_mixed_sizes():
         assert n == 8
     assert "CNV/abc.jpeg" in s.split("train").ids + s.split("test").ids
     assert not set(s.split("train").ids) & set(s.split("test").ids)
-    images, _ = s.load("train", s.split("train").ids, image_size=64)
-    assert images.shape == (24, 1, 64, 64)
+    n_train = len(s.split("train").ids)
+    images = s.load("train", s.split("train").ids, image_size=64).images
+    assert images.shape == (n_train, 1, 64, 64) and 20 <= n_train <= 28
 
 
 def test_cifar_subset_colour():
@@ -101,12 +103,19 @@ def test_manifest_refuses_changed_data(tmp_path):
         reload_subset(manifest)
 
 
-def test_stratified_split_when_source_has_no_test(tmp_path):
+def test_hash_split_when_source_has_no_test(tmp_path):
     data = np.load(PNEUMONIA)
-    np.savez(tmp_path / "mine.npz", train_images=data["train_images"][:100], train_labels=data["train_labels"][:100])
+    np.savez(tmp_path / "mine.npz", train_images=data["train_images"][:1000], train_labels=data["train_labels"][:1000])
     s = open_source(str(tmp_path / "mine.npz"))
-    assert s.split_origin.startswith("stratified") and len(s.split("test").ids) == 20
+    assert s.split_origin.startswith("hash of each item") and 150 <= len(s.split("test").ids) <= 250
     assert not set(s.split("train").ids) & set(s.split("test").ids)
+    for label in (0, 1):  # stratified in expectation: each class near 20%
+        n = (data["train_labels"][:1000, 0] == label).sum()
+        assert abs((s.split("test").labels == label).sum() / n - 0.2) < 0.06
+    # appending items never moves an existing one
+    np.savez(tmp_path / "more.npz", train_images=data["train_images"][:1500], train_labels=data["train_labels"][:1500])
+    bigger = open_source(str(tmp_path / "more.npz"))
+    assert set(s.split("test").ids) == set(bigger.split("test").ids) & set(range(1000))
 
 
 # -- bad input: one line, non-zero exit, nothing written ------------------------------------
@@ -163,8 +172,9 @@ def test_npz_with_wrong_shapes(tmp_path):
 
 
 def test_per_class_larger_than_class(tmp_path):
-    r = run_cli("train", "dcgan", "--data", OCT, "--class", "DME", "--per-class", "7", "--out", tmp_path / "run")
-    assert_clean_error(r, "--per-class 7 exceeds the 6 train images of class 'DME'")
+    n = len(open_source(str(OCT)).split("train").of_class(1))
+    r = run_cli("train", "dcgan", "--data", OCT, "--class", "DME", "--per-class", n + 1, "--out", tmp_path / "run")
+    assert_clean_error(r, f"--per-class {n + 1} exceeds the {n} train images of class 'DME'")
     assert not (tmp_path / "run").exists()
 
 
@@ -222,7 +232,7 @@ def test_cifar10_through_torchvision(monkeypatch, tmp_path):
     s = open_source("cifar10", data_root=tmp_path)
     assert calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
     assert s.channels == 3 and s.classes[3] == "cat" and len(s.split("train").ids) == 5085
-    assert s.load("test", [0, 1])[0].shape == (2, 3, 32, 32)
+    assert s.load("test", [0, 1]).images.shape == (2, 3, 32, 32)
 
 
 def test_fashion_mnist_falls_back_to_torchvision(monkeypatch, tmp_path, fashion):
@@ -235,7 +245,7 @@ def test_fashion_mnist_falls_back_to_torchvision(monkeypatch, tmp_path, fashion)
     monkeypatch.setattr(tvd, "FashionMNIST", _FakeTorchvision(arrays, []))
     monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
     s = open_source("fashion-mnist", data_root=tmp_path)
-    assert len(s.split("train").ids) == 30 and s.load("train", [0])[0].shape == (1, 1, 28, 28)
+    assert len(s.split("train").ids) == 30 and s.load("train", [0]).images.shape == (1, 1, 28, 28)
 
 
 def test_medmnist_download_when_missing(monkeypatch, tmp_path):

@@ -169,9 +169,12 @@ def test_class_all_trains_one_model_per_class(tmp_path):
     r = run_cli("train", "vae", "--data", OCT, "--class", "all", "--image-size", "32", "--steps", "2",
                 "--batch-size", "4", "--out", tmp_path, "--no-progress", "--device", "cpu")
     assert r.exit_code == 0, r.output
-    for name in ("CNV", "DME", "DRUSEN", "NORMAL"):
+    source = open_source(str(OCT))
+    for label, name in enumerate(("CNV", "DME", "DRUSEN", "NORMAL")):
         manifest = json.loads((tmp_path / name / "manifest.json").read_text())
-        assert manifest["selected_classes"] == [name] and manifest["train"]["count"] == 6
+        assert manifest["selected_classes"] == [name]
+        assert manifest["train"]["count"] == len(source.split("train").of_class(label))
+        assert {it["class"] for it in manifest["test"]["items"]} == {name}
         assert (tmp_path / name / "model" / "vae" / "config.json").exists()
     assert load_image_folder(runs.sample(tmp_path / "DME", 2, tmp_path / "s", progress=False)).shape == (2, 1, 32, 32)
 

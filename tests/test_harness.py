@@ -179,9 +179,11 @@ def test_bad_inputs(tmp_path):
     assert_clean_error(run_cli(*base, "--generator", "gan"), "unknown generator 'gan'", code=1)
     assert_clean_error(run_cli(*base, "--per-class", "1"), "--per-class", code=2)
     assert_clean_error(run_cli(*base, "--accept", "vibes"), "unknown acceptance policy")
-    config = experiment_config(None, {"per_class": 2, "val_fraction": 0.9})
-    with pytest.raises(GenaugError, match="too few images for the train/validation split"):
-        Experiment(str(PNEUMONIA), tmp_path / "y", config, progress=False).real_data()
+    for validation, message in (("carve", "val_fraction must be above 0 and at most 0.5"),
+                                ("source", "too few images for the train/validation split")):
+        config = experiment_config(None, {"per_class": 2, "val_fraction": 0.9, "validation": validation})
+        with pytest.raises(GenaugError, match=message):
+            Experiment(str(PNEUMONIA), tmp_path / "y", config, progress=False).real_data()
     assert not (tmp_path / "y").exists() and not (tmp_path / "x").exists()
 
 

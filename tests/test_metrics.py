@@ -98,17 +98,18 @@ def test_spec_with_class_and_split_resolves():
 def test_cli_data_spec_with_class_and_per_class_table(tmp_path):
     samples = tmp_path / "samples"
     s = open_source(str(OCT))
-    for label, name in enumerate(s.classes):
-        for i, img in enumerate(load_split(s, "test", [label], 64).images):
-            save_png(img, samples / name / f"{i:03d}.png")
+    for label, name in enumerate(s.classes):  # stand-in samples: the real train images, mirrored
+        for i, img in enumerate(load_split(s, "train", [label], 64).images):
+            save_png(img.flip(-1), samples / name / f"{i:03d}.png")
+    counts = {name: [len(s.split("train").of_class(label))] * 2 for label, name in enumerate(s.classes)}
     r = run_cli("fid", f"{OCT}:CNV", samples / "CNV", "--image-size", "64")
     assert r.exit_code == 0, r.output
-    assert "(images: 6 vs 2)" in r.output
+    assert "(images: %d vs %d)" % tuple(counts["CNV"]) in r.output
     r = run_cli("fid", OCT, samples, "--per-class", "--json", tmp_path / "t.json")
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "t.json").read_text())["per_class"]
     assert [row["class"] for row in rows] == s.classes and all(row["fid"] > 0 for row in rows)
-    assert all(row["n_a"] == 6 and row["n_b"] == 2 for row in rows)
+    assert all([row["n_a"], row["n_b"]] == counts[row["class"]] for row in rows)
 
 
 def test_bad_inputs(tmp_path):

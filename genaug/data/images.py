@@ -1,4 +1,9 @@
-"""Image decoding and the one geometric transform genaug uses: resize the short side, centre crop.
+"""Image decoding and geometry: each file's bytes decoded once, then fitted to a square.
+
+Decoding handles EXIF orientation, palette (grayscale palettes stay grayscale), alpha (flattened
+onto black), 16-bit and float images (kept as raw values for the intensity rule, see
+`intensity.py`) and DICOM (`dicom.py`). Geometry is `crop` (resize the short side, centre crop)
+or `pad` (letterbox with the image's border value, so wide OCT B-scans keep their full width).
 
 Everything between the data layer and the models is a uint8 tensor `N x C x H x W` (C = 1 for
 grayscale sources, 3 for colour). Models see floats in [-1, 1] (`to_model_range`); metrics and
@@ -7,6 +12,7 @@ PNG files see uint8 in [0, 255].
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +20,14 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import GenaugError
+from .intensity import Raw, array_to_raw
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+READABLE_SUFFIXES = IMAGE_SUFFIXES | DICOM_SUFFIXES
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+FITS = ("crop", "pad")
 
 
 def check_image_size(size: int) -> int:
@@ -33,6 +44,13 @@ def check_image_size(size: int) -> int:
     )
 
 
+def check_fit(fit: str | None) -> str:
+    fit = fit or "crop"
+    if fit not in FITS:
+        raise GenaugError(f"unknown --fit {fit!r}; choose crop (centre crop) or pad (letterbox, keeps the full width)")
+    return fit
+
+
 def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize so the short side is `size` (antialiased), then centre-crop to size x size."""
     if images.shape[-2:] == (size, size):
@@ -41,36 +59,107 @@ def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return TF.center_crop(images, [size, size])
 
 
-def decode_image(path: Path, channels: int) -> torch.Tensor:
-    """Decode one file to a uint8 C x H x W tensor; a corrupt file raises GenaugError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                arr = ((arr - lo) / max(hi - lo, 1e-12) * 255.0).round().astype(np.uint8)
-                im = Image.fromarray(arr, mode="L")
-            im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise GenaugError(f"cannot read image {path}: {e}") from None
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+def border_value(image: torch.Tensor) -> list[float]:
+    """Per channel, the median of the image's outermost rows and columns (the letterbox fill)."""
+    edge = torch.cat([image[:, 0, :], image[:, -1, :], image[:, :, 0], image[:, :, -1]], dim=1)
+    return edge.float().median(dim=1).values.tolist()
 
 
-def image_mode(path: Path) -> str | None:
-    """The PIL mode from the file header (cheap), or None when the file is not an image."""
+def fit_square(image: torch.Tensor, size: int, fit: str = "crop") -> torch.Tensor:
+    """One C x H x W image (uint8 or float) to C x size x size: centre crop, or letterbox (`pad`)."""
+    fit = check_fit(fit)
+    if fit == "pad" and image.shape[-1] != image.shape[-2]:
+        c, h, w = image.shape
+        side = max(h, w)
+        top, left = (side - h) // 2, (side - w) // 2
+        fill = torch.tensor(border_value(image), dtype=torch.float32).view(c, 1, 1)
+        canvas = fill.expand(c, side, side).clone().to(image.dtype) if image.is_floating_point() \
+            else fill.round().expand(c, side, side).to(image.dtype).clone()
+        canvas[:, top: top + h, left: left + w] = image
+        image = canvas
+    return resize_center_crop(image.unsqueeze(0), size)[0]
+
+
+def probe_channels(path: Path) -> int | None:
+    """1 or 3 from the file header (cheap); None when the file is not a readable image."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        try:
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return 3 if int(getattr(ds, "SamplesPerPixel", 1)) == 3 else 1
+        except Exception:  # noqa: BLE001 - reported when decoding
+            return None
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            return im.mode
+            if im.mode == "P":
+                palette = np.asarray(im.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+                return 1 if len(palette) and (palette == palette[:, :1]).all() else 3
+            return 1 if im.mode in GRAY_MODES else 3
     except Exception:  # noqa: BLE001 - any failure means "not readable"; reported on decode
         return None
+
+
+def is_gray_content(path: Path) -> bool:
+    """Whether a colour-mode file's decoded pixels are all gray (R == G == B)."""
+    try:
+        px = decode_bytes(path.read_bytes(), path, 3).pixels
+    except GenaugError:
+        return False
+    return bool((px == px[:1]).all())
+
+
+def decode_bytes(data: bytes, name: Path | str, channels: int) -> Raw:
+    """Decode one file's bytes to raw pixels with `channels` channels; errors name the file."""
+    name = Path(name)
+    if name.suffix.lower() in DICOM_SUFFIXES:
+        from .dicom import decode_dicom
+
+        raw = decode_dicom(data, name)
+    else:
+        raw = _decode_pillow(data, name, channels)
+    return Raw(_match_channels(raw.pixels, channels), raw.invert)
+
+
+def _decode_pillow(data: bytes, name: Path, channels: int) -> Raw:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            im = ImageOps.exif_transpose(opened)
+            im.load()
+            if im.mode in HIGH_DEPTH_MODES:
+                return Raw(array_to_raw(np.asarray(im)).unsqueeze(0))
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            if im.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+                rgba = im.convert("RGBA")
+                im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+            im = im.convert("L" if channels == 1 else "RGB")
+            arr = np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as e:
+        raise GenaugError(f"image {name} is too large to decode safely ({e}); "
+                          "downscale it first or skip it with --skip-bad") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise GenaugError(f"cannot read image {name}: {e}") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return Raw(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
+
+
+def _match_channels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
+    """C x H x W with the source's channel count: gray repeated to 3, colour averaged to 1."""
+    if pixels.ndim == 2:
+        pixels = pixels.unsqueeze(0)
+    if pixels.shape[0] == channels:
+        return pixels.contiguous()
+    if channels == 3:
+        return pixels[:1].expand(3, -1, -1).contiguous()
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)  # ITU-R 601-2 luma, as Pillow's "L"
+    gray = (pixels[:3].float() * weights).sum(0, keepdim=True)
+    return gray.round().clamp(0, 255).to(torch.uint8) if pixels.dtype == torch.uint8 else gray
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from ..errors import GenaugError
-from .images import GRAY_MODES, IMAGE_SUFFIXES, decode_image, image_mode, resize_center_crop
+from .images import READABLE_SUFFIXES, decode_bytes, fit_square, probe_channels
+from .intensity import IntensityRule, Raw
 from .sources import open_source
 from .subsets import load_split
 
@@ -27,28 +28,29 @@ def slug(name: str) -> str:
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES
                   and not p.name.startswith("."))
 
 
-def load_image_folder(folder: str | Path, image_size: int | None = None) -> torch.Tensor:
-    """All images directly in `folder` as uint8 N x C x H x W."""
+def load_image_folder(folder: str | Path, image_size: int | None = None, fit: str = "crop",
+                      intensity: "IntensityRule | str | dict | None" = None) -> torch.Tensor:
+    """All images directly in `folder` as uint8 N x C x H x W (a `dataset` window is fitted on the folder)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise GenaugError(f"image folder not found: {folder}")
     files = image_files(folder)
     if not files:
-        raise GenaugError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    modes = {image_mode(p) for p in files}
-    modes.discard(None)
-    channels = 1 if modes and modes <= GRAY_MODES else 3
-    images = [decode_image(p, channels) for p in files]
+        raise GenaugError(f"{folder} holds no images ({', '.join(sorted(READABLE_SUFFIXES))})")
+    probed = {probe_channels(p) for p in files}
+    channels = 3 if 3 in probed else 1
+    raws = [decode_bytes(p.read_bytes(), p, channels) for p in files]
     if image_size:
-        images = [resize_center_crop(img.unsqueeze(0), image_size)[0] for img in images]
-    sizes = {tuple(img.shape[1:]) for img in images}
+        raws = [Raw(fit_square(r.pixels, image_size, fit), r.invert) for r in raws]
+    sizes = {tuple(r.pixels.shape[1:]) for r in raws}
     if len(sizes) > 1:
         raise GenaugError(f"images in {folder} have {len(sizes)} different sizes; pass --image-size to resize them")
-    return torch.stack(images)
+    rule = IntensityRule.parse(intensity).fitted(raws)
+    return torch.stack([rule.to_uint8(r) for r in raws])
 
 
 def parse_class_spec(arg: str) -> tuple[str, str, str]:

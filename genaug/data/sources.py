@@ -1,14 +1,18 @@
 """Real image sources behind one data spec.
 
 A spec is one of
-- a folder `ROOT/<class>/*` of images (or `ROOT/{train,test}/<class>/*` with its own split);
+- a folder `ROOT/<class>/**` of images, subfolders included (or `ROOT/{train,val,test}/<class>/**`
+  with its own split);
+- a label file `labels.csv` with columns `path,label` and optional `group,split` (paths
+  relative to the CSV), so labels need not come from folder names;
 - a MedMNIST-style `.npz` (`train_images`, `train_labels`, optional `val_*`, `test_*`), or
   `medmnist:NAME` resolved as `DATA_ROOT/NAME.npz` (downloaded when missing and online);
 - `cifar10` (torchvision's layout under DATA_ROOT, downloaded when missing and online);
 - `fashion-mnist` (Debian's `/usr/share/datasets/fashion-mnist/`, else torchvision's download).
 
 Sources hold item ids only (array indices or relative paths) until `load` decodes the
-requested items, so listing classes and counts stays cheap.
+requested items (files in parallel threads, each read once: the same bytes are hashed and
+decoded), so listing classes and counts stays cheap. Splits: see `splits.py`.
 """
 
 from __future__ import annotations
@@ -17,20 +21,23 @@ import gzip
 import os
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..errors import GenaugError
 from ..io import sha256_bytes, sha256_file
-from .images import GRAY_MODES, IMAGE_SUFFIXES, decode_image, image_mode, resize_center_crop
+from .images import (READABLE_SUFFIXES, check_fit, decode_bytes, fit_square, is_gray_content, probe_channels,
+                     resize_center_crop)
+from .intensity import IntensityRule, Raw, array_to_raw, is_unit_float
+from .splits import DEFAULT_TEST_FRACTION, groups_from_paths, hash_split
 
 DEFAULT_DATA_ROOT = Path(os.environ.get("GENAUG_DATA_ROOT", Path.home() / ".cache" / "genaug" / "data"))
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-TEST_FRACTION = 0.2  # for sources without their own test split
-SPLIT_SEED = 0  # fixed, so a source's test split never depends on a run's seed
 DEFAULT_FOLDER_SIZE = 64
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -52,26 +59,31 @@ MEDMNIST_URL = "https://zenodo.org/records/10519652/files/{name}.npz?download=1"
 
 @dataclass
 class Split:
-    """The items of one split: ids (array indices or paths relative to the root) and labels."""
+    """The items of one split: ids (array indices or paths relative to the root), labels, groups."""
 
     ids: list
     labels: np.ndarray
+    groups: list[str] | None = None
 
     def of_class(self, label: int) -> list:
         return [i for i, y in zip(self.ids, self.labels) if y == label]
 
+    def group_of(self) -> dict:
+        return dict(zip(self.ids, self.groups)) if self.groups is not None else {}
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded per-class split: round(test_fraction * n) of each class (at least 1 when n >= 2) to test."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for label in np.unique(labels):
-        idx = np.flatnonzero(labels == label)
-        idx = idx[rng.permutation(len(idx))]
-        n_test = max(1, round(test_fraction * len(idx))) if len(idx) >= 2 else 0
-        test.extend(idx[:n_test])
-        train.extend(idx[n_test:])
-    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(test, dtype=np.int64))
+
+class Loaded(NamedTuple):
+    """Decoded items: uint8 N x C x S x S, the ids actually loaded, their content hashes, the intensity rule used."""
+
+    images: torch.Tensor
+    ids: list
+    hashes: list[str]
+    intensity: IntensityRule
+
+
+def decode_workers() -> int:
+    """Threads for decoding files: $GENAUG_WORKERS, else every core."""
+    return max(1, int(os.environ.get("GENAUG_WORKERS", 0)) or os.cpu_count() or 1)
 
 
 class Source:
@@ -83,7 +95,10 @@ class Source:
     channels: int
     native_size: int | None
     splits: dict[str, Split]
-    split_origin: str  # "source" or a description of the seeded split
+    split_origin: str  # "source" or a description of the hash split
+    group_by: str | None = None
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    ungrouped: list[str] = []  # files the --group-by pattern did not match (each its own group)
 
     def class_index(self, name: str | int) -> int:
         """Resolve a class given by name (exact, then case-insensitive) or by index."""
@@ -111,23 +126,52 @@ class Source:
     def default_size(self) -> int:
         return self.native_size or DEFAULT_FOLDER_SIZE
 
-    def load(self, split: str, ids: list, image_size: int | None = None,
-             skip_bad: bool = False) -> tuple[torch.Tensor, list]:
-        """Decode items to a uint8 N x C x S x S tensor; returns it with the ids actually loaded."""
+    def options(self) -> dict:
+        """What, beside the spec, determines this source's splits (recorded in manifests)."""
+        return {"group_by": self.group_by, "test_fraction": self.test_fraction}
+
+    def load(self, split: str, ids: list, image_size: int | None = None, fit: str = "crop",
+             intensity: "IntensityRule | str | dict | None" = None, skip_bad: bool = False) -> Loaded:
+        """Decode items to uint8 at `image_size`; a `dataset` intensity rule without a window is fitted on them."""
+        size = image_size or self.default_size()
+        raws, kept, hashes = self.decode(split, ids, size, check_fit(fit), skip_bad)
+        rule = IntensityRule.parse(intensity).fitted(raws)
+        images = (torch.stack([rule.to_uint8(r) for r in raws]) if raws
+                  else torch.empty((0, self.channels, size, size), dtype=torch.uint8))
+        return Loaded(images, kept, hashes, rule)
+
+    def decode(self, split: str, ids: list, size: int, fit: str, skip_bad: bool) -> tuple[list[Raw], list, list[str]]:
+        """Raw pixels fitted to size x size, the ids decoded, and their content hashes."""
         raise NotImplementedError
 
     def item_hash(self, split: str, item) -> str:
         raise NotImplementedError
 
 
+def _hash_split(ids: list, labels: np.ndarray, groups: list[str] | None, test_fraction: float,
+                classes: list[str], group_by: str | None) -> tuple[dict[str, Split], str]:
+    tr, te = hash_split(ids, labels, groups, test_fraction, classes)
+
+    def pick(pos):
+        return Split([ids[i] for i in pos], labels[pos], [groups[i] for i in pos] if groups is not None else None)
+
+    unit = f"patient (--group-by {group_by})" if groups is not None else "item"
+    return {"train": pick(tr), "test": pick(te)}, f"hash of each {unit}, {test_fraction:.0%} test"
+
+
 class ArraySource(Source):
-    """Images already in memory as uint8 arrays (npz files, IDX files, torchvision datasets)."""
+    """Images already in memory as arrays (npz files, IDX files, torchvision datasets).
+
+    uint8 arrays pass unchanged; a float array whose values all lie in [0, 1] is scaled by 255;
+    any other dtype (uint16, int16, float) keeps its values for the intensity rule.
+    """
 
     def __init__(self, spec: str, kind: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
-                 classes: list[str] | None):
-        self.spec, self.kind = spec, kind
+                 classes: list[str] | None, test_fraction: float = DEFAULT_TEST_FRACTION):
+        self.spec, self.kind, self.test_fraction = spec, kind, test_fraction
         self.arrays = {}
         for split, (images, labels) in arrays.items():
+            images = np.asarray(images)
             if images.ndim == 4 and images.shape[-1] == 1:
                 images = images[..., 0]
             if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
@@ -139,7 +183,11 @@ class ArraySource(Source):
             if labels.ndim != 1 or len(labels) != len(images):
                 raise GenaugError(f"{spec}: {split} labels have shape {labels.shape}; expected one "
                                   f"integer label per image ({len(images)}); multi-label sets are not supported")
-            self.arrays[split] = (images.astype(np.uint8, copy=False), labels.astype(np.int64))
+            if is_unit_float(images):
+                images = np.rint(images.astype(np.float64) * 255.0).astype(np.uint8)
+            elif images.dtype != np.uint8:
+                images = np.asarray(array_to_raw(images, unit_floats=False))  # checks dtype and finiteness
+            self.arrays[split] = (images, labels.astype(np.int64))
         first = next(iter(self.arrays.values()))[0]
         self.channels = 1 if first.ndim == 3 else 3
         self.native_size = int(first.shape[1]) if first.shape[1] == first.shape[2] else None
@@ -148,85 +196,184 @@ class ArraySource(Source):
         self.split_origin = "source"
         if "test" not in self.arrays:
             images, labels = self.arrays["train"]
-            tr, te = stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
-            self.arrays = {"train": (images, labels), "test": (images, labels)}
-            self.splits = {"train": Split(tr.tolist(), labels[tr]), "test": Split(te.tolist(), labels[te])}
-            self.split_origin = f"stratified, {TEST_FRACTION:.0%} test, seed {SPLIT_SEED}"
+            ids = list(range(len(labels)))
+            self.splits, self.split_origin = _hash_split(ids, labels, None, test_fraction, self.classes, None)
+            self.arrays["test"] = self.arrays["train"]
         else:
             self.splits = {s: Split(list(range(len(lab))), lab) for s, (_, lab) in self.arrays.items()}
 
-    def load(self, split, ids, image_size=None, skip_bad=False):
+    def decode(self, split, ids, size, fit, skip_bad):
         images = self.arrays[split][0][np.asarray(ids, dtype=np.int64)]
-        t = torch.from_numpy(images)
+        t = torch.from_numpy(np.ascontiguousarray(images))
         t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
-        return resize_center_crop(t.contiguous(), image_size or self.default_size()), list(ids)
+        if fit == "crop" or t.shape[-1] == t.shape[-2]:
+            t = resize_center_crop(t.contiguous(), size)
+            raws = [Raw(img) for img in t]
+        else:
+            raws = [Raw(fit_square(img, size, fit)) for img in t]
+        return raws, list(ids), [self.item_hash(split, i) for i in ids]
 
     def item_hash(self, split, item):
         return sha256_bytes(self.arrays[split][0][int(item)].tobytes())
 
 
-class FolderSource(Source):
-    """`ROOT/<class>/*.jpeg` (seeded split) or `ROOT/{train,val,test}/<class>/*` (own split)."""
+class FileSource(Source):
+    """Image files under a root, each with a label, an optional group and an optional given split."""
 
-    kind = "folder"
     native_size = None
 
-    def __init__(self, root: Path, spec: str):
-        self.root, self.spec = root, spec
-        subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-        if "train" in subdirs and "test" in subdirs:
-            split_dirs = {s: subdirs[s] for s in ("train", "val", "test") if s in subdirs}
+    def __init__(self, root: Path, spec: str, kind: str, items: list[tuple[str, int, str | None, str | None]],
+                 classes: list[str], group_by: str | None, test_fraction: float):
+        self.root, self.spec, self.kind, self.classes = root, spec, kind, classes
+        self.group_by, self.test_fraction = group_by, test_fraction
+        paths = [it[0] for it in items]
+        regex_groups, self.ungrouped = groups_from_paths(paths, group_by)
+        given = [it[2] for it in items]
+        has_groups = regex_groups is not None or any(g for g in given)
+        groups = ([g or (regex_groups[i] if regex_groups else f"file:{paths[i]}") for i, g in enumerate(given)]
+                  if has_groups else None)
+        labels = np.array([it[1] for it in items], dtype=np.int64)
+        split_of = [it[3] for it in items]
+        if any(split_of):
+            if not all(split_of):
+                raise GenaugError(f"{spec}: some items name a split and some do not; give every item a split "
+                                  "(train, val or test) or none")
+            _check_groups_disjoint(split_of, groups, spec)
+            self.splits = {}
+            for name in ("train", "val", "test"):
+                pos = [i for i, sp in enumerate(split_of) if sp == name]
+                if pos:
+                    self.splits[name] = Split([paths[i] for i in pos], labels[pos],
+                                              [groups[i] for i in pos] if groups is not None else None)
+            if "train" not in self.splits or "test" not in self.splits:
+                raise GenaugError(f"{spec}: a given split needs both train and test items")
             self.split_origin = "source"
         else:
-            split_dirs = {"all": root}
-            self.split_origin = f"stratified, {TEST_FRACTION:.0%} test, seed {SPLIT_SEED}"
-        class_names = sorted({p.name for d in split_dirs.values() for p in d.iterdir()
-                              if p.is_dir() and not p.name.startswith(".")})
-        if not class_names:
-            raise GenaugError(f"{root} holds no class folders; expected ROOT/<class>/<images>")
-        self.classes = class_names
-        per_split: dict[str, tuple[list, list]] = {}
-        for split, d in split_dirs.items():
-            ids, labels = [], []
-            for label, name in enumerate(class_names):
-                cdir = d / name
-                files = sorted(p for p in cdir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                               and not p.name.startswith(".")) if cdir.is_dir() else []
-                if not files and (split in ("all", "train")):
-                    raise GenaugError(f"class folder {cdir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-                ids += [str(p.relative_to(root)) for p in files]
-                labels += [label] * len(files)
-            per_split[split] = (ids, np.array(labels, dtype=np.int64))
-        if "all" in per_split:
-            ids, labels = per_split.pop("all")
-            tr, te = stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
-            per_split = {"train": ([ids[i] for i in tr], labels[tr]), "test": ([ids[i] for i in te], labels[te])}
-        self.splits = {s: Split(ids, labels) for s, (ids, labels) in per_split.items()}
-        modes = {image_mode(root / i) for s in self.splits.values() for i in s.ids}
-        modes.discard(None)
-        self.channels = 1 if modes and modes <= GRAY_MODES else 3
+            self.splits, self.split_origin = _hash_split(paths, labels, groups, test_fraction, classes, group_by)
+        self.channels = _source_channels([root / p for p in paths])
 
-    def load(self, split, ids, image_size=None, skip_bad=False):
-        size = image_size or self.default_size()
-        images, kept = [], []
-        for item in ids:
+    def decode(self, split, ids, size, fit, skip_bad):
+        def one(item):
+            path = self.root / item
             try:
-                img = decode_image(self.root / item, self.channels)
-            except GenaugError:
-                if skip_bad:
-                    continue
-                raise
-            images.append(resize_center_crop(img.unsqueeze(0), size))
-            kept.append(item)
-        if not images:
-            return torch.empty((0, self.channels, size, size), dtype=torch.uint8), kept
-        return torch.cat(images), kept
+                data = path.read_bytes()
+            except OSError as e:
+                raise GenaugError(f"cannot read image {path}: {e.strerror or e}") from None
+            raw = decode_bytes(data, path, self.channels)
+            return Raw(fit_square(raw.pixels, size, fit), raw.invert), sha256_bytes(data)
+
+        raws, kept, hashes = [], [], []
+        with ThreadPoolExecutor(decode_workers()) as pool:
+            futures = [pool.submit(one, item) for item in ids]
+            for item, future in zip(ids, futures):
+                try:
+                    raw, digest = future.result()
+                except GenaugError:
+                    if skip_bad:
+                        continue
+                    for f in futures:
+                        f.cancel()
+                    raise
+                raws.append(raw)
+                kept.append(item)
+                hashes.append(digest)
+        return raws, kept, hashes
 
     def item_hash(self, split, item):
         return sha256_file(self.root / item)
 
 
-def _npz_source(path: Path, spec: str) -> Source:
+def _check_groups_disjoint(split_of: list[str], groups: list[str] | None, spec: str) -> None:
+    if groups is None:
+        return
+    where: dict[str, set[str]] = {}
+    for sp, g in zip(split_of, groups):
+        where.setdefault(g, set()).add(sp)
+    shared = sorted(g for g, s in where.items() if len(s) > 1)
+    if shared:
+        raise GenaugError(f"{spec}: {len(shared)} patient(s) appear in more than one of the given splits "
+                          f"(e.g. {shared[0]!r}); that leaks patients into the test split. Remove the given "
+                          "split (folders or split column) to let genaug split by patient, or fix the split")
+
+
+def _source_channels(paths: list[Path]) -> int:
+    """1 when every file is grayscale: by header, or, in a folder that mixes modes, by content."""
+    with ThreadPoolExecutor(decode_workers()) as pool:
+        probed = list(pool.map(probe_channels, paths))
+    colour = [p for p, c in zip(paths, probed) if c == 3]
+    if not colour:
+        return 1
+    if len(colour) == sum(c is not None for c in probed):
+        return 3  # a colour data set: no need to decode anything to know
+    with ThreadPoolExecutor(decode_workers()) as pool:
+        return 1 if all(pool.map(is_gray_content, colour)) else 3
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Image files in `folder` and its subfolders (hidden files and folders skipped), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _folder_source(root: Path, spec: str, group_by: str | None, test_fraction: float) -> FileSource:
+    """`ROOT/<class>/**/*` (hash split) or `ROOT/{train,val,test}/<class>/**/*` (own split)."""
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    own_split = "train" in subdirs and "test" in subdirs
+    split_dirs = {s: subdirs[s] for s in ("train", "val", "test") if s in subdirs} if own_split else {None: root}
+    classes = sorted({p.name for d in split_dirs.values() for p in d.iterdir()
+                      if p.is_dir() and not p.name.startswith(".")})
+    if not classes:
+        raise GenaugError(f"{root} holds no class folders; expected ROOT/<class>/<images>")
+    items = []
+    for split, d in split_dirs.items():
+        for label, name in enumerate(classes):
+            files = _list_images(d / name) if (d / name).is_dir() else []
+            if not files and split in (None, "train"):
+                raise GenaugError(f"class folder {d / name} holds no images "
+                                  f"({', '.join(sorted(READABLE_SUFFIXES))}, subfolders included)")
+            items += [(p.relative_to(root).as_posix(), label, None, split) for p in files]
+    return FileSource(root, spec, "folder", items, classes, group_by, test_fraction)
+
+
+CSV_COLUMNS = ("path", "label", "group", "split")
+
+
+def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: float) -> FileSource:
+    """A label file: columns `path,label` and optional `group,split`; paths relative to the CSV."""
+    import csv
+
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise GenaugError(f"cannot read label file {path}: {e}") from None
+    unknown = [c for c in columns if c not in CSV_COLUMNS]
+    if unknown:
+        raise GenaugError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}; "
+                          f"the columns are {', '.join(CSV_COLUMNS)} (path and label required)")
+    if not {"path", "label"} <= set(columns):
+        raise GenaugError(f"{path}: needs the columns path and label (found: {', '.join(columns) or 'none'})")
+    if not rows:
+        raise GenaugError(f"{path} lists no images")
+    root = path.parent
+    classes = sorted({r["label"] for r in rows})
+    if "" in classes:
+        raise GenaugError(f"{path}: a row has an empty label")
+    items = []
+    for n, r in enumerate(rows, start=2):
+        rel = r["path"]
+        if not (root / rel).is_file():
+            raise GenaugError(f"{path}, line {n}: image not found: {root / rel}")
+        split = r.get("split", "").lower() or None
+        if split not in (None, "train", "val", "test"):
+            raise GenaugError(f"{path}, line {n}: split {r['split']!r} is not train, val or test")
+        items.append((Path(rel).as_posix(), classes.index(r["label"]), r.get("group") or None, split))
+    return FileSource(root, spec, "labels", items, classes, group_by, test_fraction)
+
+
+def _npz_source(path: Path, spec: str, test_fraction: float = DEFAULT_TEST_FRACTION) -> Source:
     try:
         data = np.load(path, allow_pickle=False)
         keys = set(data.files)
@@ -245,7 +392,7 @@ def _npz_source(path: Path, spec: str) -> Source:
     classes = [str(c) for c in data["classes"]] if "classes" in keys else (
         MEDMNIST_CLASSES.get(stem) or (CIFAR10_CLASSES if stem.startswith("cifar10") else None))
     kind = "medmnist" if stem in MEDMNIST_CLASSES else "npz"
-    return ArraySource(spec, kind, arrays, classes)
+    return ArraySource(spec, kind, arrays, classes, test_fraction)
 
 
 def _download(url: str, dest: Path) -> None:
@@ -292,25 +439,40 @@ def _torchvision_arrays(name: str, data_root: Path) -> dict[str, tuple[np.ndarra
     return arrays
 
 
-def open_source(spec: str, data_root: str | Path | None = None) -> Source:
-    """Resolve a data spec (see module docstring) to a Source."""
+def open_source(spec: str, data_root: str | Path | None = None, group_by: str | None = None,
+                test_fraction: float | None = None) -> Source:
+    """Resolve a data spec (see module docstring) to a Source.
+
+    `group_by` (a regex or built-in name, folder and label-file sources) keeps each patient on one
+    side of every split; `test_fraction` applies to sources without their own test split.
+    """
     data_root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
+    test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else float(test_fraction)
+    if not 0 < test_fraction < 1:
+        raise GenaugError(f"--test-fraction must be between 0 and 1 (got {test_fraction})")
     lowered = spec.lower()
+    path = Path(spec).expanduser()
+    if group_by and not (path.is_dir() or path.suffix.lower() == ".csv"):
+        raise GenaugError("--group-by applies to image folders and label files (CSV); "
+                          f"{spec} has no file paths to take patient ids from")
     if lowered in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
         return _fashion_mnist(data_root)
     if lowered == "cifar10":
         return ArraySource("cifar10", "cifar10", _torchvision_arrays("CIFAR10", data_root), CIFAR10_CLASSES)
     if lowered.startswith("medmnist:"):
         name = spec.split(":", 1)[1]
-        path = data_root / f"{name}.npz"
-        if not path.exists():
-            _download(MEDMNIST_URL.format(name=name), path)
-        return _npz_source(path, spec)
-    path = Path(spec).expanduser()
+        npz = data_root / f"{name}.npz"
+        if not npz.exists():
+            _download(MEDMNIST_URL.format(name=name), npz)
+        return _npz_source(npz, spec, test_fraction)
     if path.is_dir():
-        return FolderSource(path, spec)
+        return _folder_source(path, spec, group_by, test_fraction)
     if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return _csv_source(path, spec, group_by, test_fraction)
         if path.suffix.lower() != ".npz":
-            raise GenaugError(f"{spec} is a file but not an .npz; give a folder, an .npz or a named source")
-        return _npz_source(path, spec)
-    raise GenaugError(f"data not found: {spec} (a folder, an .npz file, medmnist:NAME, cifar10 or fashion-mnist)")
+            raise GenaugError(f"{spec} is a file but not an .npz or a .csv label file; "
+                              "give a folder, an .npz, a .csv or a named source")
+        return _npz_source(path, spec, test_fraction)
+    raise GenaugError(f"data not found: {spec} (a folder, an .npz file, a .csv label file, medmnist:NAME, "
+                      "cifar10 or fashion-mnist)")

@@ -106,7 +106,8 @@ class Trainer:
         self.model.prepare(self.accelerator, len(real_uint8))
         self.state = TrainState(self.config["seed"], self.accelerator.device)
         self.accelerator.register_for_checkpointing(self.state)
-        self.real = to_model_range(real_uint8).to(self.accelerator.device)
+        self.real = real_uint8.cpu()  # uint8 on the host; each batch goes to the device as floats
+        self.device = self.accelerator.device
         self.family, self.channels, self.size = family, channels, size
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -154,7 +155,8 @@ class Trainer:
             while self.state.step < total:
                 idx = batch_indices(self.state.step, len(self.real), c["batch_size"], c["seed"],
                                     self.accelerator.process_index, self.accelerator.num_processes)
-                losses = self.model.train_step(self.real[idx], self.state.rng, self.state.step, self.accelerator)
+                batch = to_model_range(self.real[idx]).to(self.device, non_blocking=True)
+                losses = self.model.train_step(batch, self.state.rng, self.state.step, self.accelerator)
                 self.state.step += 1
                 seen += len(idx) * self.accelerator.num_processes
                 bar.update(1)

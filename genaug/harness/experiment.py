@@ -1,9 +1,11 @@
 """`augment-and-train`: does adding accepted synthetic images improve the classifier?
 
 Protocol (also written into every report):
-1. A seeded `per_class` subset of the source's train split is the only real training data
-   (`manifest.json`). A stratified `val_fraction` of it is carved off for epoch selection;
-   generators and classifiers train on the rest (the "real training part").
+1. `per_class` labelled real images per class are the only real data that trains or selects
+   anything (`manifest.json`). Validation (epoch selection) is `val_fraction` of them: drawn
+   from the source's own val split when it has one, else a seeded, stratified carve of the
+   subset that keeps each patient on one side (with `group_by`). Generators and classifiers
+   train on the rest (the "real training part"). Test images share no patient with either.
 2. One generator per family and class trains on that class's real training part (or is reused
    from `--runs DIR`), then draws `synthetic_per_class` images.
 3. Acceptance policies filter the synthetic images per class.
@@ -29,11 +31,12 @@ from tqdm.auto import tqdm
 
 from .. import runs
 from ..config import load_config, merge, save_config
-from ..data import draw_subset, load_split, open_source, reload_subset
+from ..data import RealImages, draw_subset, load_split, open_source, reload_subset
 from ..data.imagesets import load_image_folder, slug
 from ..data.images import check_image_size
-from ..data.sources import CIFAR10_CLASSES, stratified_split
-from ..data.subsets import MANIFEST_NAME, load_manifest
+from ..data.sources import CIFAR10_CLASSES
+from ..data.splits import carve_validation
+from ..data.subsets import MANIFEST_NAME, class_manifest, load_manifest
 from ..errors import GenaugError
 from ..generators.base import get_family
 from ..io import read_json, write_json
@@ -45,7 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "classes": "all", "per_class": 50, "image_size": None, "seed": 0, "seeds": 3,
     "generators": ["ddpm"], "synthetic_per_class": 100, "accept": ["all"],
     "classifier": "resnet18", "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
-    "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "val_fraction": 0.2,
+    "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "val_fraction": 0.2, "validation": "auto",
+    "group_by": None, "test_fraction": None, "fit": "crop", "intensity": "dataset",
     "rotation": 10.0, "crop_padding": 2, "hflip": None,
     "generator_configs": {}, "generator_steps": None, "sampler": None, "sample_steps": None,
     "acceptance": dict(acceptance.DEFAULTS),
@@ -74,7 +78,7 @@ class Experiment:
         self.data, self.out, self.config = data, Path(out), config
         self.runs_dir = Path(runs_dir) if runs_dir else self.out / "generators"
         self.data_root, self.device, self.progress = data_root, device, progress
-        self.source = open_source(data, data_root)
+        self.source = open_source(data, data_root, group_by=config["group_by"], test_fraction=config["test_fraction"])
         self.source_labels = self.source.resolve_classes(str(config["classes"]))
         if len(self.source_labels) < 2:
             raise GenaugError("augment-and-train needs at least two classes")
@@ -89,21 +93,38 @@ class Experiment:
 
     # -- stage 1: real data ---------------------------------------------------------------
     def real_data(self) -> None:
+        """The scarce real subset, its validation part and the test split (see `validation_plan`)."""
         c = self.config
         manifest_path = self.out / MANIFEST_NAME
+        n_val = self.validation_per_class()
+        n_train = c["per_class"] - n_val if n_val else c["per_class"]
         if manifest_path.exists():
             manifest = load_manifest(self.out)
             if (manifest["source"], manifest["per_class"], manifest["seed"], manifest["image_size"],
-                    manifest["selected_classes"]) != (self.data, c["per_class"], c["seed"], self.image_size, self.classes):
+                    manifest["selected_classes"]) != (self.data, n_train, c["seed"], self.image_size, self.classes):
                 raise GenaugError(f"{self.out} holds an experiment with other data settings; choose another --out")
             _, real = reload_subset(manifest, self.data_root, self.source)
+            val = reload_subset(manifest, self.data_root, self.source, block="validation")[1] if n_val else None
         else:
-            real, manifest = draw_subset(self.source, self.source_labels, c["per_class"], c["seed"], self.image_size)
+            real, manifest = draw_subset(self.source, self.source_labels, n_train, c["seed"], self.image_size,
+                                         fit=c["fit"], intensity=c["intensity"])
+            val = None
+            if n_val:
+                val, val_manifest = draw_subset(self.source, self.source_labels, n_val, c["seed"], self.image_size,
+                                                fit=c["fit"], intensity=manifest["intensity"], split="val")
+                manifest["validation"] = val_manifest["train"]
         real.labels = self._positions(real.labels)
-        labels = real.labels.numpy()
-        train_idx, val_idx = stratified_split(labels, c["val_fraction"], c["seed"])
+        if val is None:
+            train_idx, val_idx = carve_validation(real.labels.numpy(), real.groups, c["val_fraction"], c["seed"])
+            val_items = [manifest["train"]["items"][i] for i in val_idx]
+            train_items = [manifest["train"]["items"][i] for i in train_idx]
+            val = RealImages(real.images[val_idx], real.labels[val_idx], real.classes, [])
+            real = RealImages(real.images[train_idx], real.labels[train_idx], real.classes, [])
+        else:
+            val.labels = self._positions(val.labels)
+            val_items, train_items = manifest["validation"]["items"], manifest["train"]["items"]
         for label in self.labels:
-            if not (labels[train_idx] == label).any() or not (labels[val_idx] == label).any():
+            if not (real.labels == label).any() or not (val.labels == label).any():
                 raise GenaugError(f"too few images for the train/validation split: class {self.classes[label]!r} "
                                   f"needs at least 2 real images (per_class {c['per_class']}, "
                                   f"val_fraction {c['val_fraction']})")
@@ -112,12 +133,42 @@ class Experiment:
         write_json(manifest_path, manifest)
         save_config(self._saved_config(), self.out / "config.yaml")
         self.manifest = manifest
-        self.train_x, self.train_y = real.images[train_idx], real.labels[train_idx]
-        self.val_x, self.val_y = real.images[val_idx], real.labels[val_idx]
-        self.train_items = [manifest["train"]["items"][i] for i in train_idx]
-        test = load_split(self.source, "test", self.source_labels, self.image_size)
+        self.train_x, self.train_y, self.train_items = real.images, real.labels, train_items
+        self.val_x, self.val_y, self.val_items = val.images, val.labels, val_items
+        test = load_split(self.source, "test", self.source_labels, self.image_size, fit=manifest["fit"],
+                          intensity=manifest["intensity"])
         self.test_x, self.test_y = test.images, self._positions(test.labels)
         self.steps_per_epoch = math.ceil(len(self.train_x) / self.settings.batch_size)
+
+    def validation_per_class(self) -> int:
+        """Validation images per class drawn from the source's own val split (0: carve from the subset).
+
+        `validation: auto` uses the source's val split when it has one (MedMNIST `val_*`,
+        `ROOT/val/<class>`, a label file's `val` rows), drawing `round(per_class * val_fraction)` of
+        each class there and `per_class` minus that from train, so the labelled budget per class
+        stays `per_class`. `carve` always carves a stratified, group-disjoint part off the subset.
+        """
+        mode = self.config["validation"]
+        if mode not in ("auto", "carve", "source"):
+            raise GenaugError(f"validation must be auto, carve or source (got {mode!r})")
+        has_val = "val" in self.source.splits
+        if mode == "source" and not has_val:
+            raise GenaugError(f"validation: source, but {self.data} has no val split")
+        if mode == "carve" or not has_val:
+            return 0
+        n_val = max(1, round(self.config["per_class"] * self.config["val_fraction"]))
+        if n_val >= self.config["per_class"]:
+            raise GenaugError(f"too few images for the train/validation split: per_class {self.config['per_class']} "
+                              f"with val_fraction {self.config['val_fraction']} leaves no training images")
+        return n_val
+
+    def validation_plan(self) -> str:
+        if self.manifest.get("validation"):
+            return (f"the source's own val split, {self.manifest['validation']['count']} images "
+                    f"({self.validation_per_class()} per class, seeded draw)")
+        unit = "patient-disjoint" if self.manifest["train"]["items"] and "group" in self.manifest["train"]["items"][0] \
+            else "image-level"
+        return f"a stratified, {unit} {self.config['val_fraction']:.0%} carve of the real subset (seeded)"
 
     def _saved_config(self) -> dict[str, Any]:
         return {**self.config, "data": self.data, "image_size": self.image_size}
@@ -140,10 +191,10 @@ class Experiment:
     # -- stage 2: generators and samples ---------------------------------------------------
     def generator_run(self, family: str, label: int) -> Path:
         run_dir = self.runs_dir / family / slug(self.classes[label])
-        items = [it for it in self.train_items if it["class"] == self.classes[label]]
-        manifest = {**self.manifest, "selected_classes": [self.classes[label]],
-                    "train": {**self.manifest["train"], "count": len(items), "items": items},
-                    "note": "real training part of an augment-and-train experiment (validation images removed)"}
+        manifest = class_manifest(self.manifest, self.classes[label], self.train_items,
+                                  note="real training part of an augment-and-train experiment (validation "
+                                       "images removed)")
+        items = manifest["train"]["items"]
         if self.runs_dir != self.out / "generators":
             if not (run_dir / "model").exists():
                 raise GenaugError(f"--runs: no trained {family} model for class {self.classes[label]!r} in {run_dir}")

@@ -53,6 +53,8 @@ def write_report(e: "exp.Experiment", results: dict[str, list[dict]], acceptance
         "data": {"source": e.data, "kind": e.source.kind, "classes": e.classes, "image_size": e.image_size,
                  "channels": e.source.channels, "per_class": e.config["per_class"], "n_real_train": len(e.train_x),
                  "n_val": len(e.val_x), "n_test": len(e.test_x), "split_origin": e.source.split_origin,
+                 "validation": e.validation_plan(), "group_by": e.config["group_by"],
+                 "fit": e.manifest["fit"], "intensity": e.manifest["intensity"],
                  "manifest_sha256": sha256_file(out / "manifest.json"), "hflip": e.config["hflip"]},
         "generators": {f: {c: {"run": str(e.runs_dir / f / slug(c)), "model_sha256": model_hash(e.runs_dir / f / slug(c))}
                            for c in e.classes} for f in acceptance_info},
@@ -66,6 +68,15 @@ def write_report(e: "exp.Experiment", results: dict[str, list[dict]], acceptance
     return report
 
 
+def _intensity_text(rule: dict) -> str:
+    if rule["rule"] == "dataset" and rule["window"] is None:
+        return "8-bit images, unchanged"
+    if rule["rule"] == "image":
+        return "per-image min-max"
+    low, high = rule["window"]
+    return f"{rule['rule']} window [{low:.6g}, {high:.6g}] (8-bit images unchanged)"
+
+
 def _fmt(x: float, digits: int = 4) -> str:
     return "nan" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
@@ -76,8 +87,10 @@ def render_markdown(r: dict) -> str:
              "## Data", "",
              f"Source `{d['source']}` ({d['kind']}), classes {', '.join(d['classes'])}, {d['image_size']} px, "
              f"{d['channels']} channel(s). Real training images: {d['n_real_train']} (+{d['n_val']} validation), "
-             f"{d['per_class']} per class before the validation carve; test images: {d['n_test']} "
-             f"(split: {d['split_origin']}). Horizontal flips: {'on' if d['hflip'] else 'off'}. "
+             f"{d['per_class']} labelled per class in all; test images: {d['n_test']} "
+             f"(split: {d['split_origin']}). Validation: {d['validation']}. "
+             f"Geometry: {d['fit']}; intensity: {_intensity_text(d['intensity'])}. "
+             f"Horizontal flips: {'on' if d['hflip'] else 'off'}. "
              f"Manifest sha256 `{d['manifest_sha256'][:16]}`.", ""]
     if r["acceptance"]:
         lines += ["## Acceptance of synthetic images", "", "| generator | class | policy | seen | kept | rejected |",

@@ -1,0 +1,75 @@
+"""What `genaug datasets` prints and exports: counts and patients per class and split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..io import atomic_dir, write_json
+from .images import save_png
+from .imagesets import slug
+from .sources import Source
+from .subsets import load_manifest
+
+
+def source_summary(source: Source) -> str:
+    splits = list(source.splits)
+    grouped = any(source.splits[s].groups is not None for s in splits)
+    lines = [f"{source.spec}: {source.kind}, {source.channels} channel(s), "
+             f"{source.native_size or 'mixed'} px, split: {source.split_origin}"]
+    lines.append("class\t" + "\t".join(splits) + ("\t(images / patients)" if grouped else ""))
+
+    def cell(split: str, label: int | None) -> str:
+        s = source.splits[split]
+        mask = [label is None or y == label for y in s.labels]
+        n = sum(mask)
+        if s.groups is None:
+            return str(n)
+        return f"{n}/{len({g for g, m in zip(s.groups, mask) if m})}"
+
+    for i, name in enumerate(source.classes):
+        lines.append(f"{i}:{name}\t" + "\t".join(cell(s, i) for s in splits))
+    lines.append("total\t" + "\t".join(cell(s, None) for s in splits))
+    if source.ungrouped:
+        lines.append(f"{len(source.ungrouped)} file(s) without a patient id (each its own group), "
+                     f"e.g. {source.ungrouped[0]}")
+    return "\n".join(lines)
+
+
+def run_summary(run_dir: str | Path) -> str:
+    m = load_manifest(run_dir)
+    options = m.get("split_options", {})
+    lines = [f"run {run_dir}: {m['source']} ({m['kind']}), classes {', '.join(m['selected_classes'])}, "
+             f"{m['image_size']} px ({m['fit']}), {m['channels']} channel(s), seed {m['seed']}, "
+             f"per class {m['per_class']}, intensity {m['intensity']['rule']}"
+             + (f" window {m['intensity']['window']}" if m["intensity"]["window"] else ""),
+             f"train items: {m['train']['count']} (skipped unreadable: {m['train']['skipped_bad']}); "
+             f"test split: {m['test']['count']} items, never used for training; split: {m['split_origin']}"
+             + (f"; grouped by {options['group_by']}" if options.get("group_by") else "")]
+    for it in m["train"]["items"]:
+        lines.append(f"  {it['class']}\t{it['id']}\t{it['sha256'][:16]}" + (f"\t{it['group']}" if "group" in it else ""))
+    return "\n".join(lines)
+
+
+def export(source: Source, out: str | Path, image_size: int | None, fit: str | None, intensity: str | None,
+           skip_bad: bool = False) -> int:
+    """Every image of every split as the models see it, as PNG, in `out/<split>/<class>/`.
+
+    A `dataset` intensity window is fitted on the train split and reused for the other splits,
+    as a run does; it is written to `out/export.json` with the other settings.
+    """
+    size = image_size or source.default_size()
+    rule, count = intensity, 0
+    with atomic_dir(out) as tmp:
+        for split in ["train"] + [s for s in source.splits if s != "train"]:
+            s = source.split(split)
+            loaded = source.load(split, s.ids, size, fit or "crop", rule, skip_bad)
+            rule = loaded.intensity
+            label_of = dict(zip(s.ids, s.labels))
+            for item, image in zip(loaded.ids, loaded.images):
+                name = slug(str(item).replace("/", "__"))
+                save_png(image, tmp / split / slug(source.classes[int(label_of[item])]) / f"{name}.png")
+                count += 1
+        write_json(tmp / "export.json", {"source": source.spec, "image_size": size, "fit": fit or "crop",
+                                         "intensity": rule.to_dict(), "split_origin": source.split_origin,
+                                         **source.options(), "images": count})
+    return count
