@@ -8,6 +8,8 @@ settings), `manifest.json` (the exact real images), `train_log.jsonl`, `checkpoi
 from __future__ import annotations
 
 import hashlib
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,13 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from .config import save_config
-from .data import check_image_size, draw_subset, load_manifest, open_source, save_png, to_uint8
+from .config import merge, save_config
+from .data import check_image_size, draw_subset, load_manifest, open_source, reload_subset, save_png, to_uint8
 from .data.imagesets import slug
 from .data.subsets import MANIFEST_NAME, class_manifest
 from .errors import GenaugError
 from .generators.base import get_family
-from .generators.training import MODEL_DIR, Trainer, checkpoints, load_trained
+from .generators.training import MODEL_DIR, TRAIN_DEFAULTS, Trainer, load_trained
 from .io import read_json, write_json
 
 SAMPLE_MANIFEST = "samples.json"
@@ -31,13 +33,26 @@ def default_run_dir(data: str, family: str, class_name: str) -> Path:
     return Path("runs") / slug(Path(data).stem if Path(data).suffix else Path(data).name) / family / slug(class_name)
 
 
+DATA_DEFAULTS: dict[str, Any] = {"per_class": None, "group_by": None, "test_fraction": 0.2, "fit": "crop",
+                                 "intensity": "dataset"}
+EXTENDABLE = ("steps",)  # settings a resumed run may raise; every other one must match
+
+
+def effective_config(family: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Every setting a run uses, defaults included: what `config.yaml` records once, at creation."""
+    model = {**get_family(family).default_config, **(config.get("model") or {})}
+    return {**TRAIN_DEFAULTS, **DATA_DEFAULTS, **config, "family": family, "model": model}
+
+
 def train(family: str, data: str, classes: str, config: dict[str, Any] | None = None, out: str | None = None,
           data_root: str | None = None, resume: bool = False, device: str = "auto", skip_bad: bool = False,
           progress: bool = True) -> list[Path]:
     """Train one `family` model per selected class; returns the run folders.
 
     `config` holds the training settings (`steps`, `batch_size`, `seed`, ..., `model: {...}`)
-    and the data settings `per_class` and `image_size`.
+    and the data settings (`per_class`, `image_size`, `group_by`, `test_fraction`, `fit`,
+    `intensity`). With `resume`, a run folder that exists continues with its own recorded
+    settings (see `resume_runs`); one that does not is started.
     """
     get_family(family)
     config = dict(config or {})
@@ -53,19 +68,83 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     for label in selected:
         name = source.classes[label]
         run_dir = Path(out) / slug(name) if out and len(selected) > 1 else Path(out or default_run_dir(data, family, name))
-        effective = {**config, "family": family, "data": data, "class": name, "image_size": image_size}
+        effective = {**config, "data": data, "class": name, "image_size": image_size}
         runs.append(train_on(family, real.of_class(label), class_manifest(manifest, name), run_dir, effective,
                              resume, device, progress))
     return runs
 
 
+def run_folders(out: str | Path) -> list[Path]:
+    """`out` itself when it is a run folder, else its run subfolders (one per class)."""
+    out = Path(out)
+    if (out / "config.yaml").is_file():
+        return [out]
+    return sorted(p.parent for p in out.glob("*/config.yaml")) if out.is_dir() else []
+
+
+def resume_runs(family: str, out: str | Path, overrides: dict[str, Any] | None = None, data_root: str | None = None,
+                device: str = "auto", progress: bool = True) -> list[Path]:
+    """Continue the run(s) in `out` with their recorded settings and real images.
+
+    `overrides` may raise `steps`; any other setting must equal the recorded one.
+    """
+    folders = run_folders(out)
+    if not folders:
+        raise GenaugError(f"nothing to resume in {out}: no run folder (config.yaml) there; train it first")
+    done = []
+    for run_dir in folders:
+        saved = load_run_config(run_dir)
+        wanted = dict(overrides or {})
+        if wanted.get("class") is not None and (str(wanted["class"]).lower() == "all" or len(folders) > 1):
+            wanted.pop("class")  # `--class all` (or a list) names every run folder in `out`
+        config = reconcile(saved, merge(saved, {**wanted, "family": family}), run_dir)
+        manifest = load_manifest(run_dir)
+        _, real = reload_subset(manifest, data_root)
+        done.append(train_on(family, real.images, manifest, run_dir, config, True, device, progress))
+    return done
+
+
+def reconcile(saved: dict[str, Any], wanted: dict[str, Any], run_dir: Path, prefix: str = "") -> dict[str, Any]:
+    """`wanted` if it only repeats or extends `saved`; else a refusal naming the first differing key."""
+    for key in sorted(set(saved) | set(wanted)):
+        old, new = saved.get(key), wanted.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            reconcile(old, new, run_dir, f"{prefix}{key}.")
+        elif key == "history" or old == new:
+            continue
+        elif key in EXTENDABLE and not prefix and isinstance(new, int) and isinstance(old, int) and new > old:
+            continue
+        else:
+            raise GenaugError(f"{run_dir} was trained with {prefix}{key} = {old!r}, not {new!r}; a resumed run keeps "
+                              f"its settings (only {', '.join(EXTENDABLE)} may grow): drop the option, or use a "
+                              "new --out")
+    return wanted
+
+
 def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, config: dict[str, Any],
              resume: bool = False, device: str = "auto", progress: bool = True) -> Path:
-    """Train `family` on exactly `images` (described by `manifest`) in `run_dir`."""
-    _check_run_folder(run_dir, manifest, resume, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    write_json(run_dir / MANIFEST_NAME, manifest)
+    """Train `family` on exactly `images` (described by `manifest`) in `run_dir`.
+
+    `config.yaml` (every setting, defaults included) and `manifest.json` are written when the run
+    is created and never rewritten, except that raising `steps` on resume is recorded in
+    `config.yaml`'s `history`.
+    """
+    config = effective_config(family, config)
+    _check_run_folder(run_dir, manifest, resume)
+    config_path = run_dir / "config.yaml"
+    if config_path.exists():
+        saved = load_run_config(run_dir)
+        config = reconcile(saved, {**config, "history": saved.get("history", [])}, run_dir)
+        if config["steps"] != saved["steps"]:
+            config["history"] = [*saved.get("history", []), {"steps": [saved["steps"], config["steps"]],
+                                                            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+            save_config(config, config_path)
+    else:
+        if resume and progress:
+            print(f"nothing to resume in {run_dir}; starting a new run", file=sys.stderr)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / MANIFEST_NAME, manifest)
+        save_config(config, config_path)
     trainer = Trainer(family, images, run_dir, config, device=device, progress=progress)
     if resume:
         trainer.resume()
@@ -74,20 +153,15 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
     return run_dir
 
 
-def _check_run_folder(run_dir: Path, manifest: dict, resume: bool, config: dict[str, Any]) -> None:
-    if checkpoints(run_dir) and not resume:
-        raise GenaugError(f"{run_dir} already holds checkpoints; pass --resume to continue it or --out for a new run")
+def _check_run_folder(run_dir: Path, manifest: dict, resume: bool) -> None:
+    if (run_dir / "config.yaml").exists() and not resume:
+        raise GenaugError(f"{run_dir} already holds a run; continue it with --resume (resume=True from Python) "
+                          "or choose another folder with --out (out=)")
     if resume and (run_dir / MANIFEST_NAME).exists():
         old = load_manifest(run_dir)
         if [i["sha256"] for i in old["train"]["items"]] != [i["sha256"] for i in manifest["train"]["items"]]:
             raise GenaugError(f"{run_dir} was trained on other real images (different --per-class, --seed or data); "
                               "cannot resume it with these settings")
-    if resume and (run_dir / "config.yaml").exists():
-        old = load_run_config(run_dir)
-        for key in ("family", "model", "batch_size", "image_size"):
-            if old.get(key) != config.get(key):
-                raise GenaugError(f"{run_dir} was trained with {key} = {old.get(key)!r}, not {config.get(key)!r}; "
-                                  "cannot resume it with these settings")
 
 
 def load_run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -125,8 +199,13 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     images: list[dict] = []
     if manifest_path.exists():
         old = read_json(manifest_path)
-        if {k: old.get(k) for k in settings} != settings:
-            raise GenaugError(f"{out} holds samples made with other settings; choose another --out")
+        changed = [k for k in settings if old.get(k) != settings[k]]
+        if changed == ["model_sha256"]:
+            raise GenaugError(f"{out} holds samples of an earlier model of this run (it was trained further since); "
+                              "choose another --out, or delete that folder to draw them again")
+        if changed:
+            detail = "; ".join(f"{k} was {old.get(k)!r}, now {settings[k]!r}" for k in changed if k != "model_sha256")
+            raise GenaugError(f"{out} holds samples made with other settings ({detail}); choose another --out")
         images = old["images"]
     done = {im["index"] for im in images if (out / im["file"]).exists()}
     images = [im for im in images if im["index"] in done]

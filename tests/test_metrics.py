@@ -105,7 +105,7 @@ def test_cli_data_spec_with_class_and_per_class_table(tmp_path):
     r = run_cli("fid", f"{OCT}:CNV", samples / "CNV", "--image-size", "64")
     assert r.exit_code == 0, r.output
     assert "(images: %d vs %d)" % tuple(counts["CNV"]) in r.output
-    r = run_cli("fid", OCT, samples, "--per-class", "--json", tmp_path / "t.json")
+    r = run_cli("fid", OCT, samples, "--by-class", "--json", tmp_path / "t.json")
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "t.json").read_text())["per_class"]
     assert [row["class"] for row in rows] == s.classes and all(row["fid"] > 0 for row in rows)

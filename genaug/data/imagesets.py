@@ -40,6 +40,9 @@ def load_image_folder(folder: str | Path, image_size: int | None = None, fit: st
         raise GenaugError(f"image folder not found: {folder}")
     files = image_files(folder)
     if not files:
+        if any(p.is_dir() and image_files(p) for p in folder.iterdir()):
+            raise GenaugError(f"{folder} holds no images directly, only class folders: name one class as "
+                              f"{folder}:CLASS (a data spec), or compare every class with --by-class")
         raise GenaugError(f"{folder} holds no images ({', '.join(sorted(READABLE_SUFFIXES))})")
     probed = {probe_channels(p) for p in files}
     channels = 3 if 3 in probed else 1

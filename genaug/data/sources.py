@@ -135,13 +135,17 @@ class Source:
         """Decode items to uint8 at `image_size`; a `dataset` intensity rule without a window is fitted on them."""
         size = image_size or self.default_size()
         raws, kept, hashes = self.decode(split, ids, size, check_fit(fit), skip_bad)
+        if isinstance(raws, torch.Tensor):  # an 8-bit batch already: no second copy
+            return Loaded(raws, kept, hashes, IntensityRule.parse(intensity))
         rule = IntensityRule.parse(intensity).fitted(raws)
         images = (torch.stack([rule.to_uint8(r) for r in raws]) if raws
                   else torch.empty((0, self.channels, size, size), dtype=torch.uint8))
         return Loaded(images, kept, hashes, rule)
 
-    def decode(self, split: str, ids: list, size: int, fit: str, skip_bad: bool) -> tuple[list[Raw], list, list[str]]:
-        """Raw pixels fitted to size x size, the ids decoded, and their content hashes."""
+    def decode(self, split: str, ids: list, size: int, fit: str, skip_bad: bool
+               ) -> tuple["list[Raw] | torch.Tensor", list, list[str]]:
+        """Raw pixels fitted to size x size (or one uint8 batch when all are 8-bit), the ids decoded,
+        and their content hashes."""
         raise NotImplementedError
 
     def item_hash(self, split: str, item) -> str:
@@ -206,9 +210,10 @@ class ArraySource(Source):
         images = self.arrays[split][0][np.asarray(ids, dtype=np.int64)]
         t = torch.from_numpy(np.ascontiguousarray(images))
         t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
-        if fit == "crop" or t.shape[-1] == t.shape[-2]:
-            t = resize_center_crop(t.contiguous(), size)
-            raws = [Raw(img) for img in t]
+        if t.dtype == torch.uint8 and (fit == "crop" or t.shape[-1] == t.shape[-2]):
+            raws = resize_center_crop(t.contiguous(), size)
+        elif fit == "crop" or t.shape[-1] == t.shape[-2]:
+            raws = [Raw(img) for img in resize_center_crop(t.contiguous(), size)]
         else:
             raws = [Raw(fit_square(img, size, fit)) for img in t]
         return raws, list(ids), [self.item_hash(split, i) for i in ids]

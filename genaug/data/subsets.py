@@ -18,7 +18,7 @@ import torch
 from ..errors import GenaugError
 from ..io import read_json
 from .images import check_fit
-from .intensity import IntensityRule
+from .intensity import IntensityRule, Raw
 from .sources import Source, open_source
 
 MANIFEST_FORMAT = "genaug-manifest/2"
@@ -71,6 +71,7 @@ def draw_subset(source: Source, class_indices: list[int], per_class: int | None,
             batch = [pool[i] for i in order[cursor: cursor + want - len(kept)]]
             cursor += len(batch)
             got, ok, digests = source.decode(split, batch, image_size, fit, skip_bad)
+            got = [Raw(img) for img in got] if isinstance(got, torch.Tensor) else got
             skipped += len(batch) - len(ok)
             raws += got
             kept += ok

@@ -11,8 +11,10 @@ temporary folder and renamed into place, so a killed run keeps its last good che
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 32,
     "seed": 0,
     "log_every": 50,
-    "checkpoint_every": 500,
+    "checkpoint_every": "auto",  # every 10% of the steps (at least every step of very short runs)
     "sample_every": 1000,
     "grid_size": 16,
     "keep_checkpoints": 2,
@@ -129,8 +131,16 @@ class Trainer:
         self._truncate_log(self.state.step)
         return self.state.step
 
+    def checkpoint_interval(self) -> int:
+        every = self.config["checkpoint_every"]
+        if every == "auto":
+            return max(1, math.ceil(int(self.config["steps"]) / 10))
+        if not isinstance(every, int) or every < 1:
+            raise GenaugError(f"checkpoint_every must be a positive number of steps or auto (got {every!r})")
+        return every
+
     def _truncate_log(self, step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from."""
+        """Drop log lines written after `step` (the checkpoint we continue from), so no step is logged twice."""
         log = self.run_dir / LOG_NAME
         if log.exists():
             kept = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
@@ -144,13 +154,17 @@ class Trainer:
         start = self.state.step
         if start > total:
             raise GenaugError(f"the checkpoint is at step {start}, beyond --steps {total}")
+        every = self.checkpoint_interval()
         previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
         bar = tqdm(total=total, initial=start, desc=f"train {self.family}", unit="step",
                    disable=not (self.progress and self.accelerator.is_local_main_process))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            self._truncate_log(start)
         log = (self.run_dir / LOG_NAME).open("a")
         last_ckpt = start
         t0, seen = time.perf_counter(), 0
+        estimate = _Estimate(start, total, self)
         try:
             while self.state.step < total:
                 idx = batch_indices(self.state.step, len(self.real), c["batch_size"], c["seed"],
@@ -161,6 +175,9 @@ class Trainer:
                 seen += len(idx) * self.accelerator.num_processes
                 bar.update(1)
                 step = self.state.step
+                estimate.after_step(step, bar)
+                if step == total:
+                    bar.set_postfix_str("saving the last sample grid, checkpoint and model")
                 if step % c["log_every"] == 0 or step == total:
                     rate = seen / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix({**{k: f"{v:.4g}" for k, v in losses.items()}, "img/s": f"{rate:.0f}"})
@@ -171,14 +188,17 @@ class Trainer:
                     t0, seen = time.perf_counter(), 0
                 if step % c["sample_every"] == 0 or step == total:
                     self.save_grid(self.run_dir / "samples" / f"step-{step:07d}.png")
-                if step % c["checkpoint_every"] == 0 or step == total:
+                if step % every == 0 or step == total:
                     self.save_checkpoint()
                     last_ckpt = step
         except KeyboardInterrupt:
             bar.close()
-            where = f"step {last_ckpt}" if last_ckpt else "no checkpoint yet"
-            raise TrainingInterrupted(f"interrupted at step {self.state.step}; last checkpoint: {where} in "
-                                      f"{self.run_dir}; run again with --resume to continue") from None
+            if not last_ckpt:
+                raise TrainingInterrupted(
+                    f"interrupted at step {self.state.step}, before the first checkpoint (every {every} steps): "
+                    f"nothing was saved to resume from; --resume starts {self.run_dir} again from step 0") from None
+            raise TrainingInterrupted(f"interrupted at step {self.state.step}; last checkpoint: step {last_ckpt} in "
+                                      f"{self.run_dir}; run again with --resume to continue from there") from None
         finally:
             log.close()
             bar.close()
@@ -204,6 +224,39 @@ class Trainer:
             self.model.save_pretrained(tmp, self.accelerator)
             write_json(tmp / RUN_INFO, {"family": self.family, "channels": self.channels, "image_size": self.size,
                                         "step": self.state.step, "model_config": self.model.config})
+
+
+class _Estimate:
+    """Announces, once, the expected time of a long run after its first steps were measured."""
+
+    ANNOUNCE_ABOVE_S = 120.0
+
+    def __init__(self, start: int, total: int, trainer: "Trainer"):
+        self.start, self.total, self.trainer = start, total, trainer
+        self.t0 = time.perf_counter()
+        self.done = False
+
+    def after_step(self, step: int, bar) -> None:
+        elapsed = time.perf_counter() - self.t0
+        measured = step - self.start
+        if self.done or (measured < 20 and elapsed < 10) or step == self.total:
+            return
+        self.done = True
+        per_step = elapsed / measured
+        remaining = per_step * (self.total - step)
+        if remaining < self.ANNOUNCE_ABOVE_S or not self.trainer.accelerator.is_main_process:
+            return
+        t = self.trainer
+        message = (f"{t.family} at {t.size} px: {per_step:.2f} s/step measured, about {_duration(remaining)} for the "
+                   f"remaining {self.total - step} of {self.total} steps (fewer --steps or a GPU shorten it)")
+        if bar.disable:
+            print(message, file=sys.stderr)
+        else:
+            tqdm.write(message, file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def _main_thread() -> bool:

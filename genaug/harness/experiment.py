@@ -310,6 +310,6 @@ class Experiment:
 
 
 def _has_config(family: str, image_size: int) -> bool:
-    from ..config import CONFIG_DIR
+    from ..config import packaged_config
 
-    return (CONFIG_DIR / f"{family}-{image_size}.yaml").exists()
+    return packaged_config(f"{family}-{image_size}") is not None

@@ -81,6 +81,24 @@ def _fmt(x: float, digits: int = 4) -> str:
     return "nan" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _empty_arm(arm: str, a: dict) -> bool:
+    return arm != "baseline" and bool(a["runs"]) and all(run["n_synthetic"] == 0 for run in a["runs"])
+
+
+def _notes(r: dict) -> list[str]:
+    """Plain sentences for results that would otherwise read as normal: empty arms, one seed."""
+    notes = []
+    for arm, a in r["arms"].items():
+        if _empty_arm(arm, a):
+            notes.append(f"- **{arm} had no accepted synthetic images**: it trained on the same data as the "
+                         "baseline, so its difference measures seed noise only, not the generator.")
+    n = next(iter(r["arms"].values()))["summary"]["accuracy"]["n"]
+    if n < 2:
+        notes.append("- **One seed**: a standard deviation, confidence interval or p-value needs at least two "
+                     "paired runs, so they read `nan`. Use at least 3 seeds (`--seeds 3`).")
+    return ["", *notes] if notes else []
+
+
 def render_markdown(r: dict) -> str:
     d = r["data"]
     lines = ["# augment-and-train report", "", "## Protocol", "", r["protocol"], "",
@@ -103,7 +121,8 @@ def render_markdown(r: dict) -> str:
     lines += [f"## Test metrics per arm (mean ± std over {n} seeds)", "",
               "| arm | " + " | ".join(SCALAR_METRICS) + " |", "|---|" + "---|" * len(SCALAR_METRICS)]
     for arm, a in r["arms"].items():
-        lines.append(f"| {arm} | " + " | ".join(f"{_fmt(a['summary'][m]['mean'])} ± {_fmt(a['summary'][m]['std'])}"
+        label = f"{arm} (no accepted images)" if _empty_arm(arm, a) else arm
+        lines.append(f"| {label} | " + " | ".join(f"{_fmt(a['summary'][m]['mean'])} ± {_fmt(a['summary'][m]['std'])}"
                                                 for m in SCALAR_METRICS) + " |")
     lines += ["", "## Paired difference to the baseline (arm − baseline)", "",
               "| arm | metric | mean diff | 95% CI (t) | p paired t | p Wilcoxon | seeds |",
@@ -112,6 +131,7 @@ def render_markdown(r: dict) -> str:
         for m, c in comp.items():
             lines.append(f"| {arm} | {m} | {_fmt(c['mean_diff'])} | [{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}] | "
                          f"{_fmt(c['p_ttest'], 3)} | {_fmt(c['p_wilcoxon'], 3)} | {c['n_seeds']} |")
+    lines += _notes(r)
     lines += ["", "## Per-class sensitivity / specificity (mean over seeds)", "",
               "| arm | " + " | ".join(d["classes"]) + " |", "|---|" + "---|" * len(d["classes"])]
     for arm, a in r["arms"].items():

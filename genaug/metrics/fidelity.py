@@ -97,8 +97,8 @@ def compute_metrics(a: ImageSet, b: ImageSet, kid: bool = False, prc: bool = Fal
             kid_subset_size=min(1000, max(2, min(n_a, n_b) // 2)),
             batch_size=batch_size, cuda=cuda, save_cpu_ram=True, verbose=verbose,
         )
-    result = {"fid": float(out["frechet_inception_distance"]), "n_a": n_a, "n_b": n_b,
-              "inception_score": "unavailable: the Inception weights used have no classifier layer"}
+    fid = float(out["frechet_inception_distance"])
+    result = {"fid": 0.0 if abs(fid) < 5e-4 else fid, "n_a": n_a, "n_b": n_b}  # no "-0.000" for identical sets
     if kid:
         result["kid_mean"] = float(out["kernel_inception_distance_mean"])
         result["kid_std"] = float(out["kernel_inception_distance_std"])
