@@ -238,11 +238,28 @@ def fid(a, b, kid, prc, isc, by_class, image_size, batch_size, device, json_out,
               help="Classes to classify: names/indices, comma list, or all  [default: all]")
 @click.option("--per-class", type=click.IntRange(min=2), default=None,
               help="Labelled real images per class, validation included  [default: 50]")
-@click.option("--generator", "generators", default=None, help="Comma list of vae, dcgan, ddpm  [default: ddpm]")
-@click.option("--synthetic-per-class", type=click.IntRange(min=1), default=None,
-              help="Synthetic images drawn per class and generator  [default: 100]")
+@click.option("--generator", "generators", default=None,
+              help="Comma list of vae, dcgan, ddpm, or none (external sets only)  [default: ddpm]")
+@click.option("--synthetic", "synthetic", multiple=True,
+              help="NAME=DIR: an external synthetic set, DIR/<class>/*.png, used like a generator (repeatable).")
+@click.option("--synthetic-per-class", default=None,
+              help="Synthetic images drawn per class and source; a comma list (50,200,800) for a dose-response "
+                   "curve  [default: 100]")
+@click.option("--synthetic-ratio", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Share of every batch drawn from the extra images  [default: in proportion to their count]")
+@click.option("--controls", default=None,
+              help="Control arms beside the baseline: baseline-strong, dup (comma list, or none)  "
+                   "[default: baseline-strong,dup]")
+@click.option("--full-real", is_flag=True, default=None,
+              help="Also train on every real training image of the split: the ceiling.")
+@click.option("--replicates", type=click.IntRange(min=1), default=None,
+              help="Repeats of the whole pipeline (subset, generators, samples, acceptance); the unit of inference "
+                   "(3 or more for conclusions)  [default: 1]")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
-              help="Paired classifier runs per arm (at least 3 for intervals)  [default: 3]")
+              help="Classifier seeds per arm inside each replicate  [default: 3]")
+@click.option("--primary-metric", type=click.Choice(["accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr",
+                                                     "cohen_kappa"]), default=None,
+              help="The one metric the headline answers on, declared before the run  [default: balanced_accuracy]")
 @click.option("--out", required=True, help="Experiment folder (re-run the same command to resume).")
 @click.option("--classifier", type=click.Choice(["resnet18", "resnet50", "efficientnet_b0"]), default=None,
               help="torchvision architecture, from scratch  [default: resnet18]")
@@ -264,15 +281,26 @@ def fid(a, b, kid, prc, isc, by_class, image_size, batch_size, device, json_out,
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @split_options
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
-def augment_and_train(data, classes, per_class, generators, synthetic_per_class, seeds, out, classifier, epochs, batch_size,
+def augment_and_train(data, classes, per_class, generators, synthetic, synthetic_per_class, synthetic_ratio, controls,
+                      full_real, replicates, seeds, primary_metric, out, classifier, epochs, batch_size,
                       accept, loss, cr_k, generator_steps, runs_dir, image_size, seed, config_file, device,
                       no_progress, group_by, test_fraction, fit, intensity, data_root):
-    """Train generators, accept synthetic images, and measure the classifier gain with statistics."""
+    """Train generators, accept synthetic images, and measure the classifier gain with statistics.
+
+    Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, and
+    optionally full-real; all share the step budget, epoch selection and seeds. Re-run the same
+    command to resume; --replicates and --seeds may grow on a re-run (recorded in the report).
+    """
     from .harness.experiment import Experiment, experiment_config
     from .harness.report import render_markdown
 
+    if controls is not None and controls.strip().lower() == "none":
+        controls = []
     config = experiment_config(config_file, {
-        "data": data, "classes": classes, "per_class": per_class, "generators": generators, "synthetic_per_class": synthetic_per_class,
+        "data": data, "classes": classes, "per_class": per_class, "generators": generators,
+        "synthetic": list(synthetic) or None, "synthetic_per_class": synthetic_per_class,
+        "synthetic_ratio": synthetic_ratio, "controls": controls, "full_real": full_real or None, "replicates": replicates,
+        "primary_metric": primary_metric,
         "seeds": seeds, "classifier": classifier, "epochs": epochs, "batch_size": batch_size, "accept": accept,
         "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "image_size": image_size, "seed": seed,
         "group_by": group_by, "test_fraction": test_fraction, "fit": fit, "intensity": intensity})
@@ -281,7 +309,7 @@ def augment_and_train(data, classes, per_class, generators, synthetic_per_class,
     report = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,
                         progress=not no_progress).run()
     md = render_markdown(report)
-    click.echo(md[md.index("## Test metrics"):md.index("## Per-class")].rstrip())
+    click.echo(md[md.index("## Answer"):md.index("## Design")].rstrip())
     click.echo(f"\nreport: {Path(out) / 'report.md'}")
 
 

@@ -199,7 +199,7 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     images: list[dict] = []
     if manifest_path.exists():
         old = read_json(manifest_path)
-        changed = [k for k in settings if old.get(k) != settings[k]]
+        changed = [k for k in settings if k != "run" and old.get(k) != settings[k]]  # folders may move
         if changed == ["model_sha256"]:
             raise GenaugError(f"{out} holds samples of an earlier model of this run (it was trained further since); "
                               "choose another --out, or delete that folder to draw them again")

@@ -53,13 +53,14 @@ def test_experiment_carve_is_patient_disjoint(tmp_path):
 
     config = experiment_config(None, {"per_class": 6, "val_fraction": 0.34, "image_size": 32, "group_by": "oct2017",
                                       "generators": [], "seeds": 1})
-    e = Experiment(str(OCT), tmp_path, config, progress=False)
-    e.real_data()
-    train_groups = {it["group"] for it in e.train_items}
-    val_groups = {it["group"] for it in e.val_items}
-    test_groups = {it["group"] for it in e.manifest["test"]["items"]}
-    assert not train_groups & val_groups and not (train_groups | val_groups) & test_groups
-    assert "group_by oct2017" not in e.validation_plan() and "patient-disjoint" in e.validation_plan()
+    for r in range(2):
+        rep = Experiment(str(OCT), tmp_path, config, progress=False).replicate(r)
+        rep.real_data()
+        train_groups = {it["group"] for it in rep.train_items}
+        val_groups = {it["group"] for it in rep.val_items}
+        test_groups = {it["group"] for it in rep.manifest["test"]["items"]}
+        assert not train_groups & val_groups and not (train_groups | val_groups) & test_groups
+        assert "patient-disjoint" in rep.validation_plan()
 
 
 def test_adding_files_never_moves_an_existing_item_and_changed_test_membership_is_refused(tmp_path):

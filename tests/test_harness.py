@@ -134,48 +134,10 @@ def test_small_image_stem():
     assert build_classifier("efficientnet_b0", 1, 2, 28).features[0][0].stride == (1, 1)
 
 
-# -- end to end on real PneumoniaMNIST ------------------------------------------------------
-
-def test_tiny_end_to_end_report_and_resume(tmp_path):
-    out = tmp_path / "exp"
-    args = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "vae",
-            "--synthetic-per-class", "8", "--seeds", "2", "--epochs", "2", "--generator-steps", "15",
-            "--accept", "all,memorization", "--out", out, "--no-progress", "--device", "cpu"]
-    r = run_cli(*args)
-    assert r.exit_code == 0, r.output
-    assert "Paired difference" in r.output
-    report = json.loads((out / "report.json").read_text())
-    assert {"protocol", "config", "versions", "data", "generators", "acceptance", "arms", "comparisons"} <= set(report)
-    assert report["data"]["n_test"] == 624 and len(report["data"]["manifest_sha256"]) == 64
-    assert report["versions"]["torch"] and report["generators"]["vae"]["normal"]["model_sha256"]
-    assert [row["policy"] for row in report["acceptance"]["vae"]] == ["all", "memorization"] * 2
-    for arm in ("baseline", "+vae"):
-        runs = report["arms"][arm]["runs"]
-        assert len(runs) == 2 and len({r["optimizer_steps"] for r in runs}) == 1
-        for m in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "cohen_kappa"):
-            assert report["arms"][arm]["summary"][m]["n"] == 2
-    assert report["arms"]["baseline"]["runs"][0]["optimizer_steps"] == report["arms"]["+vae"]["runs"][0]["optimizer_steps"]
-    result = json.loads((out / "classifiers" / "plus-vae" / "seed-0.json").read_text())
-    test = result["test"]
-    assert set(test["per_class"]["normal"]) == {"sensitivity", "specificity"}
-    assert np.asarray(test["confusion_matrix"]).sum() == 624
-    comp = report["comparisons"]["+vae"]["balanced_accuracy"]
-    assert {"mean_diff", "ci_low", "ci_high", "p_ttest", "p_wilcoxon", "n_seeds"} <= set(comp)
-    for name in ("metrics.png", "confusion-baseline.png", "confusion-plus-vae.png", "vae-normal-accepted.png"):
-        assert (out / "figures" / name).exists()
-    md = (out / "report.md").read_text()
-    assert "## Protocol" in md and "| +vae | balanced_accuracy |" in md
-    stamp = (out / "classifiers" / "baseline" / "seed-1.json").stat().st_mtime_ns
-    (out / "classifiers" / "plus-vae" / "seed-1.json").unlink()  # as if interrupted during the last arm
-    r = run_cli(*args)
-    assert r.exit_code == 0, r.output
-    assert (out / "classifiers" / "baseline" / "seed-1.json").stat().st_mtime_ns == stamp
-    assert (out / "classifiers" / "plus-vae" / "seed-1.json").exists()
-
-
 def test_bad_inputs(tmp_path):
     base = ["augment-and-train", "--data", PNEUMONIA, "--out", tmp_path / "x"]
-    assert_clean_error(run_cli(*base, "--synthetic-per-class", "-1"), "--synthetic-per-class", code=2)
+    assert_clean_error(run_cli(*base, "--synthetic-per-class", "-1"), "synthetic_per_class must be at least 1", code=1)
+    assert_clean_error(run_cli(*base, "--synthetic-per-class", "many"), "a comma list of them", code=1)
     assert_clean_error(run_cli(*base, "--generator", "gan"), "unknown generator 'gan'", code=1)
     assert_clean_error(run_cli(*base, "--per-class", "1"), "--per-class", code=2)
     assert_clean_error(run_cli(*base, "--accept", "vibes"), "unknown acceptance policy")
@@ -183,15 +145,18 @@ def test_bad_inputs(tmp_path):
                                 ("source", "too few images for the train/validation split")):
         config = experiment_config(None, {"per_class": 2, "val_fraction": 0.9, "validation": validation})
         with pytest.raises(GenaugError, match=message):
-            Experiment(str(PNEUMONIA), tmp_path / "y", config, progress=False).real_data()
+            Experiment(str(PNEUMONIA), tmp_path / "y", config, progress=False).replicate(0).real_data()
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text("seeeds: 3\n")
+    assert_clean_error(run_cli(*base, "--config", cfg), "unknown setting(s)", "'seeeds' (did you mean 'seeds'?)")
     assert not (tmp_path / "y").exists() and not (tmp_path / "x").exists()
 
 
 def test_rerun_with_other_settings_is_refused(tmp_path):
     config = experiment_config(None, {"per_class": 4, "seeds": 1})
-    Experiment(str(PNEUMONIA), tmp_path, config, progress=False).real_data()
-    Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 4, "seeds": 3}),
-               progress=False).real_data()  # more seeds: same experiment
+    Experiment(str(PNEUMONIA), tmp_path, config, progress=False).check_settings()
+    Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 4, "seeds": 3, "replicates": 2}),
+               progress=False).check_settings()  # more seeds and replicates: same experiment
     with pytest.raises(GenaugError, match=r"other settings \(epochs\)"):
         Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 4, "seeds": 1, "epochs": 3}),
-                   progress=False).real_data()
+                   progress=False).check_settings()

@@ -120,7 +120,7 @@ def decode_bytes(data: bytes, name: Path | str, channels: int) -> Raw:
         raw = decode_dicom(data, name)
     else:
         raw = _decode_pillow(data, name, channels)
-    return Raw(_match_channels(raw.pixels, channels), raw.invert)
+    return Raw(match_channels(raw.pixels, channels), raw.invert)
 
 
 def _decode_pillow(data: bytes, name: Path, channels: int) -> Raw:
@@ -149,7 +149,7 @@ def _decode_pillow(data: bytes, name: Path, channels: int) -> Raw:
     return Raw(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
 
 
-def _match_channels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
+def match_channels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
     """C x H x W with the source's channel count: gray repeated to 3, colour averaged to 1."""
     if pixels.ndim == 2:
         pixels = pixels.unsqueeze(0)

@@ -54,6 +54,16 @@ def classical_augmentation(image_size: int, rotation: float, crop_padding: int, 
     return v2.Compose(steps)
 
 
+def strong_augmentation(image_size: int, crop_padding: int, hflip: bool, policy: str = "trivialaugment") -> v2.Compose:
+    """The classical crop (and flip) followed by TrivialAugmentWide or RandAugment, on uint8 images."""
+    if policy not in ("trivialaugment", "randaugment"):
+        raise GenaugError(f"unknown strong augmentation {policy!r}; choose trivialaugment or randaugment")
+    steps = [v2.RandomCrop(image_size, padding=crop_padding, padding_mode="reflect")] if crop_padding else []
+    steps += [v2.RandomHorizontalFlip()] if hflip else []
+    steps += [v2.TrivialAugmentWide() if policy == "trivialaugment" else v2.RandAugment()]
+    return v2.Compose(steps)
+
+
 @dataclass
 class TrainSettings:
     classifier: str = "resnet18"
@@ -68,6 +78,9 @@ class TrainSettings:
     rotation: float = 10.0
     crop_padding: int = 2
     hflip: bool = False
+    augment: str = "classical"  # or trivialaugment / randaugment (the baseline-strong recipe)
+    mix: bool = False  # CutMix or MixUp (one at random per batch), soft targets
+    synthetic_ratio: float | None = None  # share of each batch drawn from the extra images; None: proportional
 
     @classmethod
     def from_config(cls, config: dict) -> "TrainSettings":
@@ -80,6 +93,7 @@ class TrainedClassifier:
     best_epoch: int
     history: list[dict] = field(default_factory=list)
     optimizer_steps: int = 0
+    images_seen: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -92,22 +106,59 @@ def predict_proba(model: nn.Module, images: torch.Tensor, device: str = "auto", 
     return torch.cat(out).numpy()
 
 
+class _Stream:
+    """An endless stream of seeded per-epoch permutations of range(n)."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator, self.buffer = n, generator, []
+
+    def take(self, k: int) -> list[int]:
+        while len(self.buffer) < k:
+            self.buffer += torch.randperm(self.n, generator=self.generator).tolist()
+        out, self.buffer = self.buffer[:k], self.buffer[k:]
+        return out
+
+
 def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                      n_classes: int, settings: TrainSettings, seed: int, steps_per_epoch: int,
-                     device: str = "auto") -> TrainedClassifier:
-    """Train from scratch with a fixed step budget; keep the best epoch on the validation split."""
+                     device: str = "auto", extra: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> TrainedClassifier:
+    """Train from scratch with a fixed step budget; keep the best epoch on the validation split.
+
+    `extra` (synthetic or duplicated images) joins the real training images: drawn in proportion
+    to its size (`synthetic_ratio` None), or as a fixed share of every batch.
+    """
     from sklearn.metrics import balanced_accuracy_score
 
     if settings.loss not in ("ce", "cr"):
         raise GenaugError(f"unknown loss {settings.loss!r}; choose ce or cr")
+    if settings.mix and settings.loss == "cr":
+        raise GenaugError("the CR loss needs hard labels; it cannot be combined with CutMix/MixUp")
+    ratio = settings.synthetic_ratio
+    if ratio is not None and not 0 <= ratio < 1:
+        raise GenaugError(f"synthetic_ratio must be in [0, 1) (got {ratio})")
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = build_classifier(settings.classifier, train_x.shape[1], n_classes, train_x.shape[-1]).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
-    augment = classical_augmentation(train_x.shape[-1], settings.rotation, settings.crop_padding, settings.hflip)
+    size = train_x.shape[-1]
+    augment = (classical_augmentation(size, settings.rotation, settings.crop_padding, settings.hflip)
+               if settings.augment == "classical" else
+               strong_augmentation(size, settings.crop_padding, settings.hflip, settings.augment))
+    mixer = (v2.RandomChoice([v2.CutMix(num_classes=n_classes), v2.MixUp(num_classes=n_classes)])
+             if settings.mix else None)
+    has_extra = extra is not None and len(extra[0]) > 0
+    if has_extra and ratio is None:
+        pool_x, pool_y = torch.cat([train_x, extra[0]]), torch.cat([train_y, extra[1]])
+        n_extra_per_batch = 0
+    else:
+        pool_x, pool_y = train_x, train_y
+        n_extra_per_batch = round(ratio * settings.batch_size) if has_extra else 0
     order = torch.Generator().manual_seed(seed)
-    stream: list[int] = []
+    real_stream = _Stream(len(pool_x), order)
+    extra_stream = _Stream(len(extra[0]), order) if n_extra_per_batch else None
+    seen = {"real": 0, "extra": 0}
     best = (-math.inf, math.inf)
     best_state, best_epoch, history = None, 0, []
     cr = None
@@ -116,13 +167,24 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
         cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
         total_loss = 0.0
         for _ in range(steps_per_epoch):
-            while len(stream) < settings.batch_size:
-                stream += torch.randperm(len(train_x), generator=order).tolist()
-            idx, stream = stream[: settings.batch_size], stream[settings.batch_size:]
-            x = torch.stack([augment(img) for img in train_x[idx]])
-            x, y = to_model_range(x).to(dev), train_y[idx].to(dev)
-            logits = model(x)
-            loss = cr_cross_entropy(logits, y, cr if settings.loss == "cr" else None, settings.cr_k)
+            idx = real_stream.take(settings.batch_size - n_extra_per_batch)
+            images, labels = pool_x[idx], pool_y[idx]
+            n_extra = sum(1 for i in idx if i >= len(train_x))
+            if extra_stream is not None:
+                eidx = extra_stream.take(n_extra_per_batch)
+                images, labels = torch.cat([images, extra[0][eidx]]), torch.cat([labels, extra[1][eidx]])
+                n_extra = len(eidx)
+            seen["extra"] += n_extra
+            seen["real"] += len(labels) - n_extra
+            x = torch.stack([augment(img) for img in images])
+            x, y = to_model_range(x).to(dev), labels.to(dev)
+            if mixer is not None:
+                x, target = mixer(x, y)
+                logits = model(x)
+                loss = F.cross_entropy(logits, target)
+            else:
+                logits = model(x)
+                loss = cr_cross_entropy(logits, y, cr if settings.loss == "cr" else None, settings.cr_k)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -139,4 +201,4 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
             best, best_epoch = (val_bacc, val_loss), epoch + 1
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    return TrainedClassifier(model.cpu(), best_epoch, history, settings.epochs * steps_per_epoch)
+    return TrainedClassifier(model.cpu(), best_epoch, history, settings.epochs * steps_per_epoch, seen)

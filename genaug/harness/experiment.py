@@ -1,26 +1,37 @@
 """`augment-and-train`: does adding accepted synthetic images improve the classifier?
 
 Protocol (also written into every report):
-1. `per_class` labelled real images per class are the only real data that trains or selects
-   anything (`manifest.json`). Validation (epoch selection) is `val_fraction` of them: drawn
-   from the source's own val split when it has one, else a seeded, stratified carve of the
-   subset that keeps each patient on one side (with `group_by`). Generators and classifiers
-   train on the rest (the "real training part"). Test images share no patient with either.
-2. One generator per family and class trains on that class's real training part (or is reused
-   from `--runs DIR`), then draws `synthetic_per_class` images.
-3. Acceptance policies filter the synthetic images per class.
-4. Arms: `baseline` (real only) and `+<family>` (real + accepted synthetic), each with the same
-   classical augmentation, the same optimizer-step budget and the same seeds; K seeds give K
-   paired runs. The source's test split is used once per trained classifier, for evaluation.
+1. Replicates repeat everything random: replicate r draws its own `per_class` labelled real
+   images per class (seed + r), its own validation part, trains its own generators, draws its
+   own samples (each class from its own seed range, so no two classes share a latent) and makes
+   its own acceptance decisions. Inside each replicate, `seeds` classifier seeds are shared by
+   every arm. The unit of inference is the replicate: its seeds are averaged, and arms are
+   paired within it.
+2. Validation (epoch selection) is `val_fraction` of the labelled images: drawn from the
+   source's own val split when it has one, else a seeded, stratified carve that keeps each
+   patient on one side (with `group_by`). Generators and classifiers train on the rest (the
+   "real training part"). Test images share no patient with either and are used once per
+   trained classifier.
+3. Acceptance policies filter each synthetic set per class.
+4. Arms (see `arms.py`): `baseline` (real, classical augmentation), `baseline-strong` (real,
+   strong augmentation), `+dup` (real plus as many duplicated real images as the largest
+   accepted synthetic set), `+<generator>` and `+<external set>`, optionally `full-real`.
+   Every arm has the same optimizer-step budget, epoch selection and seeds.
+5. One primary metric, declared before the run (`primary_metric`), drives the headline; the
+   others are secondary. Differences to the baseline come with t and bootstrap intervals over
+   replicates, paired t and exact Wilcoxon tests, and Holm's correction across arms.
 
 Every stage writes its result into the output folder and is skipped on a re-run, so an
-interrupted experiment picks up where it stopped.
+interrupted experiment picks up where it stopped; replicates and seeds may be added later
+(recorded in `history.json` and the report).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,53 +41,32 @@ import yaml
 from tqdm.auto import tqdm
 
 from .. import runs
-from ..config import load_config, merge, save_config
+from ..config import load_config, save_config
 from ..data import RealImages, draw_subset, load_split, open_source, reload_subset
-from ..data.imagesets import load_image_folder, slug
-from ..data.images import check_image_size
+from ..data.images import check_image_size, match_channels
+from ..data.imagesets import image_files, load_image_folder, slug
 from ..data.sources import CIFAR10_CLASSES
 from ..data.splits import carve_validation
 from ..data.subsets import MANIFEST_NAME, class_manifest, load_manifest
 from ..errors import GenaugError
-from ..generators.base import get_family
 from ..io import read_json, write_json
 from . import acceptance
+from .arms import Arm, plan_arms
 from .classifier import TrainSettings, predict_proba, train_classifier
+from .config import DESIGN_KEYS, experiment_config  # noqa: F401 - experiment_config is part of this API
 from .stats import classification_metrics
 
-DEFAULTS: dict[str, Any] = {
-    "classes": "all", "per_class": 50, "image_size": None, "seed": 0, "seeds": 3,
-    "generators": ["ddpm"], "synthetic_per_class": 100, "accept": ["all"],
-    "classifier": "resnet18", "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
-    "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "val_fraction": 0.2, "validation": "auto",
-    "group_by": None, "test_fraction": None, "fit": "crop", "intensity": "dataset",
-    "rotation": 10.0, "crop_padding": 2, "hflip": None,
-    "generator_configs": {}, "generator_steps": None, "sampler": None, "sample_steps": None,
-    "acceptance": dict(acceptance.DEFAULTS),
-}
 FLIP_SAFE_KINDS = {"cifar10", "fashion-mnist"}  # natural images; medical and folder sources: flips off
-
-
-def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    config = merge(merge(DEFAULTS, load_config(config_file)), overrides)
-    for key in ("generators", "accept"):
-        if isinstance(config[key], str):
-            config[key] = [p.strip() for p in config[key].split(",") if p.strip()]
-    for family in config["generators"]:
-        get_family(family)
-    acceptance.parse_policies(config["accept"])
-    if int(config["synthetic_per_class"]) < 1:
-        raise GenaugError(f"synthetic_per_class must be at least 1 (got {config['synthetic_per_class']})")
-    if int(config["seeds"]) < 1:
-        raise GenaugError("seeds must be at least 1")
-    return config
+SAMPLE_SEED_SPAN = 1_000_000  # images per class and replicate never reach the next class's seeds
 
 
 class Experiment:
+    """One experiment folder: its settings, its replicates, its arms."""
+
     def __init__(self, data: str, out: str | Path, config: dict[str, Any], runs_dir: str | None = None,
                  data_root: str | None = None, device: str = "auto", progress: bool = True):
         self.data, self.out, self.config = data, Path(out), config
-        self.runs_dir = Path(runs_dir) if runs_dir else self.out / "generators"
+        self.runs_dir = Path(runs_dir) if runs_dir else None
         self.data_root, self.device, self.progress = data_root, device, progress
         self.source = open_source(data, data_root, group_by=config["group_by"], test_fraction=config["test_fraction"])
         self.source_labels = self.source.resolve_classes(str(config["classes"]))
@@ -88,59 +78,35 @@ class Experiment:
         if config["hflip"] is None:
             config["hflip"] = self.source.kind in FLIP_SAFE_KINDS or self.source.classes == CIFAR10_CLASSES
         self.settings = TrainSettings.from_config(config)
-        self._probs_model = None
-        self._feature_cache: dict[str, torch.Tensor] = {}
+        self.arms = plan_arms(config)
+        self._external: dict[str, dict[int, torch.Tensor]] = {}
+        self._tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.n_val = self._validation_per_class()
 
-    # -- stage 1: real data ---------------------------------------------------------------
-    def real_data(self) -> None:
-        """The scarce real subset, its validation part and the test split (see `validation_plan`)."""
-        c = self.config
-        manifest_path = self.out / MANIFEST_NAME
-        n_val = self.validation_per_class()
-        n_train = c["per_class"] - n_val if n_val else c["per_class"]
-        if manifest_path.exists():
-            manifest = load_manifest(self.out)
-            if (manifest["source"], manifest["per_class"], manifest["seed"], manifest["image_size"],
-                    manifest["selected_classes"]) != (self.data, n_train, c["seed"], self.image_size, self.classes):
-                raise GenaugError(f"{self.out} holds an experiment with other data settings; choose another --out")
-            _, real = reload_subset(manifest, self.data_root, self.source)
-            val = reload_subset(manifest, self.data_root, self.source, block="validation")[1] if n_val else None
-        else:
-            real, manifest = draw_subset(self.source, self.source_labels, n_train, c["seed"], self.image_size,
-                                         fit=c["fit"], intensity=c["intensity"])
-            val = None
-            if n_val:
-                val, val_manifest = draw_subset(self.source, self.source_labels, n_val, c["seed"], self.image_size,
-                                                fit=c["fit"], intensity=manifest["intensity"], split="val")
-                manifest["validation"] = val_manifest["train"]
-        real.labels = self._positions(real.labels)
-        if val is None:
-            train_idx, val_idx = carve_validation(real.labels.numpy(), real.groups, c["val_fraction"], c["seed"])
-            val_items = [manifest["train"]["items"][i] for i in val_idx]
-            train_items = [manifest["train"]["items"][i] for i in train_idx]
-            val = RealImages(real.images[val_idx], real.labels[val_idx], real.classes, [])
-            real = RealImages(real.images[train_idx], real.labels[train_idx], real.classes, [])
-        else:
-            val.labels = self._positions(val.labels)
-            val_items, train_items = manifest["validation"]["items"], manifest["train"]["items"]
-        for label in self.labels:
-            if not (real.labels == label).any() or not (val.labels == label).any():
-                raise GenaugError(f"too few images for the train/validation split: class {self.classes[label]!r} "
-                                  f"needs at least 2 real images (per_class {c['per_class']}, "
-                                  f"val_fraction {c['val_fraction']})")
-        self._check_same_settings()
+    # -- settings and history -----------------------------------------------------------------
+    def saved_config(self) -> dict[str, Any]:
+        return {**self.config, "data": self.data, "image_size": self.image_size}
+
+    def check_settings(self) -> None:
+        """A re-run resumes only the same experiment; replicates and seeds may change (recorded)."""
+        path = self.out / "config.yaml"
+        new = self.saved_config()
+        if path.exists():
+            old = yaml.safe_load(path.read_text())
+            changed = sorted(k for k in set(old) | set(new) if k not in DESIGN_KEYS and old.get(k) != new.get(k))
+            if changed:
+                raise GenaugError(f"{self.out} holds an experiment with other settings ({', '.join(changed)}); "
+                                  "choose another --out (only replicates and seeds may change on a re-run)")
+        history = read_json(self.out / "history.json") if (self.out / "history.json").exists() else []
+        design = {k: int(new[k]) for k in DESIGN_KEYS}
+        if not history or {k: history[-1][k] for k in DESIGN_KEYS} != design:
+            history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(manifest_path, manifest)
-        save_config(self._saved_config(), self.out / "config.yaml")
-        self.manifest = manifest
-        self.train_x, self.train_y, self.train_items = real.images, real.labels, train_items
-        self.val_x, self.val_y, self.val_items = val.images, val.labels, val_items
-        test = load_split(self.source, "test", self.source_labels, self.image_size, fit=manifest["fit"],
-                          intensity=manifest["intensity"])
-        self.test_x, self.test_y = test.images, self._positions(test.labels)
-        self.steps_per_epoch = math.ceil(len(self.train_x) / self.settings.batch_size)
+        save_config(new, path)
+        write_json(self.out / "history.json", history)
+        self.history = history
 
-    def validation_per_class(self) -> int:
+    def _validation_per_class(self) -> int:
         """Validation images per class drawn from the source's own val split (0: carve from the subset).
 
         `validation: auto` uses the source's val split when it has one (MedMNIST `val_*`,
@@ -162,87 +128,257 @@ class Experiment:
                               f"with val_fraction {self.config['val_fraction']} leaves no training images")
         return n_val
 
-    def validation_plan(self) -> str:
-        if self.manifest.get("validation"):
-            return (f"the source's own val split, {self.manifest['validation']['count']} images "
-                    f"({self.validation_per_class()} per class, seeded draw)")
-        unit = "patient-disjoint" if self.manifest["train"]["items"] and "group" in self.manifest["train"]["items"][0] \
-            else "image-level"
-        return f"a stratified, {unit} {self.config['val_fraction']:.0%} carve of the real subset (seeded)"
-
-    def _saved_config(self) -> dict[str, Any]:
-        return {**self.config, "data": self.data, "image_size": self.image_size}
-
-    def _check_same_settings(self) -> None:
-        """A re-run resumes only the same experiment; more `seeds` may be added."""
-        path = self.out / "config.yaml"
-        if not path.exists():
-            return
-        old, new = yaml.safe_load(path.read_text()), self._saved_config()
-        changed = sorted(k for k in set(old) | set(new) if k != "seeds" and old.get(k) != new.get(k))
-        if changed:
-            raise GenaugError(f"{self.out} holds an experiment with other settings ({', '.join(changed)}); "
-                              "choose another --out")
-
-    def _positions(self, source_labels: torch.Tensor) -> torch.Tensor:
+    def positions(self, source_labels: torch.Tensor) -> torch.Tensor:
         lookup = {s: i for i, s in enumerate(self.source_labels)}
         return torch.tensor([lookup[int(v)] for v in source_labels], dtype=torch.int64)
 
-    # -- stage 2: generators and samples ---------------------------------------------------
-    def generator_run(self, family: str, label: int) -> Path:
-        run_dir = self.runs_dir / family / slug(self.classes[label])
-        manifest = class_manifest(self.manifest, self.classes[label], self.train_items,
-                                  note="real training part of an augment-and-train experiment (validation "
-                                       "images removed)")
-        items = manifest["train"]["items"]
-        if self.runs_dir != self.out / "generators":
-            if not (run_dir / "model").exists():
-                raise GenaugError(f"--runs: no trained {family} model for class {self.classes[label]!r} in {run_dir}")
-            old = [it["sha256"] for it in load_manifest(run_dir)["train"]["items"]]
-            if old != [it["sha256"] for it in items]:
-                raise GenaugError(f"--runs: {run_dir} was trained on other real images than this experiment's")
-            return run_dir
-        default = f"{family}-{self.image_size}"
-        config = load_config(self.config["generator_configs"].get(family)
-                             or (default if _has_config(family, self.image_size) else None))
-        if self.config["generator_steps"]:
-            config["steps"] = int(self.config["generator_steps"])
-        config = {**config, "family": family, "data": self.data, "class": self.classes[label],
-                  "image_size": self.image_size, "seed": self.config["seed"]}
-        images = self.train_x[self.train_y == label]
-        return runs.train_on(family, images, manifest, run_dir, config, resume=True, device=self.device,
-                             progress=self.progress)
+    def test_set(self, manifest: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test split, converted with the replicate's recorded intensity rule (loaded once per rule)."""
+        key = repr((manifest["fit"], manifest["intensity"]))
+        if key not in self._tests:
+            test = load_split(self.source, "test", self.source_labels, self.image_size, fit=manifest["fit"],
+                              intensity=manifest["intensity"])
+            self._tests[key] = (test.images, self.positions(test.labels))
+        return self._tests[key]
 
-    def synthetic(self, family: str, label: int) -> torch.Tensor:
-        run_dir = self.generator_run(family, label)
-        folder = self.out / "synthetic" / family / slug(self.classes[label])
-        sampler = self.config["sampler"] if family == "ddpm" else None
-        steps = self.config["sample_steps"] if family == "ddpm" else None
-        runs.sample(run_dir, int(self.config["synthetic_per_class"]), folder, sampler, steps,
-                    seed=self.config["seed"], device=self.device, progress=self.progress)
-        return load_image_folder(folder)[: int(self.config["synthetic_per_class"])]
+    def external(self, name: str) -> dict[int, torch.Tensor]:
+        """An external synthetic set `DIR/<class>/*.png`, per class, at the experiment's size and channels."""
+        if name not in self._external:
+            root = Path(self.config["synthetic"][name])
+            if not root.is_dir():
+                raise GenaugError(f"--synthetic {name}={root}: folder not found")
+            folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and image_files(p)}
+            wanted = {c.lower(): c for c in self.classes} | {slug(c).lower(): c for c in self.classes}
+            unknown = sorted(f for f in folders if f not in wanted)
+            if unknown:
+                raise GenaugError(f"--synthetic {name}: folder {folders[unknown[0]].name!r} in {root} is not a class "
+                                  f"of this experiment ({', '.join(self.classes)})")
+            sets = {}
+            for label, cls in enumerate(self.classes):
+                folder = folders.get(cls.lower()) or folders.get(slug(cls).lower())
+                if folder is None:
+                    raise GenaugError(f"--synthetic {name}: no folder for class {cls!r} in {root} "
+                                      f"(expected {root}/{slug(cls)}/*.png)")
+                images = load_image_folder(folder, self.image_size)
+                sets[label] = torch.stack([match_channels(img, self.source.channels) for img in images])
+            self._external[name] = sets
+        return self._external[name]
 
-    # -- stage 3: acceptance ---------------------------------------------------------------
-    def accepted(self, family: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        path = self.out / "acceptance" / f"{family}.json"
-        synthetic = {label: self.synthetic(family, label) for label in self.labels}
+    # -- the run ------------------------------------------------------------------------------
+    def replicate(self, index: int) -> "Replicate":
+        return Replicate(self, index)
+
+    def run(self) -> dict:
+        from .report import write_report
+
+        self.check_settings()
+        replicates = [self.replicate(r) for r in range(int(self.config["replicates"]))]
+        seeds = int(self.config["seeds"])
+        total = len(replicates) * len(self.arms) * seeds
+        with tqdm(total=total, desc="classifier runs", unit="run", disable=not self.progress) as bar:
+            for rep in replicates:
+                rep.prepare()
+                for k in range(seeds):
+                    for arm in self.arms:
+                        rep.arm_result(arm, k)
+                        bar.update(1)
+                if self.config["quality"]:
+                    for source in rep.sources:
+                        rep.quality(source)
+        return write_report(self, replicates)
+
+
+class Replicate:
+    """Every stage of one replicate, each cached in `OUT/rep-<r>/`."""
+
+    def __init__(self, experiment: Experiment, index: int):
+        self.e, self.index = experiment, index
+        self.folder = experiment.out / f"rep-{index}"
+        self.seed = int(experiment.config["seed"]) + index
+        self.sources = list(experiment.config["generators"]) + list(experiment.config["synthetic"])
+        self._feature_cache: dict[str, torch.Tensor] = {}
+        self._filter_model = None
+
+    # seeds: every stage derives its own from (replicate, stage, unit)
+    def generator_seed(self, label: int) -> int:
+        return self.seed * 1000 + label
+
+    def sample_seed(self, label: int) -> int:
+        """Image i of class `label` comes from seed `sample_seed(label) + i`: classes never share a latent."""
+        return (self.seed * 1000 + label) * SAMPLE_SEED_SPAN
+
+    def classifier_seed(self, k: int) -> int:
+        return self.seed * 1000 + k
+
+    # -- stage 1: real data -------------------------------------------------------------------
+    def prepare(self) -> None:
+        self.real_data()
+        for source in self.sources:
+            self.decisions(source)
+
+    def real_data(self) -> None:
+        if hasattr(self, "train_x"):
+            return
+        e, c = self.e, self.e.config
+        path = self.folder / MANIFEST_NAME
+        n_train = c["per_class"] - e.n_val if e.n_val else c["per_class"]
         if path.exists():
-            decisions = read_json(path)
+            manifest = load_manifest(self.folder)
+            _, real = reload_subset(manifest, e.data_root, e.source)
+            val = reload_subset(manifest, e.data_root, e.source, block="validation")[1] if e.n_val else None
         else:
-            ctx = self._acceptance_context()
-            policies = acceptance.parse_policies(self.config["accept"])
-            decisions = {"policies": policies, "settings": ctx.settings, "rows": [], "kept": {}}
-            for label in self.labels:
-                keep, rows = acceptance.accept(synthetic[label], label, policies, ctx)
-                decisions["rows"] += rows
-                decisions["kept"][self.classes[label]] = np.flatnonzero(keep).tolist()
-            write_json(path, decisions)
+            real, manifest = draw_subset(e.source, e.source_labels, n_train, self.seed, e.image_size,
+                                         fit=c["fit"], intensity=c["intensity"])
+            val = None
+            if e.n_val:
+                val, val_manifest = draw_subset(e.source, e.source_labels, e.n_val, self.seed, e.image_size,
+                                                fit=c["fit"], intensity=manifest["intensity"], split="val")
+                manifest["validation"] = val_manifest["train"]
+        real.labels = e.positions(real.labels)
+        if val is None:
+            train_idx, val_idx = carve_validation(real.labels.numpy(), real.groups, c["val_fraction"], self.seed)
+            self.val_items = [manifest["train"]["items"][i] for i in val_idx]
+            self.train_items = [manifest["train"]["items"][i] for i in train_idx]
+            val = RealImages(real.images[val_idx], real.labels[val_idx], real.classes, [])
+            real = RealImages(real.images[train_idx], real.labels[train_idx], real.classes, [])
+        else:
+            val.labels = e.positions(val.labels)
+            self.val_items, self.train_items = manifest["validation"]["items"], manifest["train"]["items"]
+        for label in e.labels:
+            if not (real.labels == label).any() or not (val.labels == label).any():
+                raise GenaugError(f"too few images for the train/validation split: class {e.classes[label]!r} "
+                                  f"needs at least 2 real images (per_class {c['per_class']}, "
+                                  f"val_fraction {c['val_fraction']})")
+        write_json(path, manifest)
+        self.manifest = manifest
+        self.train_x, self.train_y = real.images, real.labels
+        self.val_x, self.val_y = val.images, val.labels
+        self.test_x, self.test_y = e.test_set(manifest)
+        self.steps_per_epoch = math.ceil(len(self.train_x) / e.settings.batch_size)
+
+    def validation_plan(self) -> str:
+        if self.manifest.get("validation"):
+            return (f"the source's own val split, {self.manifest['validation']['count']} images "
+                    f"({self.e.n_val} per class, seeded draw)")
+        unit = "patient-disjoint" if self.train_items and "group" in self.train_items[0] else "image-level"
+        return f"a stratified, {unit} {self.e.config['val_fraction']:.0%} carve of the labelled subset (seeded)"
+
+    # -- stage 2: generators and samples -------------------------------------------------------
+    def generator_run(self, family: str, label: int) -> Path:
+        e = self.e
+        name = e.classes[label]
+        manifest = class_manifest(self.manifest, name, self.train_items,
+                                  note="real training part of an augment-and-train replicate (validation removed)")
+        if e.runs_dir is not None and self.index == 0:
+            return self._reused_run(family, label, manifest)
+        default = f"{family}-{e.image_size}"
+        config = load_config(e.config["generator_configs"].get(family)
+                             or (default if _has_config(family, e.image_size) else None))
+        steps = e.config["generator_steps"]
+        steps = steps.get(family) if isinstance(steps, dict) else steps
+        if steps:
+            config["steps"] = int(steps)
+        config = {**config, "data": e.data, "class": name, "image_size": e.image_size,
+                  "seed": self.generator_seed(label)}
+        run_dir = self.folder / "generators" / family / slug(name)
+        return runs.train_on(family, self.train_x[self.train_y == label], manifest, run_dir, config, resume=True,
+                             device=e.device, progress=e.progress)
+
+    def _reused_run(self, family: str, label: int, manifest: dict) -> Path:
+        """A generator from `--runs R` (R/<family>/<class> or `genaug train --class all --out R`'s R/<class>)."""
+        e = self.e
+        name = e.classes[label]
+        candidates = [e.runs_dir / family / slug(name), e.runs_dir / slug(name)]
+        run_dir = next((p for p in candidates if (p / "model").exists()
+                        and runs.load_run_config(p).get("family") == family), None)
+        if run_dir is None:
+            raise GenaugError(f"--runs: no trained {family} model for class {name!r} in "
+                              f"{' or '.join(str(p) for p in candidates)}")
+        seen = {it["sha256"] for it in load_manifest(run_dir)["train"]["items"]}
+        train = {it["sha256"] for it in manifest["train"]["items"]}
+        held_out = {it["sha256"] for it in self.val_items if "sha256" in it}
+        if seen & held_out or not seen <= train:
+            n = e.config["per_class"] - e.n_val if e.n_val else e.config["per_class"]
+            how = (f"`genaug train {family} --data {e.data} --class all --per-class {n} --seed {self.seed} --out R`"
+                   if e.n_val else "this experiment (drop --runs): it trains generators on the real training part")
+            raise GenaugError(f"--runs: {run_dir} was trained on real images this experiment does not train on "
+                              f"({len(seen - train)} of its {len(seen)} images are outside replicate 0's real "
+                              f"training part, {len(seen & held_out)} are its validation images); train compatible "
+                              f"generators with {how}")
+        return run_dir
+
+    def synthetic(self, source: str, label: int) -> torch.Tensor:
+        """The `max(synthetic_per_class)` images of one class, in drawing order."""
+        e = self.e
+        n = max(e.config["synthetic_per_class"])
+        if source in e.config["synthetic"]:
+            return e.external(source)[label][:n]
+        run_dir = self.generator_run(source, label)
+        folder = self.folder / "synthetic" / source / slug(e.classes[label])
+        sampler = e.config["sampler"] if source == "ddpm" else None
+        steps = e.config["sample_steps"] if source == "ddpm" else None
+        runs.sample(run_dir, n, folder, sampler, steps, seed=self.sample_seed(label), device=e.device,
+                    progress=e.progress)
+        return load_image_folder(folder)[:n]
+
+    @cached_property
+    def synthetic_sets(self) -> dict[str, dict[int, torch.Tensor]]:
+        return {s: {label: self.synthetic(s, label) for label in self.e.labels} for s in self.sources}
+
+    # -- stage 3: acceptance -------------------------------------------------------------------
+    def decisions(self, source: str) -> dict:
+        path = self.folder / "acceptance" / f"{slug(source)}.json"
+        if path.exists():
+            return read_json(path)
+        synthetic = self.synthetic_sets[source]
+        ctx = self._acceptance_context()
+        policies = acceptance.parse_policies(self.e.config["accept"])
+        out = {"policies": policies, "settings": ctx.settings, "rows": [], "kept": {}}
+        for label in self.e.labels:
+            keep, rows = acceptance.accept(synthetic[label], label, policies, ctx)
+            out["rows"] += rows
+            out["kept"][self.e.classes[label]] = np.flatnonzero(keep).tolist()
+        write_json(path, out)
+        return out
+
+    def accepted_at(self, source: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accepted images among the first `count` drawn per class."""
+        kept = self.decisions(source)["kept"]
         xs, ys = [], []
-        for label in self.labels:
-            kept = decisions["kept"][self.classes[label]]
-            xs.append(synthetic[label][kept])
-            ys.append(torch.full((len(kept),), label, dtype=torch.int64))
-        return torch.cat(xs), torch.cat(ys), {"decisions": decisions, "synthetic": synthetic}
+        for label in self.e.labels:
+            idx = [i for i in kept[self.e.classes[label]] if i < count]
+            xs.append(self.synthetic_sets[source][label][idx])
+            ys.append(torch.full((len(idx),), label, dtype=torch.int64))
+        return torch.cat(xs), torch.cat(ys)
+
+    def duplicates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real training images drawn with replacement, per class as many as the largest accepted set."""
+        e = self.e
+        counts = {label: 0 for label in e.labels}
+        for source in self.sources:
+            _, ys = self.accepted_at(source, max(e.config["synthetic_per_class"]))
+            for label in e.labels:
+                counts[label] = max(counts[label], int((ys == label).sum()))
+        if not self.sources:
+            counts = {label: max(e.config["synthetic_per_class"]) for label in e.labels}
+        g = torch.Generator().manual_seed(self.seed * 1000 + 999)
+        xs, ys = [], []
+        for label in e.labels:
+            pool = torch.nonzero(self.train_y == label).flatten()
+            pick = pool[torch.randint(len(pool), (counts[label],), generator=g)]
+            xs.append(self.train_x[pick])
+            ys.append(torch.full((counts[label],), label, dtype=torch.int64))
+        return torch.cat(xs), torch.cat(ys)
+
+    def full_real(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every train-split image of the classes except this replicate's validation images (the ceiling)."""
+        e = self.e
+        split = e.source.split("train")
+        held = {it["id"] for it in self.val_items} if not self.manifest.get("validation") else set()
+        ids = [i for i, y in zip(split.ids, split.labels) if int(y) in e.source_labels and i not in held]
+        loaded = e.source.load("train", ids, e.image_size, self.manifest["fit"], self.manifest["intensity"])
+        label_of = dict(zip(split.ids, split.labels))
+        return loaded.images, e.positions(torch.tensor([int(label_of[i]) for i in loaded.ids]))
 
     def _acceptance_context(self) -> acceptance.AcceptanceContext:
         from ..metrics.fidelity import ImageSet, compute_metrics, inception_features
@@ -250,63 +386,66 @@ class Experiment:
         def features(images):
             key = hashlib.sha256(images.numpy().tobytes()).hexdigest()
             if key not in self._feature_cache:
-                self._feature_cache[key] = inception_features(images, device=self.device)
+                self._feature_cache[key] = inception_features(images, device=self.e.device)
             return self._feature_cache[key]
 
         def fid(real, fake):
-            return compute_metrics(ImageSet(real, "real", True), ImageSet(fake, "synthetic"), device=self.device)["fid"]
+            return compute_metrics(ImageSet(real, "real", True), ImageSet(fake, "synthetic"), device=self.e.device)["fid"]
 
         def class_probs(images):
-            return predict_proba(self._filter_classifier(), images, self.device)
+            if self._filter_model is None:  # a classifier on the real training part only
+                self._filter_model = train_classifier(
+                    self.train_x, self.train_y, self.val_x, self.val_y, len(self.e.classes), self.e.settings,
+                    self.classifier_seed(998), self.steps_per_epoch, self.e.device).model
+            return predict_proba(self._filter_model, images, self.e.device)
 
-        settings = {**acceptance.DEFAULTS, **self.config["acceptance"]}
-        return acceptance.AcceptanceContext(self.train_x, self.train_y, self.classes, settings,
+        settings = {**acceptance.DEFAULTS, **self.e.config["acceptance"]}
+        return acceptance.AcceptanceContext(self.train_x, self.train_y, self.e.classes, settings,
                                             class_probs=class_probs, fid=fid, features=features)
 
-    def _filter_classifier(self):
-        """A classifier on the real training part only, for the `confidence` policy."""
-        if self._probs_model is None:
-            self._probs_model = train_classifier(self.train_x, self.train_y, self.val_x, self.val_y,
-                                                 len(self.classes), self.settings, self.config["seed"],
-                                                 self.steps_per_epoch, self.device).model
-        return self._probs_model
-
-    # -- stage 4: classifier arms ------------------------------------------------------------
-    def arm_result(self, arm: str, seed_index: int, extra: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
-        path = self.out / "classifiers" / arm.replace("+", "plus-") / f"seed-{seed_index}.json"
+    # -- stage 4: classifier runs ----------------------------------------------------------------
+    def arm_result(self, arm: Arm, k: int) -> dict:
+        path = self.folder / "classifiers" / arm.slug / f"seed-{k}.json"
         if path.exists():
             return read_json(path)
-        seed = int(self.config["seed"]) + seed_index
-        x, y = self.train_x, self.train_y
-        if extra is not None and len(extra[0]):
-            x, y = torch.cat([x, extra[0]]), torch.cat([y, extra[1]])
-        trained = train_classifier(x, y, self.val_x, self.val_y, len(self.classes), self.settings, seed,
-                                   self.steps_per_epoch, self.device)
-        probs = predict_proba(trained.model, self.test_x, self.device)
-        result = {"arm": arm, "seed": seed, "n_real_train": len(self.train_x), "n_synthetic": len(x) - len(self.train_x),
-                  "optimizer_steps": trained.optimizer_steps, "best_epoch": trained.best_epoch,
-                  "history": trained.history, "test": classification_metrics(self.test_y.numpy(), probs, self.classes)}
+        e = self.e
+        (x, y), extra = arm.data(self)
+        steps_per_epoch = self.steps_per_epoch  # the baseline's budget, whatever the arm adds
+        trained = train_classifier(x, y, self.val_x, self.val_y, len(e.classes), arm.settings(e.settings, e.config),
+                                   self.classifier_seed(k), steps_per_epoch, e.device, extra=extra)
+        probs = predict_proba(trained.model, self.test_x, e.device)
+        result = {"arm": arm.name, "replicate": self.index, "seed_index": k, "seed": self.classifier_seed(k),
+                  "n_real_train": len(x), "n_extra": len(extra[0]) if extra is not None else 0,
+                  "optimizer_steps": trained.optimizer_steps, "images_seen": trained.images_seen,
+                  "best_epoch": trained.best_epoch, "history": trained.history,
+                  "test": classification_metrics(self.test_y.numpy(), probs, e.classes)}
         write_json(path, result)
         return result
 
-    def run(self) -> dict:
-        from .report import write_report
+    # -- stage 5: quality of each synthetic set -------------------------------------------------
+    def quality(self, source: str) -> dict:
+        """FID, KID, precision/recall of the accepted images against the real training part, and the
+        Classification Accuracy Score (a classifier trained on them alone, tested on the real test split)."""
+        path = self.folder / "quality" / f"{slug(source)}.json"
+        if path.exists():
+            return read_json(path)
+        from ..metrics.fidelity import ImageSet, compute_metrics
 
-        self.real_data()
-        arms: dict[str, Any] = {"baseline": None}
-        acceptance_info = {}
-        for family in self.config["generators"]:
-            xs, ys, info = self.accepted(family)
-            arms[f"+{family}"] = (xs, ys)
-            acceptance_info[family] = info
-        results: dict[str, list[dict]] = {arm: [] for arm in arms}
-        total = len(arms) * int(self.config["seeds"])
-        with tqdm(total=total, desc="classifier arms", unit="run", disable=not self.progress) as bar:
-            for k in range(int(self.config["seeds"])):
-                for arm, extra in arms.items():
-                    results[arm].append(self.arm_result(arm, k, extra))
-                    bar.update(1)
-        return write_report(self, results, acceptance_info)
+        e = self.e
+        x, y = self.accepted_at(source, max(e.config["synthetic_per_class"]))
+        out: dict[str, Any] = {"source": source, "n_real": len(self.train_x), "n_synthetic": len(x)}
+        if len(x) >= 4:
+            out.update(compute_metrics(ImageSet(self.train_x, "real training part", True), ImageSet(x, source),
+                                       kid=True, prc=True, device=e.device))
+            trained = train_classifier(x, y, self.val_x, self.val_y, len(e.classes), e.settings,
+                                       self.classifier_seed(0), self.steps_per_epoch, e.device)
+            probs = predict_proba(trained.model, self.test_x, e.device)
+            out["cas"] = classification_metrics(self.test_y.numpy(), probs, e.classes)
+            out["classes_without_images"] = [e.classes[label] for label in e.labels if not (y == label).any()]
+        else:
+            out["note"] = "fewer than 4 accepted images: no FID, KID, precision/recall or CAS"
+        write_json(path, out)
+        return out
 
 
 def _has_config(family: str, image_size: int) -> bool:

@@ -1,20 +1,21 @@
-"""The experiment report: `report.json` (every figure), `report.md` (tables), PNG figures."""
+"""The experiment report: `report.json` (every figure), `report.md` (the answer first, then tables),
+`results.csv` (the long table of rows), and PNG figures (`figures.py`)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import platform
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..data.images import save_grid
 from ..data.imagesets import slug
-from ..io import sha256_file, write_json, write_text
-from ..runs import model_hash
+from ..io import read_json, sha256_file, write_json, write_text
+from . import analysis
 from . import experiment as exp
-from .stats import SCALAR_METRICS, paired_difference, summarize, t_half_width
+from .stats import SCALAR_METRICS
 
 PACKAGES = ("genaug", "torch", "torchvision", "diffusers", "accelerate", "torch-fidelity", "scipy", "scikit-learn")
 
@@ -29,43 +30,108 @@ def _versions() -> dict:
     return out
 
 
-def _arm_summary(runs: list[dict], classes: list[str]) -> dict:
-    summary = {m: summarize([r["test"][m] for r in runs]) for m in SCALAR_METRICS}
-    per_class = {c: {k: summarize([r["test"]["per_class"][c][k] for r in runs])["mean"]
-                     for k in ("sensitivity", "specificity")} for c in classes}
-    cm = np.sum([np.asarray(r["test"]["confusion_matrix"]) for r in runs], axis=0)
-    return {"summary": summary, "per_class_mean": per_class, "confusion_matrix_sum": cm.tolist(),
-            "runs": [{"seed": r["seed"], "best_epoch": r["best_epoch"], "n_synthetic": r["n_synthetic"],
-                      "optimizer_steps": r["optimizer_steps"], **{m: r["test"][m] for m in SCALAR_METRICS}}
-                     for r in runs]}
+def collect(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> list[dict]:
+    """Every classifier run's result, in (replicate, seed, arm) order."""
+    return [read_json(rep.folder / "classifiers" / arm.slug / f"seed-{k}.json")
+            for rep in replicates for k in range(int(e.config["seeds"])) for arm in e.arms]
 
 
-def write_report(e: "exp.Experiment", results: dict[str, list[dict]], acceptance_info: dict) -> dict:
-    out = e.out
-    arms = {arm: _arm_summary(runs, e.classes) for arm, runs in results.items()}
-    comparisons = {arm: {m: paired_difference([r["test"][m] for r in runs], [r["test"][m] for r in results["baseline"]])
-                         for m in SCALAR_METRICS}
-                   for arm, runs in results.items() if arm != "baseline"}
+def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict:
+    from .figures import write_figures
+
+    c = e.config
+    primary = c["primary_metric"]
+    results = collect(e, replicates)
+    rows = analysis.rows_of(results)
+    unit, units = analysis.unit_values(rows, len(replicates))
+    arm_names = [a.name for a in e.arms]
+    summ = analysis.summaries(units)
+    comps = analysis.comparisons(units, arm_names, primary)
+    max_count = max(c["synthetic_per_class"])
+    arm_of = {a.source: a.name for a in e.arms if a.kind == "synthetic" and a.count == max_count}
+    quality = ({s: [{**rep.quality(s), "replicate": rep.index} for rep in replicates] for s in replicates[0].sources}
+               if c["quality"] else {})
+    first = replicates[0]
     report = {
+        "answer": analysis.answer(comps, arm_names, primary, unit, len(next(iter(units.values()))[primary])),
         "protocol": exp.__doc__.split("Protocol (also written into every report):")[1].split("Every stage")[0].strip(),
-        "config": e.config,
+        "design": {"replicates": len(replicates), "seeds": int(c["seeds"]), "unit_of_inference": unit,
+                   "primary_metric": primary, "secondary_metrics": [m for m in SCALAR_METRICS if m != primary],
+                   "history": e.history},
+        "config": c,
         "versions": _versions(),
         "data": {"source": e.data, "kind": e.source.kind, "classes": e.classes, "image_size": e.image_size,
-                 "channels": e.source.channels, "per_class": e.config["per_class"], "n_real_train": len(e.train_x),
-                 "n_val": len(e.val_x), "n_test": len(e.test_x), "split_origin": e.source.split_origin,
-                 "validation": e.validation_plan(), "group_by": e.config["group_by"],
-                 "fit": e.manifest["fit"], "intensity": e.manifest["intensity"],
-                 "manifest_sha256": sha256_file(out / "manifest.json"), "hflip": e.config["hflip"]},
-        "generators": {f: {c: {"run": str(e.runs_dir / f / slug(c)), "model_sha256": model_hash(e.runs_dir / f / slug(c))}
-                           for c in e.classes} for f in acceptance_info},
-        "acceptance": {f: info["decisions"]["rows"] for f, info in acceptance_info.items()},
-        "arms": arms,
-        "comparisons": comparisons,
+                 "channels": e.source.channels, "per_class": c["per_class"], "n_real_train": len(first.train_x),
+                 "n_val": len(first.val_x), "n_test": len(first.test_x), "split_origin": e.source.split_origin,
+                 "validation": first.validation_plan(), "group_by": c["group_by"], "fit": first.manifest["fit"],
+                 "intensity": first.manifest["intensity"], "hflip": c["hflip"],
+                 "manifest_sha256": [sha256_file(rep.folder / "manifest.json") for rep in replicates]},
+        "arms": {a.name: {"kind": a.kind, "source": a.source, "count": a.count,
+                          "runs": [_run_summary(r) for r in results if r["arm"] == a.name],
+                          "summary": summ.get(a.name, {})} for a in e.arms},
+        "comparisons": comps,
+        "generators": {f: {cls: [read_json(rep.folder / "synthetic" / f / slug(cls) / "samples.json")["model_sha256"]
+                                 for rep in replicates] for cls in e.classes} for f in c["generators"]},
+        "acceptance": {s: [{"replicate": rep.index, **row} for rep in replicates for row in rep.decisions(s)["rows"]]
+                       for s in first.sources},
+        "quality": quality,
+        "quality_vs_gain": analysis.quality_vs_gain(quality, units, arm_of, primary) if quality else {},
+        "dose_response": _dose(e, comps, primary),
+        "scarcity_gap_recovered": analysis.scarcity_gap(summ, primary),
+        "collapsed_runs": _collapsed(results, len(e.classes)),
     }
-    _figures(e, report, acceptance_info)
-    write_json(out / "report.json", report)
-    write_text(out / "report.md", render_markdown(report))
+    write_figures(e, replicates, report)
+    write_json(e.out / "report.json", report)
+    write_text(e.out / "results.csv", _csv(rows))
+    write_text(e.out / "report.md", render_markdown(report))
     return report
+
+
+def _run_summary(r: dict) -> dict:
+    return {"replicate": r["replicate"], "seed": r["seed"], "best_epoch": r["best_epoch"], "n_extra": r["n_extra"],
+            "n_real_train": r["n_real_train"], "optimizer_steps": r["optimizer_steps"],
+            "images_seen": r["images_seen"], **{m: r["test"][m] for m in SCALAR_METRICS},
+            "per_class": r["test"]["per_class"], "confusion_matrix": r["test"]["confusion_matrix"]}
+
+
+def _collapsed(results: list[dict], n_classes: int) -> list[dict]:
+    """Runs whose balanced accuracy is within 0.02 of chance (1 / classes): a failed training, not a result."""
+    return [{"arm": r["arm"], "replicate": r["replicate"], "seed": r["seed"], "best_epoch": r["best_epoch"],
+             "balanced_accuracy": r["test"]["balanced_accuracy"]}
+            for r in results if r["test"]["balanced_accuracy"] <= 1 / n_classes + 0.02]
+
+
+def _dose(e: "exp.Experiment", comps: dict, primary: str) -> dict:
+    counts = e.config["synthetic_per_class"]
+    if len(counts) < 2:
+        return {}
+    out = {}
+    for arm in e.arms:
+        if arm.kind == "synthetic":
+            c = comps["baseline"][arm.name][primary]
+            out.setdefault(arm.source, []).append({"count": arm.count, "mean_diff": c["mean_diff"],
+                                                   "ci_low": c["ci_low"], "ci_high": c["ci_high"]})
+    return out
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["replicate", "arm", "seed", "metric", "value"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+def _f(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def _p(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
 
 
 def _intensity_text(rule: dict) -> str:
@@ -77,120 +143,140 @@ def _intensity_text(rule: dict) -> str:
     return f"{rule['rule']} window [{low:.6g}, {high:.6g}] (8-bit images unchanged)"
 
 
-def _fmt(x: float, digits: int = 4) -> str:
-    return "nan" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _empty_arm(arm: str, a: dict) -> bool:
-    return arm != "baseline" and bool(a["runs"]) and all(run["n_synthetic"] == 0 for run in a["runs"])
-
-
-def _notes(r: dict) -> list[str]:
-    """Plain sentences for results that would otherwise read as normal: empty arms, one seed."""
-    notes = []
-    for arm, a in r["arms"].items():
-        if _empty_arm(arm, a):
-            notes.append(f"- **{arm} had no accepted synthetic images**: it trained on the same data as the "
-                         "baseline, so its difference measures seed noise only, not the generator.")
-    n = next(iter(r["arms"].values()))["summary"]["accuracy"]["n"]
-    if n < 2:
-        notes.append("- **One seed**: a standard deviation, confidence interval or p-value needs at least two "
-                     "paired runs, so they read `nan`. Use at least 3 seeds (`--seeds 3`).")
-    return ["", *notes] if notes else []
-
-
 def render_markdown(r: dict) -> str:
-    d = r["data"]
-    lines = ["# augment-and-train report", "", "## Protocol", "", r["protocol"], "",
-             "## Data", "",
-             f"Source `{d['source']}` ({d['kind']}), classes {', '.join(d['classes'])}, {d['image_size']} px, "
-             f"{d['channels']} channel(s). Real training images: {d['n_real_train']} (+{d['n_val']} validation), "
-             f"{d['per_class']} labelled per class in all; test images: {d['n_test']} "
-             f"(split: {d['split_origin']}). Validation: {d['validation']}. "
-             f"Geometry: {d['fit']}; intensity: {_intensity_text(d['intensity'])}. "
-             f"Horizontal flips: {'on' if d['hflip'] else 'off'}. "
-             f"Manifest sha256 `{d['manifest_sha256'][:16]}`.", ""]
-    if r["acceptance"]:
-        lines += ["## Acceptance of synthetic images", "", "| generator | class | policy | seen | kept | rejected |",
-                  "|---|---|---|---|---|---|"]
-        for family, rows in r["acceptance"].items():
-            lines += [f"| {family} | {row['class']} | {row['policy']} | {row['seen']} | {row['kept']} | {row['rejected']} |"
-                      for row in rows]
-        lines.append("")
-    n = next(iter(r["arms"].values()))["summary"]["accuracy"]["n"]
-    lines += [f"## Test metrics per arm (mean ± std over {n} seeds)", "",
-              "| arm | " + " | ".join(SCALAR_METRICS) + " |", "|---|" + "---|" * len(SCALAR_METRICS)]
-    for arm, a in r["arms"].items():
-        label = f"{arm} (no accepted images)" if _empty_arm(arm, a) else arm
-        lines.append(f"| {label} | " + " | ".join(f"{_fmt(a['summary'][m]['mean'])} ± {_fmt(a['summary'][m]['std'])}"
-                                                for m in SCALAR_METRICS) + " |")
-    lines += ["", "## Paired difference to the baseline (arm − baseline)", "",
-              "| arm | metric | mean diff | 95% CI (t) | p paired t | p Wilcoxon | seeds |",
-              "|---|---|---|---|---|---|---|"]
-    for arm, comp in r["comparisons"].items():
-        for m, c in comp.items():
-            lines.append(f"| {arm} | {m} | {_fmt(c['mean_diff'])} | [{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}] | "
-                         f"{_fmt(c['p_ttest'], 3)} | {_fmt(c['p_wilcoxon'], 3)} | {c['n_seeds']} |")
+    d, design = r["data"], r["design"]
+    primary, unit = design["primary_metric"], design["unit_of_inference"]
+    lines = ["# augment-and-train report", "", "## Answer", "", *r["answer"], ""]
     lines += _notes(r)
-    lines += ["", "## Per-class sensitivity / specificity (mean over seeds)", "",
-              "| arm | " + " | ".join(d["classes"]) + " |", "|---|" + "---|" * len(d["classes"])]
-    for arm, a in r["arms"].items():
-        lines.append(f"| {arm} | " + " | ".join(f"{_fmt(a['per_class_mean'][c]['sensitivity'], 3)} / "
-                                                f"{_fmt(a['per_class_mean'][c]['specificity'], 3)}" for c in d["classes"]) + " |")
-    lines += ["", "Figures: `figures/metrics.png`, `figures/confusion-<arm>.png`, "
-              "`figures/<generator>-<class>-accepted.png` and `-rejected.png`.", ""]
+    lines += ["## Design", "",
+              f"{design['replicates']} replicate(s) x {design['seeds']} classifier seed(s); unit of inference: "
+              f"{unit}. Primary metric (declared before the run): `{primary}`; secondary: "
+              f"{', '.join(design['secondary_metrics'])}. " + _history_text(design["history"]), "",
+              "## Protocol", "", r["protocol"], "", "## Data", "",
+              f"Source `{d['source']}` ({d['kind']}), classes {', '.join(d['classes'])}, {d['image_size']} px, "
+              f"{d['channels']} channel(s). Per replicate: {d['n_real_train']} real training images "
+              f"(+{d['n_val']} validation), {d['per_class']} labelled per class in all; test images: {d['n_test']} "
+              f"(split: {d['split_origin']}). Validation: {d['validation']}. Geometry: {d['fit']}; intensity: "
+              f"{_intensity_text(d['intensity'])}. Horizontal flips: {'on' if d['hflip'] else 'off'}.", ""]
+    lines += _arm_table(r, primary, unit)
+    lines += _comparison_tables(r, primary)
+    lines += _quality_tables(r, primary)
+    lines += _acceptance_table(r)
+    lines += ["Figures: `figures/forest.png` (paired differences), `figures/metrics.png`, "
+              "`figures/quality-vs-gain.png`, `figures/dose-response.png` (several synthetic counts), "
+              "`figures/confusion-<arm>.png`, `figures/<source>-<class>-accepted.png` / `-rejected.png` "
+              "(replicate 0). Every run: `results.csv`, `report.json`.", ""]
     return "\n".join(lines)
 
 
-def _figures(e: "exp.Experiment", report: dict, acceptance_info: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig_dir = e.out / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    arms = list(report["arms"])
-    fig, axes = plt.subplots(1, len(SCALAR_METRICS), figsize=(3.2 * len(SCALAR_METRICS), 3.2))
-    for ax, m in zip(axes, SCALAR_METRICS):
-        means, halves = [], []
-        for arm in arms:
-            s = report["arms"][arm]["summary"][m]
-            means.append(s["mean"])
-            halves.append(t_half_width(s["std"], s["n"]) if s["n"] > 1 else 0.0)
-        ax.bar(arms, means, yerr=halves, capsize=4, color=["#888"] + ["#3a7"] * (len(arms) - 1))
-        ax.set_title(m, fontsize=9)
-        ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle("test metrics, mean with 95% t interval over seeds", fontsize=9)
-    fig.tight_layout()
-    _save_fig(fig, fig_dir / "metrics.png")
-    for arm in arms:
-        cm = np.asarray(report["arms"][arm]["confusion_matrix_sum"])
-        fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(e.classes), 1 + 0.6 * len(e.classes)))
-        ax.imshow(cm, cmap="Blues")
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(e.classes)), e.classes, rotation=45, fontsize=8)
-        ax.set_yticks(range(len(e.classes)), e.classes, fontsize=8)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{arm} (summed over seeds)", fontsize=9)
-        fig.tight_layout()
-        _save_fig(fig, fig_dir / f"confusion-{arm.replace('+', 'plus-')}.png")
-    for family, info in acceptance_info.items():
-        for label, name in enumerate(e.classes):
-            images = info["synthetic"][label]
-            kept = set(info["decisions"]["kept"][name])
-            for tag, idx in (("accepted", sorted(kept)), ("rejected", sorted(set(range(len(images))) - kept))):
-                if idx:
-                    save_grid(images[torch.tensor(idx[:64])], fig_dir / f"{family}-{slug(name)}-{tag}.png")
+def _history_text(history: list[dict]) -> str:
+    if len(history) < 2:
+        return ""
+    steps = "; ".join(f"{h['time']}: {h['replicates']} replicate(s) x {h['seeds']} seed(s)" for h in history)
+    return f"The design grew on re-runs (results so far were kept): {steps}."
 
 
-def _save_fig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
+def _notes(r: dict) -> list[str]:
+    """Plain sentences for results that would otherwise read as normal."""
+    notes = []
+    for arm, a in r["arms"].items():
+        if a["kind"] == "synthetic" and a["runs"] and all(run["n_extra"] == 0 for run in a["runs"]):
+            notes.append(f"- **{arm} had no accepted synthetic images**: it trained on the same data as the "
+                         "baseline, so its difference measures seed noise only, not the generator.")
+    n_units = next(iter(r["arms"].values()))["summary"][r["design"]["primary_metric"]]["n"]
+    if n_units < 2:
+        notes.append("- **One unit**: an interval or p-value needs at least two paired units, so they read `–`. "
+                     "Use at least 3 seeds and 3 replicates.")
+    if r["collapsed_runs"]:
+        notes.append(f"- **{len(r['collapsed_runs'])} run(s) ended at chance level** (balanced accuracy within 0.02 "
+                     "of chance): " + ", ".join(f"{c['arm']} replicate {c['replicate']} seed {c['seed']}"
+                                                for c in r["collapsed_runs"][:5]) + ".")
+    return [*notes, ""] if notes else []
 
-    from ..io import atomic_path
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+def _arm_table(r: dict, primary: str, unit: str) -> list[str]:
+    lines = [f"## Test metrics per arm (mean over {unit}s, 95% t interval; bootstrap interval for the primary)", "",
+             f"| arm | extra images | {primary} (95% CI) [bootstrap] | " +
+             " | ".join(m for m in SCALAR_METRICS if m != primary) + " |",
+             "|---|---|---|" + "---|" * (len(SCALAR_METRICS) - 1)]
+    for arm, a in r["arms"].items():
+        s = a["summary"]
+        if not s:
+            continue
+        extra = int(np.mean([run["n_extra"] for run in a["runs"]])) if a["runs"] else 0
+        label = f"{arm} (no accepted images)" if a["kind"] == "synthetic" and a["runs"] and extra == 0 else arm
+        p = s[primary]
+        cell = f"{_f(p['mean'])} ({_f(p['ci_low'])}, {_f(p['ci_high'])}) [{_f(p['boot_low'])}, {_f(p['boot_high'])}]"
+        lines.append(f"| {label} | {extra} | {cell} | " + " | ".join(
+            f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" for m in SCALAR_METRICS if m != primary) + " |")
+    if r["scarcity_gap_recovered"]:
+        lines += ["", "Share of the scarcity gap (baseline to full-real) recovered on the primary metric: " +
+                  ", ".join(f"{a} {v:.0%}" for a, v in r["scarcity_gap_recovered"].items() if not math.isnan(v)) + "."]
+    return [*lines, ""]
+
+
+def _comparison_tables(r: dict, primary: str) -> list[str]:
+    lines = []
+    for ref, block in r["comparisons"].items():
+        if not block:
+            continue
+        lines += [f"## Paired differences to {ref} (arm − {ref})", "",
+                  "| arm | metric | mean diff | 95% CI (t) | bootstrap CI | p paired t | p Holm | p Wilcoxon "
+                  "(min attainable) | pairs |", "|---|---|---|---|---|---|---|---|---|"]
+        for arm, comp in block.items():
+            for m in [primary] + [x for x in SCALAR_METRICS if x != primary]:
+                c = comp[m]
+                tag = f"**{m}**" if m == primary else m
+                lines.append(f"| {arm} | {tag} | {_f(c['mean_diff'])} | [{_f(c['ci_low'])}, {_f(c['ci_high'])}] | "
+                             f"[{_f(c['boot_low'])}, {_f(c['boot_high'])}] | {_p(c['p_ttest'])} | "
+                             f"{_p(c.get('p_holm'))} | {_p(c['p_wilcoxon'])} ({_p(c['wilcoxon_min_p'])}) | {c['n']} |")
+        notes = sorted({c[m]["note"] for c in block.values() for m in SCALAR_METRICS if c[m].get("note")})
+        lines += ["", *[f"- {n}" for n in notes]] if notes else []
+        lines.append("")
+    if lines:
+        lines += ["Holm's correction runs over the arms compared with the same reference, on the primary metric. "
+                  "The exact Wilcoxon test cannot reach a p-value below its minimum with this many pairs "
+                  "(2 / 2^n: 0.25 with 3, 0.0625 with 5).", ""]
+    return lines
+
+
+def _quality_tables(r: dict, primary: str) -> list[str]:
+    if not r["quality"]:
+        return []
+    lines = ["## Quality of each synthetic set (accepted images against the real training part)", "",
+             "| source | replicates | n real / n synthetic | FID | KID | precision | recall | "
+             f"CAS {primary} |", "|---|---|---|---|---|---|---|---|"]
+    for source, per_rep in r["quality"].items():
+        def stat(get):
+            vals = [get(q) for q in per_rep if get(q) is not None]
+            return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else (
+                f"{vals[0]:.3f}" if vals else "–")
+        counts = f"{per_rep[0]['n_real']} / {int(np.mean([q['n_synthetic'] for q in per_rep]))}"
+        lines.append(f"| {source} | {len(per_rep)} | {counts} | {stat(lambda q: q.get('fid'))} | "
+                     f"{stat(lambda q: q.get('kid_mean'))} | {stat(lambda q: q.get('precision'))} | "
+                     f"{stat(lambda q: q.get('recall'))} | {stat(lambda q: (q.get('cas') or {}).get(primary))} |")
+    lines += ["", "FID/KID with this few images are biased upward: compare them only between sources of this "
+              "experiment (same counts). CAS: a classifier trained on the accepted synthetic images alone, with "
+              "the shared recipe, scored on the real test split.", ""]
+    qvg = r["quality_vs_gain"]
+    if qvg:
+        lines += [f"Which quality metric predicts the gain over the baseline ({primary}), across sources and "
+                  "replicates (Spearman):", "", "| metric | rho | p | points |", "|---|---|---|---|"]
+        lines += [f"| {m} | {_f(v['spearman_rho'], 3)} | {_p(v['p'])} | {v['n']} |" for m, v in qvg.items()]
+        lines.append("")
+    return lines
+
+
+def _acceptance_table(r: dict) -> list[str]:
+    if not r["acceptance"]:
+        return []
+    lines = ["## Acceptance of synthetic images (summed over replicates)", "",
+             "| source | class | policy | seen | kept | rejected |", "|---|---|---|---|---|---|"]
+    for source, rows in r["acceptance"].items():
+        totals: dict = {}
+        for row in rows:
+            key = (row["class"], row["policy"])
+            t = totals.setdefault(key, [0, 0, 0])
+            t[0], t[1], t[2] = t[0] + row["seen"], t[1] + row["kept"], t[2] + row["rejected"]
+        lines += [f"| {source} | {cls} | {policy} | {s} | {k} | {j} |" for (cls, policy), (s, k, j) in totals.items()]
+    return [*lines, ""]

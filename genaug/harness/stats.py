@@ -58,27 +58,53 @@ def t_half_width(sd: float, n: int, confidence: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
 
 
-def paired_difference(treated: list[float], baseline: list[float], confidence: float = 0.95) -> dict:
-    """Paired difference (treated - baseline) over seeds: mean, t confidence interval,
-    paired t-test and Wilcoxon signed-rank p-values, and the number of pairs."""
+def wilcoxon_min_p(n: int) -> float:
+    """Smallest two-sided p-value the exact Wilcoxon signed-rank test can reach with n pairs: 2 / 2^n."""
+    return float(2.0 ** (1 - n)) if n >= 1 else math.nan
+
+
+def paired_difference(treated: list[float], baseline: list[float], confidence: float = 0.95,
+                      bootstrap_resamples: int = 9999) -> dict:
+    """Paired difference (treated - baseline) over units (replicates): mean, t and bootstrap
+    confidence intervals, paired t-test and exact Wilcoxon signed-rank p-values, the number of pairs
+    and the smallest p-value Wilcoxon can reach with that many. A difference with zero variance
+    gets no p-value: a note says why."""
     a, b = np.asarray(treated, float), np.asarray(baseline, float)
     if a.shape != b.shape:
         raise ValueError("paired samples must have the same length")
     d = a - b
     n = len(d)
-    out = {"n_seeds": n, "mean_diff": float(d.mean()), "diffs": d.tolist()}
+    out = {"n": n, "mean_diff": float(d.mean()), "diffs": d.tolist(), "confidence": confidence,
+           "wilcoxon_min_p": wilcoxon_min_p(n)}
+    nan = {"ci_low": math.nan, "ci_high": math.nan, "boot_low": math.nan, "boot_high": math.nan,
+           "p_ttest": None, "p_wilcoxon": None}
     if n < 2:
-        return {**out, "ci_low": math.nan, "ci_high": math.nan, "p_ttest": math.nan, "p_wilcoxon": math.nan,
-                "note": "one seed: no interval or test"}
+        return {**out, **nan, "note": "one unit: no interval or test (use at least 3)"}
     sd = d.std(ddof=1)
+    if np.allclose(d, d[0], rtol=0, atol=1e-12):  # equal up to float noise (metrics are ratios of counts)
+        return {**out, **nan, "ci_low": float(d.mean()), "ci_high": float(d.mean()),
+                "note": f"every paired difference equals {d[0]:.4g}: zero variance, so no interval or test "
+                        "is meaningful (identical runs, or too coarse a metric)"}
     half = t_half_width(sd, n, confidence)
-    out.update(ci_low=float(d.mean() - half), ci_high=float(d.mean() + half), confidence=confidence)
-    if sd == 0:
-        out.update(p_ttest=1.0 if d.mean() == 0 else 0.0, note="all paired differences are equal")
-    else:
-        out["p_ttest"] = float(stats.ttest_rel(a, b).pvalue)
-    if np.all(d == 0):
-        out["p_wilcoxon"] = 1.0
-    else:
-        out["p_wilcoxon"] = float(stats.wilcoxon(a, b).pvalue)
+    out.update(ci_low=float(d.mean() - half), ci_high=float(d.mean() + half),
+               p_ttest=float(stats.ttest_rel(a, b).pvalue),
+               p_wilcoxon=float(stats.wilcoxon(a, b, method="exact" if n <= 50 else "auto").pvalue)
+               if np.any(d != 0) else 1.0)
+    out.update(boot_low=math.nan, boot_high=math.nan)
+    if n >= 3:  # a percentile bootstrap of two values is no interval
+        boot = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=bootstrap_resamples,
+                               method="percentile", random_state=np.random.default_rng(0))
+        out.update(boot_low=float(boot.confidence_interval.low), boot_high=float(boot.confidence_interval.high))
     return out
+
+
+def holm(pvalues: dict[str, float | None]) -> dict[str, float | None]:
+    """Holm's step-down adjustment of a family of p-values (None stays None and is not counted)."""
+    named = sorted(((p, k) for k, p in pvalues.items() if p is not None and not math.isnan(p)))
+    m = len(named)
+    adjusted: dict[str, float | None] = {k: None for k in pvalues}
+    running = 0.0
+    for i, (p, k) in enumerate(named):
+        running = max(running, min(1.0, (m - i) * p))
+        adjusted[k] = running
+    return adjusted

@@ -1,0 +1,96 @@
+"""The settings of an `augment-and-train` experiment: defaults, parsing, and refusal of typos."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from ..config import load_config, merge
+from ..errors import GenaugError
+from ..generators.base import get_family
+from . import acceptance
+from .stats import SCALAR_METRICS
+
+DEFAULTS: dict[str, Any] = {
+    # data
+    "data": None, "classes": "all", "per_class": 50, "image_size": None, "seed": 0, "val_fraction": 0.2,
+    "validation": "auto", "group_by": None, "test_fraction": None, "fit": "crop", "intensity": "dataset",
+    # design: replicates of the whole pipeline, classifier seeds inside each, one primary metric
+    "replicates": 1, "seeds": 3, "primary_metric": "balanced_accuracy",
+    # synthetic sources and acceptance
+    "generators": ["ddpm"], "synthetic": {}, "synthetic_per_class": [100], "accept": ["all"],
+    "generator_configs": {}, "generator_steps": None, "sampler": None, "sample_steps": None,
+    "acceptance": dict(acceptance.DEFAULTS), "quality": True,
+    # arms beside the synthetic ones
+    "controls": ["baseline-strong", "dup"], "full_real": False, "synthetic_ratio": None,
+    "strong_augment": "trivialaugment", "strong_mix": True,
+    # the classifier recipe every arm shares
+    "classifier": "resnet18", "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
+    "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "rotation": 10.0, "crop_padding": 2, "hflip": None,
+}
+CONTROLS = ("baseline-strong", "dup")
+DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every other key must match
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def parse_synthetic(items) -> dict[str, str]:
+    """`NAME=DIR` strings (or a mapping) to {name: dir}."""
+    if isinstance(items, dict):
+        return {str(k): str(v) for k, v in items.items()}
+    out = {}
+    for item in _as_list(items):
+        if "=" not in item:
+            raise GenaugError(f"--synthetic {item!r}: write NAME=DIR, e.g. stylegan=exports/stylegan")
+        name, folder = item.split("=", 1)
+        if not name.strip() or not folder.strip():
+            raise GenaugError(f"--synthetic {item!r}: write NAME=DIR")
+        out[name.strip()] = folder.strip()
+    return out
+
+
+def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Defaults < config file < command-line options; lists parsed, names checked, typos refused."""
+    loaded = load_config(config_file)
+    unknown = sorted(set(loaded) - set(DEFAULTS))
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, DEFAULTS, 1)) else "")
+                 for k in unknown]
+        raise GenaugError(f"unknown setting(s) in {config_file}: {', '.join(hints)}")
+    config = merge(merge(DEFAULTS, loaded), {k: v for k, v in overrides.items() if k in DEFAULTS})
+    for key in ("generators", "accept", "controls"):
+        config[key] = [v for v in _as_list(config[key]) if str(v).lower() != "none"]
+    config["synthetic"] = parse_synthetic(config["synthetic"])
+    try:
+        config["synthetic_per_class"] = sorted({int(v) for v in _as_list(config["synthetic_per_class"])})
+    except (TypeError, ValueError):
+        raise GenaugError(f"synthetic_per_class must be a whole number or a comma list of them "
+                          f"(got {config['synthetic_per_class']!r})") from None
+    for family in config["generators"]:
+        get_family(family)
+    clash = set(config["synthetic"]) & set(config["generators"])
+    if clash:
+        raise GenaugError(f"--synthetic name {sorted(clash)[0]!r} is also a generator family; choose another name")
+    for control in config["controls"]:
+        if control not in CONTROLS:
+            raise GenaugError(f"unknown control arm {control!r}; choose from {', '.join(CONTROLS)}")
+    acceptance.parse_policies(config["accept"])
+    if not config["synthetic_per_class"] or min(config["synthetic_per_class"]) < 1:
+        raise GenaugError(f"synthetic_per_class must be at least 1 (got {config['synthetic_per_class']})")
+    for key in ("seeds", "replicates"):
+        if int(config[key]) < 1:
+            raise GenaugError(f"{key} must be at least 1")
+    if config["primary_metric"] not in SCALAR_METRICS:
+        raise GenaugError(f"unknown primary_metric {config['primary_metric']!r}; choose from {', '.join(SCALAR_METRICS)}")
+    ratio = config["synthetic_ratio"]
+    if ratio is not None and not 0 <= float(ratio) < 1:
+        raise GenaugError(f"synthetic_ratio must be in [0, 1) (got {ratio})")
+    if config["loss"] == "cr" and config["strong_mix"] and "baseline-strong" in config["controls"]:
+        raise GenaugError("the CR loss needs hard labels: set strong_mix: false, or drop the baseline-strong control")
+    return config

@@ -1,0 +1,191 @@
+"""Evidence a reviewer accepts: replicates over the whole pipeline, control arms that isolate the
+generator, any synthetic source, statistics with stated limits, and resume mid-replicate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from genaug.data import load_split, open_source, save_png
+from genaug.harness.stats import holm, paired_difference, wilcoxon_min_p
+
+from conftest import PNEUMONIA, assert_clean_error, run_cli
+
+TINY = ["--data", PNEUMONIA, "--per-class", "10", "--generator", "vae", "--synthetic-per-class", "8",
+        "--replicates", "2", "--seeds", "2", "--epochs", "2", "--generator-steps", "15", "--accept", "all,memorization",
+        "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One uninterrupted tiny experiment: 2 replicates x 2 seeds, VAE, both controls."""
+    out = tmp_path_factory.mktemp("tiny") / "exp"
+    r = run_cli("augment-and-train", *TINY, "--out", out)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def _json(path):
+    return json.loads(path.read_text())
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+def test_holm_on_a_hand_example():
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03; max(0.03, 2 x 0.03) = 0.06; max(0.06, 1 x 0.04) = 0.06
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None}) == pytest.approx(
+        {"a": 0.03, "b": 0.06, "c": 0.06, "d": None})
+    assert holm({"a": 0.5, "b": 0.9}) == {"a": 1.0, "b": 1.0}
+
+
+def test_zero_variance_difference_gets_no_p_value_and_says_why():
+    r = paired_difference([0.6, 0.7, 0.8], [0.5, 0.6, 0.7])
+    assert r["mean_diff"] == pytest.approx(0.1) and r["p_ttest"] is None and r["p_wilcoxon"] is None
+    assert "zero variance" in r["note"]
+    assert wilcoxon_min_p(3) == 0.25 and wilcoxon_min_p(5) == 0.0625
+    r = paired_difference([0.61, 0.72, 0.80], [0.5, 0.6, 0.7])
+    assert r["wilcoxon_min_p"] == 0.25 and r["p_wilcoxon"] == pytest.approx(0.25)
+    assert r["boot_low"] <= r["mean_diff"] <= r["boot_high"]
+
+
+# -- replicates -------------------------------------------------------------------------------
+
+def test_replicates_redraw_subset_generators_and_samples(tiny):
+    m0, m1 = _json(tiny / "rep-0" / "manifest.json"), _json(tiny / "rep-1" / "manifest.json")
+    assert {it["id"] for it in m0["train"]["items"]} != {it["id"] for it in m1["train"]["items"]}
+    assert m0["validation"]["items"] != m1["validation"]["items"]
+    report = _json(tiny / "report.json")
+    for cls, hashes in report["generators"]["vae"].items():
+        assert len(hashes) == 2 and hashes[0] != hashes[1]
+    seeds = {}
+    for rep in ("rep-0", "rep-1"):
+        for cls in ("normal", "pneumonia"):
+            samples = _json(tiny / rep / "synthetic" / "vae" / cls / "samples.json")
+            seeds[rep, cls] = {im["seed"] for im in samples["images"]}
+    all_seeds = [s for v in seeds.values() for s in v]
+    assert len(all_seeds) == len(set(all_seeds)) == 4 * 8  # no class or replicate shares a latent
+    assert report["design"] == {**report["design"], "replicates": 2, "seeds": 2, "unit_of_inference": "replicate",
+                                "primary_metric": "balanced_accuracy"}
+
+
+def test_rerun_reproduces_and_a_kill_mid_replicate_resumes_to_the_same_results(tiny, tmp_path):
+    out = tmp_path / "again"
+    cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *map(str, TINY), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    deadline = time.time() + 600
+    while not list((out / "rep-1" / "classifiers").glob("*/seed-0.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # in the middle of replicate 1's classifier runs
+    proc.communicate(timeout=120)
+    assert not (out / "report.json").exists()
+    r = run_cli("augment-and-train", *TINY, "--out", out)
+    assert r.exit_code == 0, r.output
+
+    def table(folder):
+        with open(folder / "results.csv") as f:
+            return list(csv.DictReader(f))
+
+    assert table(out) == table(tiny)  # identical on re-run, interrupted or not
+
+
+def test_control_arms_image_counts_and_step_budget(tiny):
+    report = _json(tiny / "report.json")
+    arms = report["arms"]
+    assert list(arms) == ["baseline", "baseline-strong", "+dup", "+vae"]
+    steps = {run["optimizer_steps"] for a in arms.values() for run in a["runs"]}
+    seen = {sum(run["images_seen"].values()) for a in arms.values() for run in a["runs"]}
+    assert len(steps) == 1 and len(seen) == 1  # one budget for every arm
+    for rep in (0, 1):
+        kept = _json(tiny / f"rep-{rep}" / "acceptance" / "vae.json")["kept"]
+        largest = sum(len(v) for v in kept.values())
+        dup = [run for run in arms["+dup"]["runs"] if run["replicate"] == rep]
+        vae = [run for run in arms["+vae"]["runs"] if run["replicate"] == rep]
+        assert all(run["n_extra"] == largest for run in dup + vae)
+        assert all(run["n_extra"] == 0 for run in arms["baseline-strong"]["runs"])
+    assert set(report["comparisons"]) == {"baseline", "baseline-strong", "+dup"}
+    primary = report["comparisons"]["baseline"]["+vae"]["balanced_accuracy"]
+    assert primary["n"] == 2 and "p_holm" in primary and primary["wilcoxon_min_p"] == 0.5
+    md = (tiny / "report.md").read_text()
+    assert md.index("## Answer") < md.index("## Design") < md.index("## Test metrics")
+    assert "Primary metric: **balanced_accuracy**" in md and "+vae" in md.split("## Design")[0]
+    for name in ("forest.png", "metrics.png", "quality-vs-gain.png", "confusion-plus-dup.png"):
+        assert (tiny / "figures" / name).exists()
+    run = _json(tiny / "rep-1" / "classifiers" / "plus-vae" / "seed-1.json")
+    assert set(run["test"]["per_class"]["normal"]) == {"sensitivity", "specificity"}
+    assert np.asarray(run["test"]["confusion_matrix"]).sum() == 624 == report["data"]["n_test"]
+    assert report["versions"]["torch"] and len(report["data"]["manifest_sha256"]) == 2
+    q = _json(tiny / "rep-0" / "quality" / "vae.json")
+    assert {"fid", "kid_mean", "precision", "recall", "cas", "n_real", "n_synthetic"} <= set(q)
+    assert q["n_real"] == 16 and q["cas"]["n_test"] == 624
+
+
+def test_more_replicates_and_seeds_on_a_rerun_are_recorded(tiny, tmp_path):
+    import shutil
+
+    out = tmp_path / "grow"
+    shutil.copytree(tiny, out)
+    args = list(TINY)
+    args[args.index("--seeds") + 1] = "3"
+    r = run_cli("augment-and-train", *args, "--out", out)
+    assert r.exit_code == 0, r.output
+    history = _json(out / "report.json")["design"]["history"]
+    assert [(h["replicates"], h["seeds"]) for h in history] == [(2, 2), (2, 3)]
+    assert "The design grew on re-runs" in (out / "report.md").read_text()
+    r = run_cli("augment-and-train", *args, "--epochs", "3", "--out", out)
+    assert_clean_error(r, "other settings (epochs)")
+
+
+# -- any synthetic source --------------------------------------------------------------------
+
+def _external(folder, names):
+    s = open_source(str(PNEUMONIA))
+    for label, name in enumerate(names):
+        for i, img in enumerate(load_split(s, "val", [label % 2], 28).images[:6]):
+            save_png(img.flip(-1), folder / name / f"{i}.png")
+
+
+def test_external_synthetic_folder_goes_through_acceptance_and_arms(tmp_path):
+    _external(tmp_path / "ext", ["normal", "PNEUMONIA"])  # class folders match case-insensitively
+    args = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+            "--synthetic", f"mine={tmp_path / 'ext'}", "--synthetic-per-class", "6", "--controls", "none",
+            "--seeds", "2", "--epochs", "1", "--no-progress", "--device", "cpu", "--out", tmp_path / "exp"]
+    r = run_cli(*args)
+    assert r.exit_code == 0, r.output
+    report = _json(tmp_path / "exp" / "report.json")
+    assert list(report["arms"]) == ["baseline", "+mine"]
+    assert {row["policy"] for row in report["acceptance"]["mine"]} == {"all"}
+    assert all(run["n_extra"] == 12 for run in report["arms"]["+mine"]["runs"])
+    assert report["design"]["unit_of_inference"] == "seed" and "conditional on" in report["answer"][1]
+    _external(tmp_path / "bad", ["normal", "covid"])
+    args[args.index(f"mine={tmp_path / 'ext'}")] = f"mine={tmp_path / 'bad'}"
+    args[-1] = tmp_path / "exp2"
+    assert_clean_error(run_cli(*args), "folder 'covid'", "is not a class of this experiment (normal, pneumonia)")
+
+
+def test_runs_from_genaug_train_are_reused_and_incompatible_ones_refused(tmp_path):
+    common = ["--data", PNEUMONIA, "--class", "all", "--seed", "0", "--steps", "5", "--batch-size", "4",
+              "--no-progress", "--device", "cpu"]
+    # per class 10 with 20% validation from the source's val split: 8 training images per class
+    assert run_cli("train", "vae", *common, "--per-class", "8", "--out", tmp_path / "R").exit_code == 0
+    exp = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "vae",
+           "--synthetic-per-class", "4", "--controls", "none", "--seeds", "1", "--epochs", "1",
+           "--no-progress", "--device", "cpu"]
+    r = run_cli(*exp, "--runs", tmp_path / "R", "--out", tmp_path / "exp")
+    assert r.exit_code == 0, r.output
+    from genaug.runs import model_hash
+
+    used = _json(tmp_path / "exp" / "report.json")["generators"]["vae"]
+    assert not (tmp_path / "exp" / "rep-0" / "generators").exists()
+    assert used == {c: [model_hash(tmp_path / "R" / c)] for c in ("normal", "pneumonia")}
+    assert run_cli("train", "vae", *common, "--per-class", "9", "--out", tmp_path / "R9").exit_code == 0
+    r = run_cli(*exp, "--runs", tmp_path / "R9", "--out", tmp_path / "exp9")
+    assert_clean_error(r, "was trained on real images this experiment does not train on",
+                       "--per-class 8 --seed 0")
