@@ -18,12 +18,13 @@ fashion-mnist:
 	@bash scripts/install_fashion_mnist.sh
 
 demo: setup fashion-mnist
-	$(BIN)/genaug augment-and-train --config configs/demo-fashion.yaml --out demo-out
+	$(BIN)/genaug augment-and-train --config demo-fashion --out demo-out
 
 test: setup fashion-mnist
 	$(BIN)/python -m pytest -q
 
 bench: setup fashion-mnist
+	$(BIN)/python scripts/bench_data.py
 	$(BIN)/python scripts/bench_fid.py
 	$(BIN)/python scripts/bench_generators.py
 

@@ -84,7 +84,8 @@ def test_rerun_reproduces_and_a_kill_mid_replicate_resumes_to_the_same_results(t
     while not list((out / "rep-1" / "classifiers").glob("*/seed-0.json")) and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)  # in the middle of replicate 1's classifier runs
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "run the same command again" in err and "Traceback" not in err, err
     assert not (out / "report.json").exists()
     r = run_cli("augment-and-train", *TINY, "--out", out)
     assert r.exit_code == 0, r.output
@@ -189,3 +190,16 @@ def test_runs_from_genaug_train_are_reused_and_incompatible_ones_refused(tmp_pat
     r = run_cli(*exp, "--runs", tmp_path / "R9", "--out", tmp_path / "exp9")
     assert_clean_error(r, "was trained on real images this experiment does not train on",
                        "--per-class 8 --seed 0")
+
+
+def test_an_arm_whose_images_were_all_rejected_is_marked(tmp_path):
+    _external(tmp_path / "ext", ["normal", "pneumonia"])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("accept: [fid-gate]\nacceptance: {fid_max: 0.0}\n")  # no set can pass: every image rejected
+    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+                "--synthetic", f"mine={tmp_path / 'ext'}", "--synthetic-per-class", "6", "--controls", "none",
+                "--seeds", "1", "--epochs", "1", "--no-progress", "--device", "cpu", "--out", tmp_path / "exp")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "exp" / "report.md").read_text()
+    assert "| +mine (no accepted images) |" in md and "+mine had no accepted synthetic images" in md
+    assert "**One unit**" in md  # one seed, one replicate: no interval, said in words

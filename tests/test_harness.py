@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -35,9 +34,9 @@ def test_paired_difference_matches_scipy_and_hand_ci():
     assert r["ci_low"] == pytest.approx(d.mean() - half) and r["ci_high"] == pytest.approx(d.mean() + half)
     assert r["p_ttest"] == pytest.approx(stats.ttest_rel(treated, baseline).pvalue)
     assert r["p_wilcoxon"] == pytest.approx(stats.wilcoxon(treated, baseline).pvalue)
-    assert r["n_seeds"] == 5
+    assert r["n"] == 5 and r["wilcoxon_min_p"] == 0.125  # one zero difference: 4 pairs count, 2 / 2^4
     same = paired_difference([0.5, 0.6], [0.5, 0.6])
-    assert same["mean_diff"] == 0 and same["p_wilcoxon"] == 1.0
+    assert same["mean_diff"] == 0 and same["p_wilcoxon"] is None and "zero variance" in same["note"]
 
 
 def test_classification_metrics_by_hand():

@@ -5,5 +5,5 @@ from .images import check_image_size, save_png, to_model_range, to_uint8
 from .sources import Source, open_source
 from .subsets import RealImages, draw_subset, load_manifest, load_split, reload_subset
 
-__all__ = ["Source", "open_source", "RealImages", "draw_subset", "load_manifest", "load_split",
+__all__ = ["describe", "Source", "open_source", "RealImages", "draw_subset", "load_manifest", "load_split",
            "reload_subset", "check_image_size", "save_png", "to_model_range", "to_uint8"]

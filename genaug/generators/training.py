@@ -155,7 +155,7 @@ class Trainer:
         if start > total:
             raise GenaugError(f"the checkpoint is at step {start}, beyond --steps {total}")
         every = self.checkpoint_interval()
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+        previous = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread() else None
         bar = tqdm(total=total, initial=start, desc=f"train {self.family}", unit="step",
                    disable=not (self.progress and self.accelerator.is_local_main_process))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -259,13 +259,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
-def _main_thread() -> bool:
+def main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
 
 
-def _raise_interrupt(signum, frame):
+def raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import signal
 import time
 from functools import cached_property
 from pathlib import Path
@@ -49,6 +50,7 @@ from ..data.sources import CIFAR10_CLASSES
 from ..data.splits import carve_validation
 from ..data.subsets import MANIFEST_NAME, class_manifest, load_manifest
 from ..errors import GenaugError
+from ..generators.training import TrainingInterrupted, main_thread, raise_interrupt
 from ..io import read_json, write_json
 from . import acceptance
 from .arms import Arm, plan_arms
@@ -175,16 +177,24 @@ class Experiment:
         replicates = [self.replicate(r) for r in range(int(self.config["replicates"]))]
         seeds = int(self.config["seeds"])
         total = len(replicates) * len(self.arms) * seeds
-        with tqdm(total=total, desc="classifier runs", unit="run", disable=not self.progress) as bar:
-            for rep in replicates:
-                rep.prepare()
-                for k in range(seeds):
-                    for arm in self.arms:
-                        rep.arm_result(arm, k)
-                        bar.update(1)
-                if self.config["quality"]:
-                    for source in rep.sources:
-                        rep.quality(source)
+        previous = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread() else None
+        try:
+            with tqdm(total=total, desc="classifier runs", unit="run", disable=not self.progress) as bar:
+                for rep in replicates:
+                    rep.prepare()
+                    for k in range(seeds):
+                        for arm in self.arms:
+                            rep.arm_result(arm, k)
+                            bar.update(1)
+                    if self.config["quality"]:
+                        for source in rep.sources:
+                            rep.quality(source)
+        except (KeyboardInterrupt, TrainingInterrupted):
+            raise TrainingInterrupted(f"interrupted; every finished stage is kept in {self.out}: run the same "
+                                      "command again to continue where it stopped") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         return write_report(self, replicates)
 
 

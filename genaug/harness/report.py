@@ -234,9 +234,11 @@ def _comparison_tables(r: dict, primary: str) -> list[str]:
         lines += ["", *[f"- {n}" for n in notes]] if notes else []
         lines.append("")
     if lines:
-        lines += ["Holm's correction runs over the arms compared with the same reference, on the primary metric. "
-                  "The exact Wilcoxon test cannot reach a p-value below its minimum with this many pairs "
-                  "(2 / 2^n: 0.25 with 3, 0.0625 with 5).", ""]
+        lines += ["The t interval is the one to read: with fewer than about ten units a percentile bootstrap "
+                  "interval is too narrow (it cannot reach beyond the observed differences). "
+                  "Holm's correction runs over the arms compared with the same reference, on the primary metric. "
+                  "The exact Wilcoxon test cannot reach a p-value below its minimum with n nonzero paired "
+                  "differences (2 / 2^n: 0.25 with 3, 0.0625 with 5).", ""]
     return lines
 
 

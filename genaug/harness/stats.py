@@ -59,7 +59,8 @@ def t_half_width(sd: float, n: int, confidence: float = 0.95) -> float:
 
 
 def wilcoxon_min_p(n: int) -> float:
-    """Smallest two-sided p-value the exact Wilcoxon signed-rank test can reach with n pairs: 2 / 2^n."""
+    """Smallest two-sided p-value the exact Wilcoxon signed-rank test can reach with n nonzero
+    paired differences: 2 / 2^n."""
     return float(2.0 ** (1 - n)) if n >= 1 else math.nan
 
 
@@ -74,8 +75,9 @@ def paired_difference(treated: list[float], baseline: list[float], confidence: f
         raise ValueError("paired samples must have the same length")
     d = a - b
     n = len(d)
+    nonzero = int(np.count_nonzero(np.abs(d) > 1e-12))  # Wilcoxon drops zero differences
     out = {"n": n, "mean_diff": float(d.mean()), "diffs": d.tolist(), "confidence": confidence,
-           "wilcoxon_min_p": wilcoxon_min_p(n)}
+           "wilcoxon_min_p": wilcoxon_min_p(nonzero)}
     nan = {"ci_low": math.nan, "ci_high": math.nan, "boot_low": math.nan, "boot_high": math.nan,
            "p_ttest": None, "p_wilcoxon": None}
     if n < 2:
