@@ -79,11 +79,16 @@ def split_options(f):
 @split_options
 @data_options
 def datasets(spec, export_dir, image_size, group_by, test_fraction, fit, intensity, data_root, skip_bad):
-    """Classes, counts (and patients) per split of a data SPEC, or the manifest of a run folder."""
+    """Classes, counts (and patients) per split of a data SPEC, or the manifest(s) of a run or
+    experiment folder."""
     from .data import describe
 
     if Path(spec, "manifest.json").exists():
         click.echo(describe.run_summary(spec))
+        return
+    replicates = sorted(Path(spec).glob("rep-*/manifest.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    if replicates:  # an augment-and-train experiment: one manifest per replicate
+        click.echo("\n\n".join(describe.run_summary(p.parent) for p in replicates))
         return
     from .data import open_source
 

@@ -114,6 +114,8 @@ def test_control_arms_image_counts_and_step_budget(tiny):
     assert set(report["comparisons"]) == {"baseline", "baseline-strong", "+dup"}
     primary = report["comparisons"]["baseline"]["+vae"]["balanced_accuracy"]
     assert primary["n"] == 2 and "p_holm" in primary and primary["wilcoxon_min_p"] == 0.5
+    r = run_cli("datasets", tiny)  # an experiment folder: each replicate's manifest
+    assert r.exit_code == 0 and r.output.count("run ") == 2 and "rep-1" in r.output
     md = (tiny / "report.md").read_text()
     assert md.index("## Answer") < md.index("## Design") < md.index("## Test metrics")
     assert "Primary metric: **balanced_accuracy**" in md and "+vae" in md.split("## Design")[0]

@@ -103,7 +103,8 @@ def answer(comps: dict, arms: list[str], primary: str, unit: str, n_units: int) 
         lines.append(f"- **{arm}**: " + "; ".join(parts) + ".")
         if beats_all:
             helped.append(arm)
-    refs = " and ".join(r for r in REFERENCES if r in comps)
+    present = [r for r in REFERENCES if r in comps]
+    refs = present[0] if len(present) == 1 else f"{', '.join(present[:-1])} and {present[-1]}"
     if helped:
         lines.append(f"{', '.join(helped)} beat {refs} with 95% intervals above zero.")
     else:
