@@ -69,6 +69,8 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
         name = source.classes[label]
         run_dir = Path(out) / slug(name) if out and len(selected) > 1 else Path(out or default_run_dir(data, family, name))
         effective = {**config, "data": data, "class": name, "image_size": image_size}
+        if resume and progress and not (run_dir / "config.yaml").exists():
+            print(f"nothing to resume in {run_dir}; starting a new run", file=sys.stderr)
         runs.append(train_on(family, real.of_class(label), class_manifest(manifest, name), run_dir, effective,
                              resume, device, progress))
     return runs
@@ -140,8 +142,6 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
                                                             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
             save_config(config, config_path)
     else:
-        if resume and progress:
-            print(f"nothing to resume in {run_dir}; starting a new run", file=sys.stderr)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / MANIFEST_NAME, manifest)
         save_config(config, config_path)
