@@ -17,7 +17,7 @@ import torch
 
 from ..errors import GenaugError
 from .images import READABLE_SUFFIXES, decode_bytes, fit_square, probe_channels
-from .intensity import IntensityRule, Raw
+from .intensity import IntensityRule, Raw, convert
 from .sources import open_source
 from .subsets import load_split
 
@@ -52,8 +52,7 @@ def load_image_folder(folder: str | Path, image_size: int | None = None, fit: st
     sizes = {tuple(r.pixels.shape[1:]) for r in raws}
     if len(sizes) > 1:
         raise GenaugError(f"images in {folder} have {len(sizes)} different sizes; pass --image-size to resize them")
-    rule = IntensityRule.parse(intensity).fitted(raws)
-    return torch.stack([rule.to_uint8(r) for r in raws])
+    return convert(raws, intensity)[0]
 
 
 def parse_class_spec(arg: str) -> tuple[str, str, str]:

@@ -93,6 +93,13 @@ class IntensityRule:
         return 255 - out if raw.invert else out
 
 
+def convert(raws: list[Raw], intensity: "IntensityRule | str | dict | None") -> tuple[torch.Tensor, IntensityRule]:
+    """uint8 N x C x H x W of `raws` under the rule (a `dataset` rule without a window is fitted on
+    them first), with the rule as applied; `raws` must not be empty."""
+    rule = IntensityRule.parse(intensity).fitted(raws)
+    return torch.stack([rule.to_uint8(r) for r in raws]), rule
+
+
 def _pixel_sample(pixels: torch.Tensor) -> np.ndarray:
     flat = pixels.reshape(-1).numpy()
     stride = max(1, len(flat) // FIT_PIXELS_PER_IMAGE)

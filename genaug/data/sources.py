@@ -33,7 +33,7 @@ from ..errors import GenaugError
 from ..io import sha256_bytes, sha256_file
 from .images import (READABLE_SUFFIXES, check_fit, decode_bytes, fit_square, is_gray_content, probe_channels,
                      resize_center_crop)
-from .intensity import IntensityRule, Raw, array_to_raw, is_unit_float
+from .intensity import IntensityRule, Raw, array_to_raw, convert, is_unit_float
 from .splits import DEFAULT_TEST_FRACTION, groups_from_paths, hash_split
 
 DEFAULT_DATA_ROOT = Path(os.environ.get("GENAUG_DATA_ROOT", Path.home() / ".cache" / "genaug" / "data"))
@@ -137,9 +137,10 @@ class Source:
         raws, kept, hashes = self.decode(split, ids, size, check_fit(fit), skip_bad)
         if isinstance(raws, torch.Tensor):  # an 8-bit batch already: no second copy
             return Loaded(raws, kept, hashes, IntensityRule.parse(intensity))
-        rule = IntensityRule.parse(intensity).fitted(raws)
-        images = (torch.stack([rule.to_uint8(r) for r in raws]) if raws
-                  else torch.empty((0, self.channels, size, size), dtype=torch.uint8))
+        if not raws:
+            empty = torch.empty((0, self.channels, size, size), dtype=torch.uint8)
+            return Loaded(empty, kept, hashes, IntensityRule.parse(intensity))
+        images, rule = convert(raws, intensity)
         return Loaded(images, kept, hashes, rule)
 
     def decode(self, split: str, ids: list, size: int, fit: str, skip_bad: bool

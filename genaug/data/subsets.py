@@ -18,7 +18,7 @@ import torch
 from ..errors import GenaugError
 from ..io import read_json
 from .images import check_fit
-from .intensity import IntensityRule, Raw
+from .intensity import IntensityRule, Raw, convert
 from .sources import Source, open_source
 
 MANIFEST_FORMAT = "genaug-manifest/2"
@@ -82,8 +82,7 @@ def draw_subset(source: Source, class_indices: list[int], per_class: int | None,
             raise GenaugError(f"class {name!r} has no readable {split} images")
         labels += [label] * len(kept)
         ids += kept
-    rule = IntensityRule.parse(intensity).fitted(raws)
-    images = torch.stack([rule.to_uint8(r) for r in raws])
+    images, rule = convert(raws, intensity)
     group_of = train.group_of()
     items = [{"id": i, "label": y, "class": source.classes[y], "sha256": h, **_group_field(group_of, i)}
              for i, y, h in zip(ids, labels, hashes)]
