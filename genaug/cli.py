@@ -169,10 +169,11 @@ def train(family, data, classes, per_class, image_size, steps, batch_size, check
 @click.option("--run", "run_dir", required=True, help="A trained run folder.")
 @click.option("--n", type=click.IntRange(min=1), required=True, help="Number of images.")
 @click.option("--out", required=True, help="Folder for the PNG files and samples.json (re-run to complete it).")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm-solver"]), default=None,
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm-solver", "unipc", "heun"]), default=None,
               help="DDPM only  [default: the run's config, ddim]")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Sampler steps, DDPM only  [default: the run's config, 50 for ddim]")
+              help="Sampler steps, DDPM only  [default: the run's config; ddim 50, dpm-solver 20, heun 20, "
+                   "unipc 10, ddpm 1000]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Image i is drawn from seed + i.")
 @click.option("--device", type=DEVICES, default="auto", show_default=True, help="Where to sample.")

@@ -96,9 +96,22 @@ def test_ddpm_folder_loads_in_diffusers_and_samplers(tmp_path, normal_class):
     pipe = DDPMPipeline.from_pretrained(tmp_path / "model")
     assert pipe.unet.config.in_channels == 1 and pipe.unet.config.sample_size == 28
     model = load_trained(tmp_path, "cpu")
-    for sampler, steps in (("ddim", 3), ("dpm-solver", 3), ("ddpm", 4)):
+    for sampler, steps in (("ddim", 3), ("dpm-solver", 3), ("ddpm", 4), ("unipc", 3), ("heun", 2)):
         out = model.sample([torch.Generator().manual_seed(0)], sampler, steps)
         assert out.shape == (1, 1, 28, 28) and torch.isfinite(out).all()
+
+
+def test_ddim_starts_at_the_last_training_step():
+    from genaug.cli import sample
+    from genaug.generators.ddpm import DDPM, SAMPLERS, sampling_scheduler
+
+    config = DDPM({}, 1, 28).noise_scheduler.config
+    for steps in (50, 20, 10):
+        timesteps = sampling_scheduler(config, "ddim", steps).timesteps
+        assert int(timesteps[0]) == 999 and len(timesteps) == steps
+    assert int(sampling_scheduler(config, "ddpm", 1000).timesteps[0]) == 999
+    choices = next(p for p in sample.params if p.name == "sampler").type.choices
+    assert list(choices) == list(SAMPLERS)
 
 
 def test_sampling_reproducible_and_resumable(tmp_path, normal_class):

@@ -2,29 +2,51 @@
 
 The final model is a `DDPMPipeline` folder (EMA UNet + scheduler), so
 `DDPMPipeline.from_pretrained(run_dir / "model")` loads it. Sampling swaps the training
-scheduler for DDPM (ancestral, 1000 steps), DDIM or DPM-Solver++ (few steps) via `from_config`.
+scheduler for another diffusers scheduler via `from_config`: DDPM (ancestral, 1000 steps), DDIM,
+DPM-Solver++, UniPC or Heun (few steps). DDPM and DDIM use "trailing" timestep spacing, so the
+first denoising step starts from the last training time step (t = 999 of 1000) for any step
+count; "leading" spacing, diffusers' DDIM default, starts 50-step DDIM at t = 980 and never
+removes the noise the model was trained to remove at t > 980 (Lin et al., 2024, "Common
+diffusion noise schedules and sample steps are flawed").
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import (DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler,
-                       UNet2DModel)
+                       HeunDiscreteScheduler, UNet2DModel, UniPCMultistepScheduler)
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..errors import GenaugError
 from .base import GenerativeModel, latents, register_family
 
-SAMPLERS = {
-    "ddpm": (DDPMScheduler, {}, 1000),
-    "ddim": (DDIMScheduler, {}, 50),
+SAMPLERS = {  # name: (scheduler class, settings over the training scheduler's config, default steps)
+    "ddpm": (DDPMScheduler, {"timestep_spacing": "trailing"}, 1000),
+    "ddim": (DDIMScheduler, {"timestep_spacing": "trailing"}, 50),
     "dpm-solver": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}, 20),
+    "unipc": (UniPCMultistepScheduler, {}, 10),
+    "heun": (HeunDiscreteScheduler, {}, 20),
 }
+
+
+def sampling_scheduler(training_config, sampler: str, steps: int):
+    """The diffusers scheduler `sampler` built from the training scheduler's config, timesteps set."""
+    if sampler not in SAMPLERS:
+        raise GenaugError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    cls, extra, _ = SAMPLERS[sampler]
+    scheduler = cls.from_config(training_config, **extra)
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def _takes_generator(scheduler) -> bool:
+    return "generator" in inspect.signature(scheduler.step).parameters
 
 
 def _unet(config: dict, channels: int, image_size: int) -> UNet2DModel:
@@ -115,9 +137,9 @@ class DDPM(GenerativeModel):
         sampler = sampler or self.config["sampler"]
         if sampler not in SAMPLERS:
             raise GenaugError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-        cls, extra, default_steps = SAMPLERS[sampler]
-        scheduler = cls.from_config(self.noise_scheduler.config, **extra)
-        scheduler.set_timesteps(steps or self.config["sample_steps"] or default_steps)
+        scheduler = sampling_scheduler(self.noise_scheduler.config, sampler,
+                                       steps or self.config["sample_steps"] or SAMPLERS[sampler][2])
+        noise_kwargs = {"generator": generators} if _takes_generator(scheduler) else {}
         unet = self._bare_unet()
         was_training = unet.training
         unet.eval()
@@ -126,7 +148,7 @@ class DDPM(GenerativeModel):
         x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             eps = unet(scheduler.scale_model_input(x, t), t).sample
-            x = scheduler.step(eps, t, x, generator=generators).prev_sample
+            x = scheduler.step(eps, t, x, **noise_kwargs).prev_sample
         unet.train(was_training)
         return x.clamp(-1, 1)
 
