@@ -197,3 +197,32 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     assert_clean_error(r, "--device cuda was asked for but no CUDA device is available", code=1)
     r = run_cli("fid", f"{PNEUMONIA}:normal@val", f"{PNEUMONIA}:pneumonia@val", "--device", "cuda")
     assert_clean_error(r, "no CUDA device is available", code=1)
+
+
+def test_mixed_precision_follows_the_training_device(monkeypatch, normal_class, tmp_path):
+    from genaug.generators.training import mixed_precision_for
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU, training on the CPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert mixed_precision_for("auto", torch.device("cpu")) == "no"
+    assert mixed_precision_for("auto", torch.device("cuda")) == "bf16"
+    assert mixed_precision_for("bf16", torch.device("cpu")) == "bf16"
+    trainer = Trainer("vae", normal_class, tmp_path, _config("vae", 1), device="cpu", progress=False)
+    assert trainer.accelerator.mixed_precision == "no"
+    with pytest.raises(Exception, match="mixed_precision must be"):
+        mixed_precision_for("fp32", torch.device("cpu"))
+
+
+def test_resumed_ema_lands_on_the_training_device(tmp_path, normal_class):
+    """accelerate loads the EMA state to the CPU; it must end where the model trains. Simulated by
+    declaring the `meta` device as the training device of the EMA before resuming."""
+    cfg = _config("ddpm", 2, checkpoint_every=2)
+    Trainer("ddpm", normal_class, tmp_path, cfg, device="cpu", progress=False).fit()
+    trainer = Trainer("ddpm", normal_class, tmp_path, {**cfg, "steps": 3}, device="cpu", progress=False)
+    trainer.model.ema_state.device = torch.device("meta")
+    assert trainer.resume() == 2
+    assert {p.device.type for p in trainer.model.ema.shadow_params} == {"meta"}
+    trainer = Trainer("ddpm", normal_class, tmp_path, {**cfg, "steps": 3}, device="cpu", progress=False)
+    trainer.resume()
+    trainer.fit()  # ema.step after a resume: shadow weights and parameters on one device
+    assert {p.device for p in trainer.model.ema.shadow_params} == {trainer.accelerator.device}

@@ -47,6 +47,7 @@ class GenerativeModel(ABC):
 
     family: ClassVar[str]
     default_config: ClassVar[dict[str, Any]]
+    ddp_kwargs: ClassVar[dict[str, Any]] = {}  # DistributedDataParallel options under `accelerate launch`
 
     def __init__(self, config: dict[str, Any], channels: int, image_size: int):
         self.config = {**self.default_config, **(config or {})}

@@ -8,6 +8,7 @@ out. Discriminator mirrors it with strided convs, BatchNorm + LeakyReLU(0.2). Bo
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -82,6 +83,13 @@ class DCGAN(GenerativeModel):
         "diffaugment_below": 5000,
         "diffaugment_policy": "color,translation,cutout",
     }
+    # The discriminator runs on real and fake batches before one backward. DDP's default buffer
+    # broadcast overwrites the BatchNorm buffers in place at every forward, the known cause of
+    # autograd's "modified by an inplace operation" with GANs under DDP (it did not trigger on the
+    # CPU with gloo here; GPUs with NCCL are unverified). Without the broadcast each process keeps
+    # its own running statistics; the main process's are saved, as they would be with it (rank 0
+    # is the broadcast's source). Parameters stay synchronised through the gradients.
+    ddp_kwargs = {"broadcast_buffers": False}
 
     def __init__(self, config, channels, image_size):
         super().__init__(config, channels, image_size)
@@ -97,8 +105,10 @@ class DCGAN(GenerativeModel):
         betas = (c["beta1"], 0.999)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=c["learning_rate"], betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c["learning_rate"], betas=betas)
-        self.generator, self.discriminator, self.opt_g, self.opt_d = accelerator.prepare(
-            self.generator, self.discriminator, opt_g, opt_d)
+        with warnings.catch_warnings():  # torch renamed the option; accelerate's DDP kwargs still use the old name
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            self.generator, self.discriminator, self.opt_g, self.opt_d = accelerator.prepare(
+                self.generator, self.discriminator, opt_g, opt_d)
 
     def _augment(self, x, rng):
         return diff_augment(x, self.policy, rng) if self.policy else x

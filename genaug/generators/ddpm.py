@@ -49,6 +49,25 @@ def _takes_generator(scheduler) -> bool:
     return "generator" in inspect.signature(scheduler.step).parameters
 
 
+class EMAOnDevice:
+    """The EMA as a checkpointed object whose loaded weights land on the training device.
+
+    accelerate loads custom states with `map_location="cpu"` and `EMAModel.load_state_dict`
+    adopts the loaded tensors, so after a resume on a GPU the shadow weights would stay on the CPU
+    and the next `ema.step` would mix devices.
+    """
+
+    def __init__(self, ema: EMAModel, device: torch.device):
+        self.ema, self.device = ema, device
+
+    def state_dict(self) -> dict:
+        return self.ema.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema.load_state_dict(state)
+        self.ema.to(self.device)
+
+
 def _unet(config: dict, channels: int, image_size: int) -> UNet2DModel:
     widths = tuple(config["block_out_channels"])
     if image_size % 2 ** (len(widths) - 1):
@@ -99,7 +118,8 @@ class DDPM(GenerativeModel):
                             use_ema_warmup=True, model_cls=UNet2DModel,
                             model_config=accelerator.unwrap_model(self.unet).config)
         self.ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(self.ema)
+        self.ema_state = EMAOnDevice(self.ema, accelerator.device)
+        accelerator.register_for_checkpointing(self.ema_state)
 
     def train_step(self, batch, rng, step, accelerator):
         noise = torch.randn(batch.shape, generator=rng, device=rng.device).to(batch.device)

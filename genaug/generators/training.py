@@ -1,11 +1,15 @@
 """The training loop shared by every family, on Hugging Face `accelerate`.
 
-The same code runs on the CPU, one GPU, or `accelerate launch --multi_gpu`. Batches are a pure
-function of (seed, step, process): each epoch is a seeded permutation of the real images, so a
-resumed run sees exactly the batches an uninterrupted one would. All other randomness (noise,
-time steps, augmentation) comes from one `torch.Generator` that is checkpointed with the model,
-EMA, optimizer and scheduler states (`accelerator.save_state`). Checkpoints are written to a
-temporary folder and renamed into place, so a killed run keeps its last good checkpoint.
+The same code runs on the CPU, one GPU, or `accelerate launch --num_processes N`. Batches are a
+pure function of (seed, step): each epoch is a seeded permutation of the real images and
+`batch_size` is the global batch, split between the processes (each takes batch_size / N), so
+one process and N processes see the same images per step and the effective batch never depends
+on the launch. All other randomness (noise, time steps, augmentation) comes from one
+`torch.Generator` per process, seeded from (seed, rank) with rank 0 keeping `seed`, and every
+process's generator state is written into the checkpoint with the model, EMA, optimizer and
+scheduler states (`accelerator.save_state`, which also keeps every process's global RNG states).
+Only the main process writes files; checkpoints go to a temporary folder renamed into place, so
+a killed run keeps its last good checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from tqdm.auto import tqdm
 from ..data.images import save_grid, to_model_range, to_uint8
 from ..device import resolve_device
 from ..errors import GenaugError
-from ..io import atomic_dir, atomic_path, write_json
+from ..io import atomic_dir, atomic_path, replace_dir, write_json
 from .base import GenerativeModel, get_family
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -49,24 +53,52 @@ class TrainingInterrupted(GenaugError):
     """Ctrl-C or SIGTERM during training; the message says where to resume."""
 
 
-class TrainState:
-    """Step counter and the run's random generator, checkpointed with the model."""
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process `rank`'s generator: rank 0 keeps `seed`, so one process is unchanged."""
+    return seed if rank == 0 else (seed * 1_000_003 + rank * 7_919) % 2 ** 63
 
-    def __init__(self, seed: int, device: torch.device):
+
+class TrainState:
+    """Step counter and this process's random generator, checkpointed with the model.
+
+    The main process writes the checkpoint, so before each save `gather` collects every process's
+    generator state; on load each process takes its own.
+    """
+
+    def __init__(self, seed: int, device: torch.device, rank: int = 0, world: int = 1):
         self.step = 0
-        self.rng = torch.Generator(device=device).manual_seed(seed)
+        self.rank, self.world = rank, world
+        self.rng = torch.Generator(device=device).manual_seed(rank_seed(seed, rank))
+        self.rng_by_rank: list[torch.Tensor] | None = None
+
+    def gather(self, accelerator) -> None:
+        from accelerate.utils import gather_object
+
+        own = self.rng.get_state()
+        self.rng_by_rank = gather_object([own]) if self.world > 1 else [own]
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "rng": self.rng.get_state()}
+        return {"step": self.step, "rng": self.rng.get_state(),
+                "rng_by_rank": self.rng_by_rank or [self.rng.get_state()]}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
-        self.rng.set_state(state["rng"].cpu() if hasattr(state["rng"], "cpu") else state["rng"])
+        states = state.get("rng_by_rank") or [state["rng"]]
+        if len(states) != self.world:
+            raise GenaugError(f"this checkpoint was written by {len(states)} training process(es), this run has "
+                              f"{self.world}: resume with the same number of processes")
+        own = states[self.rank]
+        self.rng.set_state(own.cpu() if hasattr(own, "cpu") else own)
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
-    """Indices of the batch at `step` in an endless stream of seeded per-epoch permutations."""
-    pos = (step * world + rank) * batch_size
+    """Process `rank`'s share of the global batch at `step` in an endless stream of seeded per-epoch
+    permutations: the global batch is `batch_size` images, each of `world` processes takes a
+    contiguous `batch_size / world` of them."""
+    if batch_size % world:
+        raise GenaugError(f"batch_size {batch_size} is the global batch and must divide among the {world} "
+                          f"processes; choose a multiple of {world}")
+    pos = step * batch_size
     out: list[int] = []
     while len(out) < batch_size:
         epoch, offset = divmod(pos, n)
@@ -74,7 +106,8 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, 
         take = min(batch_size - len(out), n - offset)
         out += perm[offset: offset + take].tolist()
         pos += take
-    return out
+    share = batch_size // world
+    return out[rank * share: (rank + 1) * share]
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -82,10 +115,14 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(folder.glob("step-*")) if folder.is_dir() else []
 
 
-def _mixed_precision(setting: str) -> str:
+def mixed_precision_for(setting: str, device: torch.device) -> str:
+    """`auto`: bf16 (fp16 where bf16 is missing) on a CUDA device, full precision elsewhere; the
+    choice follows the device the run trains on, not whether the machine has a GPU."""
+    if setting not in ("auto", "no", "fp16", "bf16"):
+        raise GenaugError(f"mixed_precision must be auto, no, fp16 or bf16 (got {setting!r})")
     if setting != "auto":
         return setting
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
 
@@ -96,31 +133,47 @@ class Trainer:
     def __init__(self, family: str, real_uint8: torch.Tensor, run_dir: Path, config: dict[str, Any],
                  device: str = "auto", progress: bool = True):
         from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
 
         self.config = {**TRAIN_DEFAULTS, **config}
         self.run_dir = Path(run_dir)
-        self.accelerator = Accelerator(cpu=resolve_device(device).type == "cpu",
-                                       mixed_precision=_mixed_precision(self.config["mixed_precision"]))
+        target = resolve_device(device)
+        family_cls = get_family(family)
+        self.accelerator = Accelerator(
+            cpu=target.type == "cpu", mixed_precision=mixed_precision_for(self.config["mixed_precision"], target),
+            kwargs_handlers=[DistributedDataParallelKwargs(**family_cls.ddp_kwargs)])
+        acc = self.accelerator
+        batch_indices(0, len(real_uint8), self.config["batch_size"], 0, 0, acc.num_processes)  # divisible?
         self.progress = progress
         _, channels, size, _ = real_uint8.shape
-        torch.manual_seed(self.config["seed"])
-        self.model: GenerativeModel = get_family(family)(self.config.get("model", {}), channels, size)
-        self.model.prepare(self.accelerator, len(real_uint8))
-        self.state = TrainState(self.config["seed"], self.accelerator.device)
-        self.accelerator.register_for_checkpointing(self.state)
+        torch.manual_seed(self.config["seed"])  # the same initial weights on every process
+        self.model: GenerativeModel = family_cls(self.config.get("model", {}), channels, size)
+        self.model.prepare(acc, len(real_uint8))
+        self.state = TrainState(self.config["seed"], acc.device, acc.process_index, acc.num_processes)
+        acc.register_for_checkpointing(self.state)
         self.real = real_uint8.cpu()  # uint8 on the host; each batch goes to the device as floats
         self.device = self.accelerator.device
         self.family, self.channels, self.size = family, channels, size
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
+        """Every process writes its share (its RNG states) into one temporary folder, which the main
+        process then renames into place."""
+        acc = self.accelerator
         target = self.run_dir / CHECKPOINTS / f"step-{self.state.step:07d}"
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            with atomic_dir(target) as tmp:
-                self.accelerator.save_state(str(tmp), safe_serialization=True)
+        partial = target.with_name(f".{target.name}.partial")
+        self.state.gather(acc)
+        if acc.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(partial), safe_serialization=True)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            replace_dir(partial, target)
             for old in checkpoints(self.run_dir)[: -self.config["keep_checkpoints"]]:
                 shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
         return target
 
     def resume(self) -> int:
@@ -128,7 +181,8 @@ class Trainer:
         if not found:
             return 0
         self.accelerator.load_state(str(found[-1]))
-        self._truncate_log(self.state.step)
+        if self.accelerator.is_main_process:
+            self._truncate_log(self.state.step)
         return self.state.step
 
     def checkpoint_interval(self) -> int:
@@ -161,7 +215,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:
             self._truncate_log(start)
-        log = (self.run_dir / LOG_NAME).open("a")
+        log = (self.run_dir / LOG_NAME).open("a") if self.accelerator.is_main_process else None
         last_ckpt = start
         t0, seen = time.perf_counter(), 0
         estimate = _Estimate(start, total, self)
@@ -172,7 +226,7 @@ class Trainer:
                 batch = to_model_range(self.real[idx]).to(self.device, non_blocking=True)
                 losses = self.model.train_step(batch, self.state.rng, self.state.step, self.accelerator)
                 self.state.step += 1
-                seen += len(idx) * self.accelerator.num_processes
+                seen += c["batch_size"]
                 bar.update(1)
                 step = self.state.step
                 estimate.after_step(step, bar)
@@ -200,7 +254,8 @@ class Trainer:
             raise TrainingInterrupted(f"interrupted at step {self.state.step}; last checkpoint: step {last_ckpt} in "
                                       f"{self.run_dir}; run again with --resume to continue from there") from None
         finally:
-            log.close()
+            if log is not None:
+                log.close()
             bar.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

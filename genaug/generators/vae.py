@@ -46,6 +46,15 @@ class ConvVAE(ModelMixin, ConfigMixin):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.from_latent(z))
 
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruction of `x` through the reparameterised posterior sample mu + eps * sigma, mu, log var.
+
+        Training calls the model (not `encode`/`decode`), so under `accelerate launch` the call
+        goes through DistributedDataParallel and the replicas' gradients are synchronised."""
+        mu, logvar = self.encode(x)
+        z = mu + eps.to(mu.device, mu.dtype) * torch.exp(0.5 * logvar)
+        return self.decode(z), mu, logvar
+
 
 @register_family
 class VAE(GenerativeModel):
@@ -73,11 +82,9 @@ class VAE(GenerativeModel):
         return self.config["beta"] * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
 
     def train_step(self, batch, rng, step, accelerator):
-        vae = getattr(self.vae, "module", self.vae)
+        eps = torch.randn((batch.shape[0], self.config["latent_dim"]), generator=rng, device=rng.device)
         with accelerator.autocast():
-            mu, logvar = vae.encode(batch)
-            eps = torch.randn(mu.shape, generator=rng, device=rng.device).to(mu.device, mu.dtype)
-            recon = vae.decode(mu + eps * torch.exp(0.5 * logvar))
+            recon, mu, logvar = self.vae(batch, eps)
         rec = (recon.float() - batch).pow(2).flatten(1).sum(1).mean()
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).float().sum(1)).mean()
         loss = rec + self.kl_weight(step) * kl
