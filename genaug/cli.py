@@ -123,7 +123,12 @@ def configs():
                    "64 folders]")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Optimizer steps  [default: the config's, else 2000]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step  [default: 32]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per step, the global batch under `accelerate launch` (split between processes)  "
+                   "[default: 32]")
+@click.option("--conditional", is_flag=True,
+              help="DDPM only: one class-conditional model (class embedding, classifier-free guidance) for every "
+                   "selected class, in one run folder (family ddpm-cond), instead of one model per class.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Steps between checkpoints  [default: 10% of --steps]")
 @click.option("--config", "config_file", default=None, help=CONFIG_HELP)
@@ -136,15 +141,21 @@ def configs():
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @split_options
 @data_options
-def train(family, data, classes, per_class, image_size, steps, batch_size, checkpoint_every, config_file, out, seed,
-          device, resume, no_progress, group_by, test_fraction, fit, intensity, data_root, skip_bad):
-    """Train one FAMILY generator per class on scarce real data.
+def train(family, data, classes, per_class, image_size, steps, batch_size, conditional, checkpoint_every, config_file,
+          out, seed, device, resume, no_progress, group_by, test_fraction, fit, intensity, data_root, skip_bad):
+    """Train one FAMILY generator per class on scarce real data (or, with --conditional, one
+    class-conditional DDPM for all of them).
 
     A run of many steps announces its expected time once the first steps are measured (a 64 px
     DDPM takes about 2 s a step on 2 CPU cores).
     """
     from . import runs
     from .config import load_config, merge
+
+    if conditional:
+        if family != "ddpm":
+            raise click.UsageError(f"--conditional applies to ddpm only (not {family})")
+        family = "ddpm-cond"
 
     overrides = merge(load_config(config_file), {
         "data": data, "class": classes, "per_class": per_class, "image_size": image_size, "steps": steps,
@@ -177,12 +188,17 @@ def train(family, data, classes, per_class, image_size, steps, batch_size, check
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Image i is drawn from seed + i.")
 @click.option("--device", type=DEVICES, default="auto", show_default=True, help="Where to sample.")
+@click.option("--class", "class_name", default=None, help="The class to draw, for a class-conditional (ddpm-cond) run.")
+@click.option("--guidance", type=click.FloatRange(min=0), default=None,
+              help="Classifier-free guidance weight W of a class-conditional run: 0 unconditional, 1 conditional, "
+                   ">1 guided  [default: the run's config, 1]")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def sample(run_dir, n, out, sampler, steps, batch_size, seed, device, no_progress):
+def sample(run_dir, n, out, sampler, steps, batch_size, seed, device, class_name, guidance, no_progress):
     """Draw N synthetic images from a trained run."""
     from . import runs
 
-    folder = runs.sample(run_dir, n, out, sampler, steps, batch_size, seed, device, progress=not no_progress)
+    folder = runs.sample(run_dir, n, out, sampler, steps, batch_size, seed, device, progress=not no_progress,
+                         class_name=class_name, guidance=guidance)
     click.echo(f"{n} samples in {folder}")
 
 

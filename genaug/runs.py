@@ -64,6 +64,14 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     # intensity window is fitted on every selected class together
     real, manifest = draw_subset(source, selected, config.get("per_class"), seed, image_size, skip_bad,
                                  fit=config.get("fit"), intensity=config.get("intensity"))
+    if get_family(family).conditional:
+        names = [source.classes[label] for label in selected]
+        run_dir = Path(out or default_run_dir(data, family, "all" if str(classes).lower() == "all" else "-".join(names)))
+        effective = {**config, "data": data, "class": classes, "classes": names, "image_size": image_size}
+        if resume and progress and not (run_dir / "config.yaml").exists():
+            print(f"nothing to resume in {run_dir}; starting a new run", file=sys.stderr)
+        return [train_on(family, real.images, manifest, run_dir, effective, resume, device, progress,
+                         labels=positions(real, names))]
     runs = []
     for label in selected:
         name = source.classes[label]
@@ -74,6 +82,12 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
         runs.append(train_on(family, real.of_class(label), class_manifest(manifest, name), run_dir, effective,
                              resume, device, progress))
     return runs
+
+
+def positions(real, names: list[str]) -> torch.Tensor:
+    """Each image's class as its position in `names` (a conditional model's label order)."""
+    index = {name: i for i, name in enumerate(names)}
+    return torch.tensor([index[real.classes[int(label)]] for label in real.labels], dtype=torch.long)
 
 
 def run_folders(out: str | Path) -> list[Path]:
@@ -99,10 +113,13 @@ def resume_runs(family: str, out: str | Path, overrides: dict[str, Any] | None =
         wanted = dict(overrides or {})
         if wanted.get("class") is not None and (str(wanted["class"]).lower() == "all" or len(folders) > 1):
             wanted.pop("class")  # `--class all` (or a list) names every run folder in `out`
+        if saved.get("classes"):
+            wanted.pop("class", None)  # a conditional run holds every class it was trained on
         config = reconcile(saved, merge(saved, {**wanted, "family": family}), run_dir)
         manifest = load_manifest(run_dir)
         _, real = reload_subset(manifest, data_root)
-        done.append(train_on(family, real.images, manifest, run_dir, config, True, device, progress))
+        labels = positions(real, saved["classes"]) if saved.get("classes") else None
+        done.append(train_on(family, real.images, manifest, run_dir, config, True, device, progress, labels=labels))
     return done
 
 
@@ -124,7 +141,8 @@ def reconcile(saved: dict[str, Any], wanted: dict[str, Any], run_dir: Path, pref
 
 
 def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, config: dict[str, Any],
-             resume: bool = False, device: str = "auto", progress: bool = True) -> Path:
+             resume: bool = False, device: str = "auto", progress: bool = True,
+             labels: torch.Tensor | None = None) -> Path:
     """Train `family` on exactly `images` (described by `manifest`) in `run_dir`.
 
     `config.yaml` (every setting, defaults included) and `manifest.json` are written when the run
@@ -145,7 +163,8 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / MANIFEST_NAME, manifest)
         save_config(config, config_path)
-    trainer = Trainer(family, images, run_dir, config, device=device, progress=progress)
+    trainer = Trainer(family, images, run_dir, config, device=device, progress=progress, labels=labels,
+                      classes=config.get("classes"))
     if resume:
         trainer.resume()
     if trainer.state.step < int(trainer.config["steps"]) or not (run_dir / MODEL_DIR).exists():
@@ -180,11 +199,13 @@ def model_hash(run_dir: str | Path) -> str:
 
 
 def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = None, steps: int | None = None,
-           batch_size: int = 64, seed: int = 0, device: str = "auto", progress: bool = True) -> Path:
+           batch_size: int = 64, seed: int = 0, device: str = "auto", progress: bool = True,
+           class_name: str | None = None, guidance: float | None = None) -> Path:
     """Write `n` PNG samples of a trained run into `out`, with `samples.json`.
 
     Image i is drawn from its own generator seeded with `seed + i`, so it does not depend on the
     batch size, and a re-run with the same arguments only writes the images still missing.
+    A class-conditional run needs `class_name`; `guidance` (default: the run's) weighs it.
     """
     if n < 1:
         raise GenaugError(f"--n must be at least 1 (got {n})")
@@ -193,8 +214,11 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
         raise GenaugError(f"run folder not found: {run_dir}")
     model = load_trained(run_dir, device)
     sampler, steps = _resolve_sampler(model, sampler, steps)
+    condition = _condition(model, class_name, guidance)
     settings = {"run": str(run_dir.resolve()), "model_sha256": model_hash(run_dir), "family": model.family,
                 "sampler": sampler, "steps": steps, "seed": seed}
+    if condition:
+        settings.update({"class": class_name, "guidance": condition["guidance"]})
     manifest_path = out / SAMPLE_MANIFEST
     images: list[dict] = []
     if manifest_path.exists():
@@ -214,7 +238,10 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     bar = tqdm(total=n, initial=n - len(todo), desc=f"sample {model.family}", unit="img", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start: start + batch_size]
-        batch = to_uint8(model.sample([torch.Generator().manual_seed(seed + i) for i in chunk], sampler, steps))
+        gens = [torch.Generator().manual_seed(seed + i) for i in chunk]
+        extra = {**condition, "labels": torch.full((len(chunk),), condition["label"])} if condition else {}
+        extra.pop("label", None)
+        batch = to_uint8(model.sample(gens, sampler, steps, **extra))
         for i, img in zip(chunk, batch):
             save_png(img, out / f"{i:06d}.png")
             images.append({"index": i, "file": f"{i:06d}.png", "seed": seed + i})
@@ -226,10 +253,28 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     return out
 
 
-def _resolve_sampler(model, sampler: str | None, steps: int | None) -> tuple[str | None, int | None]:
-    from .generators.ddpm import SAMPLERS
+def _condition(model, class_name: str | None, guidance: float | None) -> dict[str, Any]:
+    """{"label", "guidance"} for a class-conditional model; {} (and no class asked) otherwise."""
+    if not model.conditional:
+        if class_name is not None or guidance is not None:
+            raise GenaugError(f"--class/--guidance apply to class-conditional runs; this {model.family} run models "
+                              "one class")
+        return {}
+    names = model.classes or []
+    if class_name is None:
+        raise GenaugError(f"this run is class-conditional: choose --class from {', '.join(names)}")
+    if class_name not in names:
+        raise GenaugError(f"unknown class {class_name!r} for this run; choose from {', '.join(names)}")
+    w = float(model.config["guidance"] if guidance is None else guidance)
+    if w < 0:
+        raise GenaugError(f"--guidance must be >= 0 (got {w})")
+    return {"label": names.index(class_name), "guidance": w}
 
-    if model.family != "ddpm":
+
+def _resolve_sampler(model, sampler: str | None, steps: int | None) -> tuple[str | None, int | None]:
+    from .generators.ddpm import DDPM, SAMPLERS
+
+    if not isinstance(model, DDPM):
         if sampler or steps:
             raise GenaugError(f"--sampler/--steps apply to ddpm runs only; this run is a {model.family}")
         return None, None

@@ -68,7 +68,7 @@ class EMAOnDevice:
         self.ema.to(self.device)
 
 
-def _unet(config: dict, channels: int, image_size: int) -> UNet2DModel:
+def _unet(config: dict, channels: int, image_size: int, num_class_embeds: int | None = None) -> UNet2DModel:
     widths = tuple(config["block_out_channels"])
     if image_size % 2 ** (len(widths) - 1):
         raise GenaugError(f"image size {image_size} is not divisible by 2^{len(widths) - 1} "
@@ -79,7 +79,8 @@ def _unet(config: dict, channels: int, image_size: int) -> UNet2DModel:
     return UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels,
                        block_out_channels=widths, layers_per_block=config["layers_per_block"],
                        down_block_types=down, up_block_types=up,
-                       norm_num_groups=config["norm_num_groups"], dropout=config["dropout"])
+                       norm_num_groups=config["norm_num_groups"], dropout=config["dropout"],
+                       num_class_embeds=num_class_embeds)
 
 
 @register_family
@@ -104,7 +105,7 @@ class DDPM(GenerativeModel):
 
     def __init__(self, config, channels, image_size):
         super().__init__(config, channels, image_size)
-        self.unet = _unet(self.config, channels, image_size)
+        self.unet = self._build_unet()
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=self.config["num_train_timesteps"],
                                              beta_schedule=self.config["beta_schedule"])
         self.ema: EMAModel | None = None
@@ -121,13 +122,14 @@ class DDPM(GenerativeModel):
         self.ema_state = EMAOnDevice(self.ema, accelerator.device)
         accelerator.register_for_checkpointing(self.ema_state)
 
-    def train_step(self, batch, rng, step, accelerator):
+    def train_step(self, batch, rng, step, accelerator, labels=None):
         noise = torch.randn(batch.shape, generator=rng, device=rng.device).to(batch.device)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (batch.shape[0],),
                           generator=rng, device=rng.device).to(batch.device)
         noisy = self.noise_scheduler.add_noise(batch, noise, t)
+        class_labels = self._training_labels(labels, rng, batch.device)
         with accelerator.autocast():
-            pred = self.unet(noisy, t).sample
+            pred = self.unet(noisy, t, class_labels=class_labels).sample
         loss = F.mse_loss(pred.float(), noise)
         accelerator.backward(loss)
         if accelerator.sync_gradients and self.config["grad_clip"]:
@@ -137,6 +139,9 @@ class DDPM(GenerativeModel):
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.step(accelerator.unwrap_model(self.unet).parameters())
         return {"loss": float(loss.detach())}
+
+    def _training_labels(self, labels, rng, device):
+        return None
 
     @contextlib.contextmanager
     def sampling_mode(self):
@@ -152,8 +157,16 @@ class DDPM(GenerativeModel):
     def _bare_unet(self) -> UNet2DModel:
         return getattr(self.unet, "module", self.unet)
 
+    def _build_unet(self) -> UNet2DModel:
+        return _unet(self.config, self.channels, self.image_size)
+
+    def _noise_prediction(self, unet, x, t, condition):
+        if condition:
+            raise GenaugError(f"a {self.family} model is unconditional: it takes no {', '.join(condition)}")
+        return unet(x, t).sample
+
     @torch.no_grad()
-    def sample(self, generators, sampler=None, steps=None):
+    def sample(self, generators, sampler=None, steps=None, **condition):
         sampler = sampler or self.config["sampler"]
         if sampler not in SAMPLERS:
             raise GenaugError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
@@ -167,14 +180,14 @@ class DDPM(GenerativeModel):
         x = latents(generators, (self.channels, self.image_size, self.image_size), device)
         x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            eps = unet(scheduler.scale_model_input(x, t), t).sample
+            eps = self._noise_prediction(unet, scheduler.scale_model_input(x, t), t, condition)
             x = scheduler.step(eps, t, x, **noise_kwargs).prev_sample
         unet.train(was_training)
         return x.clamp(-1, 1)
 
     def save_pretrained(self, folder, accelerator=None):
         unet = accelerator.unwrap_model(self.unet) if accelerator else self._bare_unet()
-        ema_unet = _unet(self.config, self.channels, self.image_size)
+        ema_unet = self._build_unet()
         ema_unet.load_state_dict(unet.state_dict())
         self.ema.copy_to(ema_unet.parameters())
         DDPMPipeline(unet=ema_unet.cpu(), scheduler=self.noise_scheduler).save_pretrained(folder)

@@ -131,7 +131,9 @@ class Trainer:
     """Trains one family on one class of real images inside a run folder."""
 
     def __init__(self, family: str, real_uint8: torch.Tensor, run_dir: Path, config: dict[str, Any],
-                 device: str = "auto", progress: bool = True):
+                 device: str = "auto", progress: bool = True, labels: torch.Tensor | None = None,
+                 classes: list[str] | None = None):
+        """`labels` (each image's class, 0..K-1) and `classes` (their names) for conditional families."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -146,8 +148,16 @@ class Trainer:
         batch_indices(0, len(real_uint8), self.config["batch_size"], 0, 0, acc.num_processes)  # divisible?
         self.progress = progress
         _, channels, size, _ = real_uint8.shape
+        self.labels, self.classes = None, None
+        model_config = dict(self.config.get("model") or {})
+        if family_cls.conditional:
+            if labels is None or not classes:
+                raise GenaugError(f"{family} is class-conditional: train it on labelled images of every class "
+                                  "(--class all)")
+            self.labels, self.classes = torch.as_tensor(labels, dtype=torch.long).cpu(), list(classes)
+            model_config["num_classes"] = len(self.classes)
         torch.manual_seed(self.config["seed"])  # the same initial weights on every process
-        self.model: GenerativeModel = family_cls(self.config.get("model", {}), channels, size)
+        self.model: GenerativeModel = family_cls(model_config, channels, size)
         self.model.prepare(acc, len(real_uint8))
         self.state = TrainState(self.config["seed"], acc.device, acc.process_index, acc.num_processes)
         acc.register_for_checkpointing(self.state)
@@ -224,7 +234,8 @@ class Trainer:
                 idx = batch_indices(self.state.step, len(self.real), c["batch_size"], c["seed"],
                                     self.accelerator.process_index, self.accelerator.num_processes)
                 batch = to_model_range(self.real[idx]).to(self.device, non_blocking=True)
-                losses = self.model.train_step(batch, self.state.rng, self.state.step, self.accelerator)
+                condition = {"labels": self.labels[idx]} if self.labels is not None else {}
+                losses = self.model.train_step(batch, self.state.rng, self.state.step, self.accelerator, **condition)
                 self.state.step += 1
                 seen += c["batch_size"]
                 bar.update(1)
@@ -265,9 +276,11 @@ class Trainer:
     def save_grid(self, path: Path) -> None:
         if not self.accelerator.is_main_process:
             return
-        gens = [torch.Generator().manual_seed(i) for i in range(self.config["grid_size"])]
+        n = self.config["grid_size"]
+        gens = [torch.Generator().manual_seed(i) for i in range(n)]
+        condition = {"labels": torch.arange(n) % len(self.classes)} if self.classes else {}  # classes in turn
         with self.model.sampling_mode():
-            images = self.model.sample(gens)
+            images = self.model.sample(gens, **condition)
         save_grid(to_uint8(images), path)
 
     def save_model(self) -> None:
@@ -277,8 +290,11 @@ class Trainer:
             return
         with atomic_dir(self.run_dir / MODEL_DIR) as tmp:
             self.model.save_pretrained(tmp, self.accelerator)
-            write_json(tmp / RUN_INFO, {"family": self.family, "channels": self.channels, "image_size": self.size,
-                                        "step": self.state.step, "model_config": self.model.config})
+            info = {"family": self.family, "channels": self.channels, "image_size": self.size,
+                    "step": self.state.step, "model_config": self.model.config}
+            if self.classes:
+                info["classes"] = self.classes
+            write_json(tmp / RUN_INFO, info)
 
 
 class _Estimate:
@@ -332,5 +348,7 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> GenerativeModel:
         raise GenaugError(f"{run_dir} has no trained model ({MODEL_DIR}/{RUN_INFO}); train it first")
     info = json.loads(info_path.read_text())
     dev = resolve_device(device)
-    return get_family(info["family"]).from_pretrained(folder, info["model_config"], info["channels"],
-                                                      info["image_size"], dev)
+    model = get_family(info["family"]).from_pretrained(folder, info["model_config"], info["channels"],
+                                                       info["image_size"], dev)
+    model.classes = info.get("classes")  # the class names of a conditional model, in label order
+    return model
