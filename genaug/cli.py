@@ -261,7 +261,11 @@ def fid(a, b, kid, prc, isc, by_class, image_size, batch_size, device, json_out,
 @click.option("--per-class", type=click.IntRange(min=2), default=None,
               help="Labelled real images per class, validation included  [default: 50]")
 @click.option("--generator", "generators", default=None,
-              help="Comma list of vae, dcgan, ddpm, or none (external sets only)  [default: ddpm]")
+              help="Comma list of vae, dcgan, ddpm, ddpm-cond (one class-conditional DDPM for all classes), or none "
+                   "(external sets only)  [default: ddpm]")
+@click.option("--guidance", default=None,
+              help="ddpm-cond's classifier-free guidance weight, or a comma list (0,1,3) for a sweep: one arm per "
+                   "weight, all sampled from one model per replicate  [default: 1]")
 @click.option("--synthetic", "synthetic", multiple=True,
               help="NAME=DIR: an external synthetic set, DIR/<class>/*.png, used like a generator (repeatable).")
 @click.option("--synthetic-per-class", default=None,
@@ -303,7 +307,7 @@ def fid(a, b, kid, prc, isc, by_class, image_size, batch_size, device, json_out,
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @split_options
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
-def augment_and_train(data, classes, per_class, generators, synthetic, synthetic_per_class, synthetic_ratio, controls,
+def augment_and_train(data, classes, per_class, generators, guidance, synthetic, synthetic_per_class, synthetic_ratio, controls,
                       full_real, replicates, seeds, primary_metric, out, classifier, epochs, batch_size,
                       accept, loss, cr_k, generator_steps, runs_dir, image_size, seed, config_file, device,
                       no_progress, group_by, test_fraction, fit, intensity, data_root):
@@ -319,7 +323,7 @@ def augment_and_train(data, classes, per_class, generators, synthetic, synthetic
     if controls is not None and controls.strip().lower() == "none":
         controls = []
     config = experiment_config(config_file, {
-        "data": data, "classes": classes, "per_class": per_class, "generators": generators,
+        "data": data, "classes": classes, "per_class": per_class, "generators": generators, "guidance": guidance,
         "synthetic": list(synthetic) or None, "synthetic_per_class": synthetic_per_class,
         "synthetic_ratio": synthetic_ratio, "controls": controls, "full_real": full_real or None, "replicates": replicates,
         "primary_metric": primary_metric,

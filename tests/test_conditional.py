@@ -98,3 +98,28 @@ def test_resume_conditional_run(tmp_path):
     r = run_cli("train", "ddpm", "--conditional", "--steps", "4", "--out", tmp_path / "b", "--resume", "--no-progress")
     assert r.exit_code == 0, r.output
     assert runs.model_hash(tmp_path / "a") == runs.model_hash(tmp_path / "b")
+
+
+def test_harness_guidance_sweep_from_one_conditional_model(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(json.dumps({"sample_steps": 4, "quality": False}))
+    out = tmp_path / "exp"
+    r = run_cli("augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "ddpm-cond",
+                "--guidance", "3,0", "--synthetic-per-class", "4", "--replicates", "1", "--seeds", "1", "--epochs", "1",
+                "--generator-steps", "3", "--controls", "none", "--config", cfg, "--out", out, "--no-progress",
+                "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["arms"]) == ["baseline", "+ddpm-cond-w0", "+ddpm-cond-w3"]
+    assert report["config"]["guidance"] == [0.0, 3.0]
+    run = out / "rep-0" / "generators" / "ddpm-cond"
+    config = runs.load_run_config(run)
+    assert config["classes"] == ["normal", "pneumonia"] and config["steps"] == 3
+    assert len(json.loads((run / "manifest.json").read_text())["train"]["items"]) == 16  # 8 + 8, validation apart
+    hashes = report["generators"]
+    assert hashes["ddpm-cond-w0"] == hashes["ddpm-cond-w3"]  # one model serves every weight
+    for cls in ("normal", "pneumonia"):
+        w0 = json.loads((out / "rep-0" / "synthetic" / "ddpm-cond-w0" / cls / "samples.json").read_text())
+        w3 = json.loads((out / "rep-0" / "synthetic" / "ddpm-cond-w3" / cls / "samples.json").read_text())
+        assert (w0["guidance"], w3["guidance"], w0["class"]) == (0.0, 3.0, cls)
+        assert [im["seed"] for im in w0["images"]] == [im["seed"] for im in w3["images"]]  # paired latents

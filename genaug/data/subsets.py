@@ -124,15 +124,18 @@ def _split_items(source: Source, split: str, class_indices: list[int]) -> dict:
     return {"count": len(items), "items": items}
 
 
-def class_manifest(manifest: dict, class_name: str, train_items: list[dict] | None = None, **extra) -> dict:
-    """The manifest of one class's generator run: that class's training (and test) items only."""
+def class_manifest(manifest: dict, class_name: str | list[str], train_items: list[dict] | None = None,
+                   **extra) -> dict:
+    """The manifest of a generator run: the training (and test) items of one class (or of the
+    listed classes, for a class-conditional run) only."""
+    names = [class_name] if isinstance(class_name, str) else list(class_name)
     items = [it for it in (manifest["train"]["items"] if train_items is None else train_items)
-             if it["class"] == class_name]
-    out = {**manifest, "selected_classes": [class_name],
+             if it["class"] in names]
+    out = {**manifest, "selected_classes": names,
            "train": {**manifest["train"], "count": len(items), "items": items}, **extra}
     for split in ("test", "val"):
         if split in manifest:
-            kept = [it for it in manifest[split]["items"] if it["class"] == class_name]
+            kept = [it for it in manifest[split]["items"] if it["class"] in names]
             out[split] = {**manifest[split], "count": len(kept), "items": kept}
     return out
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .classifier import TrainSettings
+from .config import synthetic_sources
 
 if TYPE_CHECKING:  # pragma: no cover
     from .experiment import Replicate
@@ -59,7 +60,7 @@ def plan_arms(config: dict) -> list[Arm]:
     arms = [Arm("baseline", "baseline")]
     arms += [Arm("baseline-strong", "control")] if "baseline-strong" in config["controls"] else []
     counts = config["synthetic_per_class"]
-    sources = list(config["generators"]) + list(config["synthetic"])
+    sources = list(synthetic_sources(config))
     if "dup" in config["controls"]:
         arms.append(Arm("+dup", "control"))
     for source in sources:

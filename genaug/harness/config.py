@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     # synthetic sources and acceptance
     "generators": ["ddpm"], "synthetic": {}, "synthetic_per_class": [100], "accept": ["all"],
     "generator_configs": {}, "generator_steps": None, "sampler": None, "sample_steps": None,
+    "guidance": [1.0],  # classifier-free guidance weights of class-conditional generators (ddpm-cond): one source each
     "acceptance": dict(acceptance.DEFAULTS), "quality": True,
     # arms beside the synthetic ones
     "controls": ["baseline-strong", "dup"], "full_real": False, "synthetic_ratio": None,
@@ -38,6 +39,23 @@ def _as_list(value) -> list:
     if isinstance(value, str):
         return [p.strip() for p in value.split(",") if p.strip()]
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def synthetic_sources(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every synthetic source of an experiment, in report order: {name: {"family", "guidance"} for a
+    generator, {"folder"} for an external set}. A class-conditional family gives one source per
+    guidance weight (`ddpm-cond-w3`) when several are compared, all sampled from one model."""
+    out: dict[str, dict[str, Any]] = {}
+    for family in config["generators"]:
+        if get_family(family).conditional:
+            weights = config["guidance"]
+            for w in weights:
+                out[family if len(weights) == 1 else f"{family}-w{w:g}"] = {"family": family, "guidance": w}
+        else:
+            out[family] = {"family": family, "guidance": None}
+    for name, folder in config["synthetic"].items():
+        out[name] = {"folder": folder}
+    return out
 
 
 def parse_synthetic(items) -> dict[str, str]:
@@ -74,6 +92,12 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
                           f"(got {config['synthetic_per_class']!r})") from None
     for family in config["generators"]:
         get_family(family)
+    try:
+        config["guidance"] = sorted({float(v) for v in _as_list(config["guidance"])})
+    except (TypeError, ValueError):
+        raise GenaugError(f"guidance must be a number >= 0 or a comma list of them (got {config['guidance']!r})") from None
+    if not config["guidance"] or min(config["guidance"]) < 0:
+        raise GenaugError(f"guidance must be a number >= 0 or a comma list of them (got {config['guidance']!r})")
     clash = set(config["synthetic"]) & set(config["generators"])
     if clash:
         raise GenaugError(f"--synthetic name {sorted(clash)[0]!r} is also a generator family; choose another name")

@@ -55,11 +55,13 @@ from ..io import read_json, write_json
 from . import acceptance
 from .arms import Arm, plan_arms
 from .classifier import TrainSettings, predict_proba, train_classifier
-from .config import DESIGN_KEYS, experiment_config  # noqa: F401 - experiment_config is part of this API
+from .config import DEFAULTS, DESIGN_KEYS, synthetic_sources
+from .config import experiment_config  # noqa: F401 - part of this module's API
 from .stats import classification_metrics
 
 FLIP_SAFE_KINDS = {"cifar10", "fashion-mnist"}  # natural images; medical and folder sources: flips off
 SAMPLE_SEED_SPAN = 1_000_000  # images per class and replicate never reach the next class's seeds
+CONDITIONAL_UNIT = 500  # generator_seed unit of a class-conditional model (per-class models use the label)
 
 
 class Experiment:
@@ -95,7 +97,9 @@ class Experiment:
         new = self.saved_config()
         if path.exists():
             old = yaml.safe_load(path.read_text())
-            changed = sorted(k for k in set(old) | set(new) if k not in DESIGN_KEYS and old.get(k) != new.get(k))
+            # a setting added by a later genaug version is absent from older folders: read it as its default
+            changed = sorted(k for k in set(old) | set(new)
+                             if k not in DESIGN_KEYS and old.get(k, DEFAULTS.get(k)) != new.get(k, DEFAULTS.get(k)))
             if changed:
                 raise GenaugError(f"{self.out} holds an experiment with other settings ({', '.join(changed)}); "
                                   "choose another --out (only replicates and seeds may change on a re-run)")
@@ -205,7 +209,8 @@ class Replicate:
         self.e, self.index = experiment, index
         self.folder = experiment.out / f"rep-{index}"
         self.seed = int(experiment.config["seed"]) + index
-        self.sources = list(experiment.config["generators"]) + list(experiment.config["synthetic"])
+        self.source_specs = synthetic_sources(experiment.config)
+        self.sources = list(self.source_specs)
         self._feature_cache: dict[str, torch.Tensor] = {}
         self._filter_model = None
 
@@ -274,10 +279,12 @@ class Replicate:
         return f"a stratified, {unit} {self.e.config['val_fraction']:.0%} carve of the labelled subset (seeded)"
 
     # -- stage 2: generators and samples -------------------------------------------------------
-    def generator_run(self, family: str, label: int) -> Path:
+    def generator_run(self, family: str, label: int | None) -> Path:
+        """The trained run of `family` for class `label`, or for every class (`label` None) when the
+        family is class-conditional."""
         e = self.e
-        name = e.classes[label]
-        manifest = class_manifest(self.manifest, name, self.train_items,
+        names = e.classes if label is None else e.classes[label]
+        manifest = class_manifest(self.manifest, names, self.train_items,
                                   note="real training part of an augment-and-train replicate (validation removed)")
         if e.runs_dir is not None and self.index == 0:
             return self._reused_run(family, label, manifest)
@@ -288,22 +295,34 @@ class Replicate:
         steps = steps.get(family) if isinstance(steps, dict) else steps
         if steps:
             config["steps"] = int(steps)
-        config = {**config, "data": e.data, "class": name, "image_size": e.image_size,
+        if label is None:  # one class-conditional model on the whole real training part
+            config = {**config, "data": e.data, "class": "all", "classes": list(e.classes),
+                      "image_size": e.image_size, "seed": self.generator_seed(CONDITIONAL_UNIT)}
+            return runs.train_on(family, self.train_x, manifest, self.folder / "generators" / family, config,
+                                 resume=True, device=e.device, progress=e.progress, labels=self.train_y)
+        config = {**config, "data": e.data, "class": names, "image_size": e.image_size,
                   "seed": self.generator_seed(label)}
-        run_dir = self.folder / "generators" / family / slug(name)
+        run_dir = self.folder / "generators" / family / slug(names)
         return runs.train_on(family, self.train_x[self.train_y == label], manifest, run_dir, config, resume=True,
                              device=e.device, progress=e.progress)
 
-    def _reused_run(self, family: str, label: int, manifest: dict) -> Path:
-        """A generator from `--runs R` (R/<family>/<class> or `genaug train --class all --out R`'s R/<class>)."""
+    def _reused_run(self, family: str, label: int | None, manifest: dict) -> Path:
+        """A generator from `--runs R` (R/<family>/<class> or `genaug train --class all --out R`'s R/<class>;
+        for a class-conditional family R/<family>, R/<family>/all or R itself)."""
         e = self.e
-        name = e.classes[label]
-        candidates = [e.runs_dir / family / slug(name), e.runs_dir / slug(name)]
+        if label is None:
+            what, candidates = "class-conditional", [e.runs_dir / family, e.runs_dir / family / "all", e.runs_dir]
+        else:
+            what = f"class {e.classes[label]!r}"
+            candidates = [e.runs_dir / family / slug(e.classes[label]), e.runs_dir / slug(e.classes[label])]
         run_dir = next((p for p in candidates if (p / "model").exists()
                         and runs.load_run_config(p).get("family") == family), None)
         if run_dir is None:
-            raise GenaugError(f"--runs: no trained {family} model for class {name!r} in "
+            raise GenaugError(f"--runs: no trained {family} model ({what}) in "
                               f"{' or '.join(str(p) for p in candidates)}")
+        if label is None and runs.load_run_config(run_dir).get("classes") != list(e.classes):
+            raise GenaugError(f"--runs: {run_dir} was trained on the classes "
+                              f"{runs.load_run_config(run_dir).get('classes')}, this experiment has {list(e.classes)}")
         seen = {it["sha256"] for it in load_manifest(run_dir)["train"]["items"]}
         train = {it["sha256"] for it in manifest["train"]["items"]}
         held_out = {it["sha256"] for it in self.val_items if "sha256" in it}
@@ -321,14 +340,20 @@ class Replicate:
         """The `max(synthetic_per_class)` images of one class, in drawing order."""
         e = self.e
         n = max(e.config["synthetic_per_class"])
-        if source in e.config["synthetic"]:
+        spec = self.source_specs[source]
+        if "folder" in spec:
             return e.external(source)[label][:n]
-        run_dir = self.generator_run(source, label)
+        family = spec["family"]
+        conditional = spec["guidance"] is not None
+        run_dir = self.generator_run(family, None if conditional else label)
         folder = self.folder / "synthetic" / source / slug(e.classes[label])
-        sampler = e.config["sampler"] if source == "ddpm" else None
-        steps = e.config["sample_steps"] if source == "ddpm" else None
+        diffusion = family in ("ddpm", "ddpm-cond")
+        sampler = e.config["sampler"] if diffusion else None
+        steps = e.config["sample_steps"] if diffusion else None
+        condition = {"class_name": e.classes[label], "guidance": spec["guidance"]} if conditional else {}
+        # every guidance weight starts class `label` from the same latents: the sweep is paired
         runs.sample(run_dir, n, folder, sampler, steps, seed=self.sample_seed(label), device=e.device,
-                    progress=e.progress)
+                    progress=e.progress, **condition)
         return load_image_folder(folder)[:n]
 
     @cached_property

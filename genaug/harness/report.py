@@ -70,8 +70,9 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
                           "runs": [_run_summary(r) for r in results if r["arm"] == a.name],
                           "summary": summ.get(a.name, {})} for a in e.arms},
         "comparisons": comps,
-        "generators": {f: {cls: [read_json(rep.folder / "synthetic" / f / slug(cls) / "samples.json")["model_sha256"]
-                                 for rep in replicates] for cls in e.classes} for f in c["generators"]},
+        "generators": {s: {cls: [read_json(rep.folder / "synthetic" / s / slug(cls) / "samples.json")["model_sha256"]
+                                 for rep in replicates] for cls in e.classes}
+                       for s, spec in first.source_specs.items() if "family" in spec},
         "acceptance": {s: [{"replicate": rep.index, **row} for rep in replicates for row in rep.decisions(s)["rows"]]
                        for s in first.sources},
         "quality": quality,
