@@ -124,9 +124,13 @@ def resume_runs(family: str, out: str | Path, overrides: dict[str, Any] | None =
 
 
 def reconcile(saved: dict[str, Any], wanted: dict[str, Any], run_dir: Path, prefix: str = "") -> dict[str, Any]:
-    """`wanted` if it only repeats or extends `saved`; else a refusal naming the first differing key."""
+    """`wanted` if it only repeats or extends `saved`; else a refusal naming the first differing key.
+
+    A setting a later genaug version added (absent from an older run's record) counts as
+    recorded at its default."""
+    added_defaults = {**TRAIN_DEFAULTS, **DATA_DEFAULTS} if not prefix else {}
     for key in sorted(set(saved) | set(wanted)):
-        old, new = saved.get(key), wanted.get(key)
+        old, new = saved.get(key, added_defaults.get(key)), wanted.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
             reconcile(old, new, run_dir, f"{prefix}{key}.")
         elif key == "history" or old == new:

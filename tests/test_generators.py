@@ -226,3 +226,39 @@ def test_resumed_ema_lands_on_the_training_device(tmp_path, normal_class):
     trainer.resume()
     trainer.fit()  # ema.step after a resume: shadow weights and parameters on one device
     assert {p.device for p in trainer.model.ema.shadow_params} == {trainer.accelerator.device}
+
+
+def test_run_recorded_before_a_setting_existed_still_resumes(tmp_path):
+    """A run folder written by an older genaug lacks settings added since; they count as their defaults."""
+    import yaml
+
+    common = ["--data", PNEUMONIA, "--class", "normal", "--per-class", "16", "--batch-size", "8", "--device", "cpu",
+              "--no-progress", "--checkpoint-every", "2"]
+    assert run_cli("train", "vae", *common, "--steps", "2", "--out", tmp_path / "r").exit_code == 0
+    path = tmp_path / "r" / "config.yaml"
+    recorded = yaml.safe_load(path.read_text())
+    for key in ("channels_last", "compile"):
+        recorded.pop(key)
+    path.write_text(yaml.safe_dump(recorded))
+    r = run_cli("train", "vae", *common, "--steps", "4", "--out", tmp_path / "r", "--resume")
+    assert r.exit_code == 0, r.output
+    r = run_cli("train", "vae", *common, "--steps", "6", "--out", tmp_path / "r", "--resume", "--config",
+                _write(tmp_path / "c.yaml", {"channels_last": True}))
+    assert_clean_error(r, "channels_last = False, not True")
+
+
+def _write(path, data):
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("family", ["dcgan", "ddpm"])
+def test_channels_last_keeps_the_loss_curve(tmp_path, normal_class, family):
+    curves = {}
+    for fmt in (False, True):
+        run = tmp_path / str(fmt)
+        Trainer(family, normal_class, run, _config(family, 4, channels_last=fmt), device="cpu", progress=False).fit()
+        curves[fmt] = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    key = "loss_d" if family == "dcgan" else "loss"
+    for a, b in zip(curves[False], curves[True]):
+        assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-4)

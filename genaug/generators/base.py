@@ -86,6 +86,15 @@ class GenerativeModel(ABC):
         return contextlib.nullcontext()
 
 
+def bare(module: torch.nn.Module) -> torch.nn.Module:
+    """The network inside DistributedDataParallel (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return module
+        module = inner
+
+
 def latents(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """Standard normal draws, one per generator (drawn on the CPU so every device agrees)."""
     return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)

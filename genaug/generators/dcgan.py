@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from .base import GenerativeModel, base_size, latents, register_family
+from .base import GenerativeModel, bare, base_size, latents, register_family
 from .diffaugment import diff_augment
 
 
@@ -137,7 +137,7 @@ class DCGAN(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, generators, sampler=None, steps=None):
-        gen = getattr(self.generator, "module", self.generator)
+        gen = bare(self.generator)
         was_training = gen.training
         gen.eval()
         z = latents(generators, (self.config["latent_dim"],), next(gen.parameters()).device)

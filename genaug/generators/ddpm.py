@@ -24,7 +24,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..errors import GenaugError
-from .base import GenerativeModel, latents, register_family
+from .base import GenerativeModel, bare, latents, register_family
 
 SAMPLERS = {  # name: (scheduler class, settings over the training scheduler's config, default steps)
     "ddpm": (DDPMScheduler, {"timestep_spacing": "trailing"}, 1000),
@@ -155,7 +155,7 @@ class DDPM(GenerativeModel):
             self.ema.restore(params)
 
     def _bare_unet(self) -> UNet2DModel:
-        return getattr(self.unet, "module", self.unet)
+        return bare(self.unet)
 
     def _build_unet(self) -> UNet2DModel:
         return _unet(self.config, self.channels, self.image_size)

@@ -41,7 +41,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "sample_every": 1000,
     "grid_size": 16,
     "keep_checkpoints": 2,
-    "mixed_precision": "auto",
+    "mixed_precision": "auto",  # auto: bf16 (fp16 without bf16) on CUDA, full precision elsewhere; or no|bf16|fp16
+    "channels_last": False,  # NHWC memory format for the networks and batches
+    "compile": False,  # torch.compile (inductor) through accelerate
 }
 CHECKPOINTS = "checkpoints"
 LOG_NAME = "train_log.jsonl"
@@ -143,7 +145,8 @@ class Trainer:
         family_cls = get_family(family)
         self.accelerator = Accelerator(
             cpu=target.type == "cpu", mixed_precision=mixed_precision_for(self.config["mixed_precision"], target),
-            kwargs_handlers=[DistributedDataParallelKwargs(**family_cls.ddp_kwargs)])
+            kwargs_handlers=[DistributedDataParallelKwargs(**family_cls.ddp_kwargs)],
+            dynamo_backend="inductor" if self.config["compile"] else "no")
         acc = self.accelerator
         batch_indices(0, len(real_uint8), self.config["batch_size"], 0, 0, acc.num_processes)  # divisible?
         self.progress = progress
@@ -158,6 +161,10 @@ class Trainer:
             model_config["num_classes"] = len(self.classes)
         torch.manual_seed(self.config["seed"])  # the same initial weights on every process
         self.model: GenerativeModel = family_cls(model_config, channels, size)
+        self.memory_format = torch.channels_last if self.config["channels_last"] else torch.contiguous_format
+        for network in vars(self.model).values():
+            if isinstance(network, torch.nn.Module):
+                network.to(memory_format=self.memory_format)
         self.model.prepare(acc, len(real_uint8))
         self.state = TrainState(self.config["seed"], acc.device, acc.process_index, acc.num_processes)
         acc.register_for_checkpointing(self.state)
@@ -233,7 +240,8 @@ class Trainer:
             while self.state.step < total:
                 idx = batch_indices(self.state.step, len(self.real), c["batch_size"], c["seed"],
                                     self.accelerator.process_index, self.accelerator.num_processes)
-                batch = to_model_range(self.real[idx]).to(self.device, non_blocking=True)
+                batch = to_model_range(self.real[idx]).to(self.device, non_blocking=True,
+                                                          memory_format=self.memory_format)
                 condition = {"labels": self.labels[idx]} if self.labels is not None else {}
                 losses = self.model.train_step(batch, self.state.rng, self.state.step, self.accelerator, **condition)
                 self.state.step += 1

@@ -15,7 +15,7 @@ import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from .base import GenerativeModel, base_size, latents, register_family
+from .base import GenerativeModel, bare, base_size, latents, register_family
 
 
 class ConvVAE(ModelMixin, ConfigMixin):
@@ -95,7 +95,7 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, generators, sampler=None, steps=None):
-        vae = getattr(self.vae, "module", self.vae)
+        vae = bare(self.vae)
         was_training = vae.training
         vae.eval()
         z = latents(generators, (self.config["latent_dim"],), next(vae.parameters()).device)
