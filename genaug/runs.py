@@ -23,7 +23,7 @@ from .data.imagesets import slug
 from .data.subsets import MANIFEST_NAME, class_manifest
 from .errors import GenaugError
 from .generators.base import get_family
-from .generators.training import MODEL_DIR, TRAIN_DEFAULTS, Trainer, load_trained
+from .generators.training import MODEL_DIR, RUN_INFO, TRAIN_DEFAULTS, Trainer, load_trained
 from .io import read_json, write_json
 
 SAMPLE_MANIFEST = "samples.json"
@@ -167,13 +167,29 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / MANIFEST_NAME, manifest)
         save_config(config, config_path)
+    if resume and _finished(run_dir, config):
+        return run_dir  # nothing to train: its model is the final one
     trainer = Trainer(family, images, run_dir, config, device=device, progress=progress, labels=labels,
                       classes=config.get("classes"))
     if resume:
         trainer.resume()
     if trainer.state.step < int(trainer.config["steps"]) or not (run_dir / MODEL_DIR).exists():
         trainer.fit()
+    if config.get("select_by_fid") and not _finished(run_dir, config):
+        from .metrics.selection import select_checkpoint
+
+        select_checkpoint(trainer, device=device, progress=progress)
     return run_dir
+
+
+def _finished(run_dir: Path, config: dict[str, Any]) -> bool:
+    """Whether the run's final model exists for `config`'s steps (and its checkpoint selection, if asked)."""
+    info = run_dir / MODEL_DIR / RUN_INFO
+    if not info.exists():
+        return False
+    recorded = read_json(info)
+    trained = int(recorded.get("trained_steps", recorded["step"]))
+    return trained == int(config["steps"]) and (not config.get("select_by_fid") or "selection" in recorded)
 
 
 def _check_run_folder(run_dir: Path, manifest: dict, resume: bool) -> None:

@@ -262,3 +262,28 @@ def test_channels_last_keeps_the_loss_curve(tmp_path, normal_class, family):
     key = "loss_d" if family == "dcgan" else "loss"
     for a, b in zip(curves[False], curves[True]):
         assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-4)
+
+
+def test_dcgan_keeps_an_ema_and_checkpoint_selection_by_fid(tmp_path, normal_class):
+    """The EMA follows the generator and is checkpointed; select_by_fid scores every kept checkpoint with raw
+    and EMA weights at the real count and writes the best as the model."""
+    cfg = _write(tmp_path / "c.yaml", {"checkpoint_every": 2, "keep_checkpoints": 2, "select_by_fid": True,
+                                        "sample_every": 1000, "grid_size": 2, "model": FAST["dcgan"]})
+    common = ["train", "dcgan", "--data", PNEUMONIA, "--class", "normal", "--per-class", "24", "--steps", "4",
+              "--batch-size", "8", "--config", cfg, "--out", tmp_path / "run", "--device", "cpu", "--no-progress"]
+    r = run_cli(*common)
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "run"
+    info = json.loads((run / "model" / "genaug.json").read_text())
+    selection = info["selection"]
+    assert selection["images"] == 24 and len(selection["candidates"]) == 4
+    assert {(c["step"], c["weights"]) for c in selection["candidates"]} == {(2, "raw"), (2, "ema"), (4, "raw"),
+                                                                             (4, "ema")}
+    best = min(selection["candidates"], key=lambda c: c["fid"])
+    assert selection["chosen"] == best and info["step"] == best["step"] and info["trained_steps"] == 4
+    assert info["model_config"]["sample_weights"] == best["weights"]
+    assert list((run / "checkpoints" / "step-0000004").glob("custom_checkpoint_1.pkl"))  # the EMA
+    model = load_trained(run, "cpu")
+    assert model.sample([torch.Generator().manual_seed(0)]).shape == (1, 1, 28, 28)
+    assert run_cli(*common, "--resume").exit_code == 0
+    assert json.loads((run / "model" / "genaug.json").read_text()) == info  # finished: nothing redone

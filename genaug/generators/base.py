@@ -79,11 +79,35 @@ class GenerativeModel(ABC):
                         device: torch.device) -> "GenerativeModel":
         """Rebuild a model written by `save_pretrained`, ready to sample."""
 
+    def late_checkpoint_state(self) -> list:
+        """Objects to checkpoint that a family gained after genaug 0.1 (registered after the run's own
+        state, so older checkpoints keep their numbering)."""
+        return []
+
     def sampling_mode(self):
         """Context in which `sample` runs during training (e.g. EMA weights swapped in)."""
         import contextlib
 
         return contextlib.nullcontext()
+
+
+class EMAOnDevice:
+    """The EMA as a checkpointed object whose loaded weights land on the training device.
+
+    accelerate loads custom states with `map_location="cpu"` and `EMAModel.load_state_dict`
+    adopts the loaded tensors, so after a resume on a GPU the shadow weights would stay on the CPU
+    and the next `ema.step` would mix devices.
+    """
+
+    def __init__(self, ema, device: torch.device):
+        self.ema, self.device = ema, device
+
+    def state_dict(self) -> dict:
+        return self.ema.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema.load_state_dict(state)
+        self.ema.to(self.device)
 
 
 def bare(module: torch.nn.Module) -> torch.nn.Module:

@@ -8,6 +8,7 @@ out. Discriminator mirrors it with strided convs, BatchNorm + LeakyReLU(0.2). Bo
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -16,8 +17,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.training_utils import EMAModel
 
-from .base import GenerativeModel, bare, base_size, latents, register_family
+from ..errors import GenaugError
+from .base import EMAOnDevice, GenerativeModel, bare, base_size, latents, register_family
 from .diffaugment import diff_augment
 
 
@@ -82,6 +85,8 @@ class DCGAN(GenerativeModel):
         "diffaugment": "auto",  # on for classes under `diffaugment_below` images
         "diffaugment_below": 5000,
         "diffaugment_policy": "color,translation,cutout",
+        "ema_decay": 0.999,  # an exponential moving average of the generator's weights is always kept
+        "sample_weights": "raw",  # raw | ema: the generator weights that sample (checkpoint selection may choose)
     }
     # The discriminator runs on real and fake batches before one backward. DDP's default buffer
     # broadcast overwrites the BatchNorm buffers in place at every forward, the known cause of
@@ -97,6 +102,10 @@ class DCGAN(GenerativeModel):
         self.generator = DCGANGenerator(c["latent_dim"], channels, image_size, c["base_width"], c["max_width"])
         self.discriminator = DCGANDiscriminator(channels, image_size, c["base_width"], c["max_width"])
         self.policy = ""
+        self.ema = None
+        self.sample_weights = self.config["sample_weights"]
+        if self.sample_weights not in ("raw", "ema"):
+            raise GenaugError(f"sample_weights must be raw or ema (got {self.sample_weights!r})")
 
     def prepare(self, accelerator, n_train):
         c = self.config
@@ -109,6 +118,13 @@ class DCGAN(GenerativeModel):
             warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
             self.generator, self.discriminator, self.opt_g, self.opt_d = accelerator.prepare(
                 self.generator, self.discriminator, opt_g, opt_d)
+        # EMA of the parameters (BatchNorm statistics stay the raw generator's), Yazici et al. 2019
+        self.ema = EMAModel(bare(self.generator).parameters(), decay=c["ema_decay"], use_ema_warmup=True)
+        self.ema.to(accelerator.device)
+        self.ema_state = EMAOnDevice(self.ema, accelerator.device)
+
+    def late_checkpoint_state(self):
+        return [self.ema_state]
 
     def _augment(self, x, rng):
         return diff_augment(x, self.policy, rng) if self.policy else x
@@ -131,9 +147,24 @@ class DCGAN(GenerativeModel):
         self.opt_g.zero_grad(set_to_none=True)
         accelerator.backward(loss_g)
         self.opt_g.step()
+        self.ema.step(bare(self.generator).parameters())
         return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
                 "d_real": float(torch.sigmoid(d_real.detach().float()).mean()),
                 "d_fake": float(torch.sigmoid(d_fake.detach().float()).mean())}
+
+    @contextlib.contextmanager
+    def sampling_mode(self):
+        """With sample_weights ema, sample with the EMA weights, then put the training weights back exactly."""
+        if self.sample_weights != "ema" or self.ema is None:
+            yield
+            return
+        params = list(bare(self.generator).parameters())
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
 
     @torch.no_grad()
     def sample(self, generators, sampler=None, steps=None):
@@ -146,9 +177,10 @@ class DCGAN(GenerativeModel):
         return out.float()
 
     def save_pretrained(self, folder, accelerator=None):
-        unwrap = accelerator.unwrap_model if accelerator else (lambda m: m)
-        unwrap(self.generator).save_pretrained(Path(folder) / "generator")
-        unwrap(self.discriminator).save_pretrained(Path(folder) / "discriminator")
+        """`generator/` holds the weights that sample (raw or EMA, per `sample_weights`)."""
+        with self.sampling_mode():
+            bare(self.generator).save_pretrained(Path(folder) / "generator")
+        bare(self.discriminator).save_pretrained(Path(folder) / "discriminator")
 
     @classmethod
     def from_pretrained(cls, folder, config, channels, image_size, device):

@@ -24,7 +24,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..errors import GenaugError
-from .base import GenerativeModel, bare, latents, register_family
+from .base import EMAOnDevice, GenerativeModel, bare, latents, register_family
 
 SAMPLERS = {  # name: (scheduler class, settings over the training scheduler's config, default steps)
     "ddpm": (DDPMScheduler, {"timestep_spacing": "trailing"}, 1000),
@@ -47,25 +47,6 @@ def sampling_scheduler(training_config, sampler: str, steps: int):
 
 def _takes_generator(scheduler) -> bool:
     return "generator" in inspect.signature(scheduler.step).parameters
-
-
-class EMAOnDevice:
-    """The EMA as a checkpointed object whose loaded weights land on the training device.
-
-    accelerate loads custom states with `map_location="cpu"` and `EMAModel.load_state_dict`
-    adopts the loaded tensors, so after a resume on a GPU the shadow weights would stay on the CPU
-    and the next `ema.step` would mix devices.
-    """
-
-    def __init__(self, ema: EMAModel, device: torch.device):
-        self.ema, self.device = ema, device
-
-    def state_dict(self) -> dict:
-        return self.ema.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.ema.load_state_dict(state)
-        self.ema.to(self.device)
 
 
 def _unet(config: dict, channels: int, image_size: int, num_class_embeds: int | None = None) -> UNet2DModel:

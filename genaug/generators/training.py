@@ -44,6 +44,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "mixed_precision": "auto",  # auto: bf16 (fp16 without bf16) on CUDA, full precision elsewhere; or no|bf16|fp16
     "channels_last": False,  # NHWC memory format for the networks and batches
     "compile": False,  # torch.compile (inductor) through accelerate
+    "select_by_fid": False,  # keep the kept checkpoint (and DCGAN raw/EMA weights) with the best FID
 }
 CHECKPOINTS = "checkpoints"
 LOG_NAME = "train_log.jsonl"
@@ -168,6 +169,8 @@ class Trainer:
         self.model.prepare(acc, len(real_uint8))
         self.state = TrainState(self.config["seed"], acc.device, acc.process_index, acc.num_processes)
         acc.register_for_checkpointing(self.state)
+        for extra in self.model.late_checkpoint_state():
+            acc.register_for_checkpointing(extra)
         self.real = real_uint8.cpu()  # uint8 on the host; each batch goes to the device as floats
         self.device = self.accelerator.device
         self.family, self.channels, self.size = family, channels, size
@@ -197,10 +200,18 @@ class Trainer:
         found = checkpoints(self.run_dir)
         if not found:
             return 0
-        self.accelerator.load_state(str(found[-1]))
+        self.load_checkpoint(found[-1])
         if self.accelerator.is_main_process:
             self._truncate_log(self.state.step)
         return self.state.step
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Model, EMA, optimizer, scheduler, step and RNG states of one checkpoint."""
+        expected = len(self.accelerator._custom_objects)
+        if not (folder / f"custom_checkpoint_{expected - 1}.pkl").exists():
+            raise GenaugError(f"{folder} was written by an older genaug, without state this {self.family} now keeps "
+                              "(e.g. the DCGAN's generator EMA): train this run again in a new folder")
+        self.accelerator.load_state(str(folder))
 
     def checkpoint_interval(self) -> int:
         every = self.config["checkpoint_every"]
@@ -291,15 +302,17 @@ class Trainer:
             images = self.model.sample(gens, **condition)
         save_grid(to_uint8(images), path)
 
-    def save_model(self) -> None:
-        """The final model for sampling, in its library's format, plus what genaug needs to load it."""
+    def save_model(self, extra: dict[str, Any] | None = None) -> None:
+        """The final model for sampling, in its library's format, plus what genaug needs to load it
+        (and `extra`, e.g. how a checkpoint was selected)."""
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
         with atomic_dir(self.run_dir / MODEL_DIR) as tmp:
             self.model.save_pretrained(tmp, self.accelerator)
             info = {"family": self.family, "channels": self.channels, "image_size": self.size,
-                    "step": self.state.step, "model_config": self.model.config}
+                    "step": self.state.step, "trained_steps": int(self.config["steps"]),
+                    "model_config": self.model.config, **(extra or {})}
             if self.classes:
                 info["classes"] = self.classes
             write_json(tmp / RUN_INFO, info)
