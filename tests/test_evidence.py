@@ -128,6 +128,11 @@ def test_control_arms_image_counts_and_step_budget(tiny):
     q = _json(tiny / "rep-0" / "quality" / "vae.json")
     assert {"fid", "kid_mean", "precision", "recall", "cas", "n_real", "n_synthetic"} <= set(q)
     assert q["n_real"] == 16 and q["cas"]["n_test"] == 624
+    normal = q["per_class"]["normal"]
+    assert normal["n_real"] == 8 and normal["n_floor"] == 8 and normal["fid"] > 0 and normal["floor_fid"] > 0
+    floor_items = _json(tiny / "rep-0" / "quality" / "floor.json")
+    assert set(floor_items) == {"normal", "pneumonia"}
+    assert "real-vs-real floor" in md
 
 
 def test_more_replicates_and_seeds_on_a_rerun_are_recorded(tiny, tmp_path):

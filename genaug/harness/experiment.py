@@ -477,8 +477,55 @@ class Replicate:
             probs = predict_proba(trained.model, self.test_x, e.device)
             out["cas"] = classification_metrics(self.test_y.numpy(), probs, e.classes)
             out["classes_without_images"] = [e.classes[label] for label in e.labels if not (y == label).any()]
+            out["per_class"] = self.class_fids(x, y)
         else:
             out["note"] = "fewer than 4 accepted images: no FID, KID, precision/recall or CAS"
+        write_json(path, out)
+        return out
+
+
+    def class_fids(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, dict]:
+        """Per class: FID of the accepted images against the class's real training images, beside the
+        real-vs-real floor at the same real count and (up to) the same synthetic count."""
+        from ..metrics.fidelity import ImageSet, compute_metrics
+
+        floors = self.floor_fids()
+        out = {}
+        for label in self.e.labels:
+            name = self.e.classes[label]
+            real, fake = self.train_x[self.train_y == label], x[y == label]
+            row = {"n_real": len(real), "n_synthetic": len(fake), "fid": None, **floors.get(name, {})}
+            if len(fake) >= 2 and len(real) >= 2:
+                row["fid"] = compute_metrics(ImageSet(real, f"real training {name}", True),
+                                             ImageSet(fake, f"synthetic {name}"), device=self.e.device)["fid"]
+            out[name] = row
+        return out
+
+    def floor_fids(self) -> dict[str, dict]:
+        """Per class: FID between the class's real training images and as many other real train-split
+        images of the class as synthetic images are drawn (never validation or test images)."""
+        path = self.folder / "quality" / "floor.json"
+        if path.exists():
+            return read_json(path)
+        from ..metrics.fidelity import ImageSet, compute_metrics
+
+        e = self.e
+        split = e.source.split("train")
+        used = {it["id"] for it in self.train_items} | {it["id"] for it in self.val_items}
+        g = torch.Generator().manual_seed(self.seed * 1000 + 997)
+        out = {}
+        for label, source_label in zip(e.labels, e.source_labels):
+            pool = [i for i, lab in zip(split.ids, split.labels) if int(lab) == source_label and i not in used]
+            n = min(max(e.config["synthetic_per_class"]), len(pool))
+            real = self.train_x[self.train_y == label]
+            if n < 2 or len(real) < 2:
+                out[e.classes[label]] = {"floor_fid": None, "n_floor": n}
+                continue
+            pick = [pool[int(i)] for i in torch.randperm(len(pool), generator=g)[:n]]
+            other = e.source.load("train", pick, e.image_size, self.manifest["fit"], self.manifest["intensity"]).images
+            fid = compute_metrics(ImageSet(real, f"real training {e.classes[label]}", True),
+                                  ImageSet(other, f"other real {e.classes[label]}"), device=e.device)["fid"]
+            out[e.classes[label]] = {"floor_fid": fid, "n_floor": n}
         write_json(path, out)
         return out
 

@@ -261,6 +261,7 @@ def _quality_tables(r: dict, primary: str) -> list[str]:
     lines += ["", "FID/KID with this few images are biased upward: compare them only between sources of this "
               "experiment (same counts). CAS: a classifier trained on the accepted synthetic images alone, with "
               "the shared recipe, scored on the real test split.", ""]
+    lines += _class_fid_table(r)
     qvg = r["quality_vs_gain"]
     if qvg:
         lines += [f"Which quality metric predicts the gain over the baseline ({primary}), across sources and "
@@ -268,6 +269,37 @@ def _quality_tables(r: dict, primary: str) -> list[str]:
         lines += [f"| {m} | {_f(v['spearman_rho'], 3)} | {_p(v['p'])} | {v['n']} |" for m, v in qvg.items()]
         lines.append("")
     return lines
+
+
+def _class_fid_table(r: dict) -> list[str]:
+    """FID per class against the class's real training images, beside the real-vs-real floor."""
+    rows = {}
+    for source, per_rep in r["quality"].items():
+        for q in per_rep:
+            for cls, row in (q.get("per_class") or {}).items():
+                rows.setdefault(cls, {}).setdefault(source, []).append(row)
+    if not rows:
+        return []
+
+    def cell(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "–"
+        return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+    sources = list(r["quality"])
+    lines = ["FID per class against the class's real training images (mean ± sd over replicates), beside the "
+             "floor: the FID of as many other real images of the class (train split, never validation or test) "
+             "against the same real training images:", "",
+             "| class | n real | " + " | ".join(sources) + " | real-vs-real floor (n) |",
+             "|---|---|" + "---|" * (len(sources) + 1)]
+    for cls, by_source in rows.items():
+        first = next(iter(by_source.values()))
+        floor = cell([row.get("floor_fid") for row in first])
+        lines.append(f"| {cls} | {first[0]['n_real']} | "
+                     + " | ".join(cell([row["fid"] for row in by_source.get(s, [])]) for s in sources)
+                     + f" | {floor} ({first[0].get('n_floor', '–')}) |")
+    return lines + [""]
 
 
 def _acceptance_table(r: dict) -> list[str]:
