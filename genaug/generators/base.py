@@ -8,6 +8,7 @@ drawn in.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -86,8 +87,6 @@ class GenerativeModel(ABC):
 
     def sampling_mode(self):
         """Context in which `sample` runs during training (e.g. EMA weights swapped in)."""
-        import contextlib
-
         return contextlib.nullcontext()
 
 
@@ -108,6 +107,18 @@ class EMAOnDevice:
     def load_state_dict(self, state: dict) -> None:
         self.ema.load_state_dict(state)
         self.ema.to(self.device)
+
+
+@contextlib.contextmanager
+def ema_weights(ema, module: torch.nn.Module):
+    """Inside the block `module` holds the EMA weights; afterwards its own weights, exactly."""
+    params = list(bare(module).parameters())
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        yield
+    finally:
+        ema.restore(params)
 
 
 def bare(module: torch.nn.Module) -> torch.nn.Module:

@@ -20,7 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.training_utils import EMAModel
 
 from ..errors import GenaugError
-from .base import EMAOnDevice, GenerativeModel, bare, base_size, latents, register_family
+from .base import EMAOnDevice, GenerativeModel, bare, ema_weights, base_size, latents, register_family
 from .diffaugment import diff_augment
 
 
@@ -152,19 +152,11 @@ class DCGAN(GenerativeModel):
                 "d_real": float(torch.sigmoid(d_real.detach().float()).mean()),
                 "d_fake": float(torch.sigmoid(d_fake.detach().float()).mean())}
 
-    @contextlib.contextmanager
     def sampling_mode(self):
         """With sample_weights ema, sample with the EMA weights, then put the training weights back exactly."""
         if self.sample_weights != "ema" or self.ema is None:
-            yield
-            return
-        params = list(bare(self.generator).parameters())
-        self.ema.store(params)
-        self.ema.copy_to(params)
-        try:
-            yield
-        finally:
-            self.ema.restore(params)
+            return contextlib.nullcontext()
+        return ema_weights(self.ema, self.generator)
 
     @torch.no_grad()
     def sample(self, generators, sampler=None, steps=None):

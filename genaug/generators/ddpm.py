@@ -12,7 +12,6 @@ diffusion noise schedules and sample steps are flawed").
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..errors import GenaugError
-from .base import EMAOnDevice, GenerativeModel, bare, latents, register_family
+from .base import EMAOnDevice, GenerativeModel, bare, ema_weights, latents, register_family
 
 SAMPLERS = {  # name: (scheduler class, settings over the training scheduler's config, default steps)
     "ddpm": (DDPMScheduler, {"timestep_spacing": "trailing"}, 1000),
@@ -124,16 +123,9 @@ class DDPM(GenerativeModel):
     def _training_labels(self, labels, rng, device):
         return None
 
-    @contextlib.contextmanager
     def sampling_mode(self):
         """Sample with the EMA weights, then put the training weights back exactly."""
-        params = list(self._bare_unet().parameters())
-        self.ema.store(params)
-        self.ema.copy_to(params)
-        try:
-            yield
-        finally:
-            self.ema.restore(params)
+        return ema_weights(self.ema, self.unet)
 
     def _bare_unet(self) -> UNet2DModel:
         return bare(self.unet)
