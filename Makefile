@@ -27,6 +27,8 @@ bench: setup fashion-mnist
 	$(BIN)/python scripts/bench_data.py
 	$(BIN)/python scripts/bench_fid.py
 	$(BIN)/python scripts/bench_generators.py
+	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_sample.py
 
 clean:
 	rm -rf demo-out bench-out runs
