@@ -123,16 +123,21 @@ def resume_runs(family: str, out: str | Path, overrides: dict[str, Any] | None =
     return done
 
 
-def reconcile(saved: dict[str, Any], wanted: dict[str, Any], run_dir: Path, prefix: str = "") -> dict[str, Any]:
+def reconcile(saved: dict[str, Any], wanted: dict[str, Any], run_dir: Path, prefix: str = "",
+              defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """`wanted` if it only repeats or extends `saved`; else a refusal naming the first differing key.
 
     A setting a later genaug version added (absent from an older run's record) counts as
     recorded at its default."""
-    added_defaults = {**TRAIN_DEFAULTS, **DATA_DEFAULTS} if not prefix else {}
+    if defaults is None:
+        family = wanted.get("family") or saved.get("family")
+        model = get_family(family).default_config if family else {}
+        defaults = {**TRAIN_DEFAULTS, **DATA_DEFAULTS, "model": model}
     for key in sorted(set(saved) | set(wanted)):
-        old, new = saved.get(key, added_defaults.get(key)), wanted.get(key)
+        old, new = saved.get(key, defaults.get(key)), wanted.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            reconcile(old, new, run_dir, f"{prefix}{key}.")
+            reconcile(old, new, run_dir, f"{prefix}{key}.", defaults.get(key) if isinstance(defaults.get(key), dict)
+                      else {})
         elif key == "history" or old == new:
             continue
         elif key in EXTENDABLE and not prefix and isinstance(new, int) and isinstance(old, int) and new > old:
