@@ -3,9 +3,10 @@
 For one trained per-class DDPM run and (optionally) one class-conditional run, draws the same
 `--n` images (same seeds) of one class with each sampler: DDPM-1000 (ancestral), DDIM 50/20/10
 (trailing spacing), DPM-Solver++ 20/10 and UniPC 10; measures the wall time and the FID against
-every real train-split image of the class (same counts for every sampler). Prints one JSON line:
+the real train-split images of the class (same counts for every sampler). Prints one JSON line:
 per model and sampler the seconds, the speed-up over DDPM-1000 and the FID change against
-DDPM-1000's, beside the real-vs-real floor (two disjoint draws of n real images).
+DDPM-1000's, beside the real-vs-real floor: n held-out real images of the class against the same
+reference (the class's other train-split images).
 
 Without --run/--cond-run, trains them first (resumable in --out) with the packaged
 `ddpm-28` / `ddpm-cond-28` configs and --train-steps steps.
@@ -59,8 +60,8 @@ def main(data, class_name, run_dir, cond_run, no_cond, guidance, n, train_steps,
     label = source.class_index(class_name)
     real = load_split(source, "train", [label], 28).images
     perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
-    floor = compute_metrics(ImageSet(real[perm[:n]], "real draw A", True),
-                            ImageSet(real[perm[n:2 * n]], "real draw B", True))["fid"]
+    held_out, real = real[perm[:n]], real[perm[n:]]  # the reference: every other real image of the class
+    floor = compute_metrics(ImageSet(real, "real class", True), ImageSet(held_out, "held-out real", True))["fid"]
     models = {"per-class": Path(run_dir) if run_dir else _train("ddpm", data, class_name, train_steps, per_class,
                                                                  out / "ddpm")}
     if not no_cond:
