@@ -64,23 +64,24 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     # intensity window is fitted on every selected class together
     real, manifest = draw_subset(source, selected, config.get("per_class"), seed, image_size, skip_bad,
                                  fit=config.get("fit"), intensity=config.get("intensity"))
+    jobs = []  # (run folder, images, manifest, settings, labels)
     if get_family(family).conditional:
         names = [source.classes[label] for label in selected]
         run_dir = Path(out or default_run_dir(data, family, "all" if str(classes).lower() == "all" else "-".join(names)))
-        effective = {**config, "data": data, "class": classes, "classes": names, "image_size": image_size}
-        if resume and progress and not (run_dir / "config.yaml").exists():
-            print(f"nothing to resume in {run_dir}; starting a new run", file=sys.stderr)
-        return [train_on(family, real.images, manifest, run_dir, effective, resume, device, progress,
-                         labels=positions(real, names))]
+        jobs.append((run_dir, real.images, manifest, {"class": classes, "classes": names}, positions(real, names)))
+    else:
+        for label in selected:
+            name = source.classes[label]
+            run_dir = (Path(out) / slug(name) if out and len(selected) > 1
+                       else Path(out or default_run_dir(data, family, name)))
+            jobs.append((run_dir, real.of_class(label), class_manifest(manifest, name), {"class": name}, None))
     runs = []
-    for label in selected:
-        name = source.classes[label]
-        run_dir = Path(out) / slug(name) if out and len(selected) > 1 else Path(out or default_run_dir(data, family, name))
-        effective = {**config, "data": data, "class": name, "image_size": image_size}
+    for run_dir, images, run_manifest, settings, labels in jobs:
         if resume and progress and not (run_dir / "config.yaml").exists():
             print(f"nothing to resume in {run_dir}; starting a new run", file=sys.stderr)
-        runs.append(train_on(family, real.of_class(label), class_manifest(manifest, name), run_dir, effective,
-                             resume, device, progress))
+        effective = {**config, "data": data, **settings, "image_size": image_size}
+        runs.append(train_on(family, images, run_manifest, run_dir, effective, resume, device, progress,
+                             labels=labels))
     return runs
 
 
@@ -243,7 +244,7 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     settings = {"run": str(run_dir.resolve()), "model_sha256": model_hash(run_dir), "family": model.family,
                 "sampler": sampler, "steps": steps, "seed": seed}
     if condition:
-        settings.update({"class": class_name, "guidance": condition["guidance"]})
+        settings.update({"class": class_name, "guidance": condition[1]})
     manifest_path = out / SAMPLE_MANIFEST
     images: list[dict] = []
     if manifest_path.exists():
@@ -264,8 +265,7 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     for start in range(0, len(todo), batch_size):
         chunk = todo[start: start + batch_size]
         gens = [torch.Generator().manual_seed(seed + i) for i in chunk]
-        extra = {**condition, "labels": torch.full((len(chunk),), condition["label"])} if condition else {}
-        extra.pop("label", None)
+        extra = {"labels": torch.full((len(chunk),), condition[0]), "guidance": condition[1]} if condition else {}
         batch = to_uint8(model.sample(gens, sampler, steps, **extra))
         for i, img in zip(chunk, batch):
             save_png(img, out / f"{i:06d}.png")
@@ -278,13 +278,13 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     return out
 
 
-def _condition(model, class_name: str | None, guidance: float | None) -> dict[str, Any]:
-    """{"label", "guidance"} for a class-conditional model; {} (and no class asked) otherwise."""
+def _condition(model, class_name: str | None, guidance: float | None) -> tuple[int, float] | None:
+    """(label, guidance weight) for a class-conditional model; None (and no class asked) otherwise."""
     if not model.conditional:
         if class_name is not None or guidance is not None:
             raise GenaugError(f"--class/--guidance apply to class-conditional runs; this {model.family} run models "
                               "one class")
-        return {}
+        return None
     names = model.classes or []
     if class_name is None:
         raise GenaugError(f"this run is class-conditional: choose --class from {', '.join(names)}")
@@ -293,17 +293,14 @@ def _condition(model, class_name: str | None, guidance: float | None) -> dict[st
     w = float(model.config["guidance"] if guidance is None else guidance)
     if w < 0:
         raise GenaugError(f"--guidance must be >= 0 (got {w})")
-    return {"label": names.index(class_name), "guidance": w}
+    return names.index(class_name), w
 
 
 def _resolve_sampler(model, sampler: str | None, steps: int | None) -> tuple[str | None, int | None]:
-    from .generators.ddpm import DDPM, SAMPLERS
+    from .generators.ddpm import DDPM, resolve_sampler
 
     if not isinstance(model, DDPM):
         if sampler or steps:
             raise GenaugError(f"--sampler/--steps apply to ddpm runs only; this run is a {model.family}")
         return None, None
-    sampler = sampler or model.config["sampler"]
-    if sampler not in SAMPLERS:
-        raise GenaugError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    return sampler, steps or model.config["sample_steps"] or SAMPLERS[sampler][2]
+    return resolve_sampler(sampler or model.config["sampler"], steps or model.config["sample_steps"])

@@ -103,9 +103,8 @@ class DCGAN(GenerativeModel):
         self.discriminator = DCGANDiscriminator(channels, image_size, c["base_width"], c["max_width"])
         self.policy = ""
         self.ema = None
-        self.sample_weights = self.config["sample_weights"]
-        if self.sample_weights not in ("raw", "ema"):
-            raise GenaugError(f"sample_weights must be raw or ema (got {self.sample_weights!r})")
+        if c["sample_weights"] not in ("raw", "ema"):
+            raise GenaugError(f"sample_weights must be raw or ema (got {c['sample_weights']!r})")
 
     def prepare(self, accelerator, n_train):
         c = self.config
@@ -154,7 +153,7 @@ class DCGAN(GenerativeModel):
 
     def sampling_mode(self):
         """With sample_weights ema, sample with the EMA weights, then put the training weights back exactly."""
-        if self.sample_weights != "ema" or self.ema is None:
+        if self.config["sample_weights"] != "ema" or self.ema is None:
             return contextlib.nullcontext()
         return ema_weights(self.ema, self.generator)
 

@@ -34,10 +34,16 @@ SAMPLERS = {  # name: (scheduler class, settings over the training scheduler's c
 }
 
 
-def sampling_scheduler(training_config, sampler: str, steps: int):
-    """The diffusers scheduler `sampler` built from the training scheduler's config, timesteps set."""
+def resolve_sampler(sampler: str, steps: int | None) -> tuple[str, int]:
+    """(sampler, steps) with the sampler's default step count when `steps` is None; refuses unknown names."""
     if sampler not in SAMPLERS:
         raise GenaugError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    return sampler, steps or SAMPLERS[sampler][2]
+
+
+def sampling_scheduler(training_config, sampler: str, steps: int | None = None):
+    """The diffusers scheduler `sampler` built from the training scheduler's config, timesteps set."""
+    sampler, steps = resolve_sampler(sampler, steps)
     cls, extra, _ = SAMPLERS[sampler]
     scheduler = cls.from_config(training_config, **extra)
     scheduler.set_timesteps(steps)
@@ -140,11 +146,8 @@ class DDPM(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, generators, sampler=None, steps=None, **condition):
-        sampler = sampler or self.config["sampler"]
-        if sampler not in SAMPLERS:
-            raise GenaugError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-        scheduler = sampling_scheduler(self.noise_scheduler.config, sampler,
-                                       steps or self.config["sample_steps"] or SAMPLERS[sampler][2])
+        scheduler = sampling_scheduler(self.noise_scheduler.config, sampler or self.config["sampler"],
+                                       steps or self.config["sample_steps"])
         noise_kwargs = {"generator": generators} if _takes_generator(scheduler) else {}
         unet = self._bare_unet()
         was_training = unet.training

@@ -74,19 +74,18 @@ class TrainState:
         self.rng = torch.Generator(device=device).manual_seed(rank_seed(seed, rank))
         self.rng_by_rank: list[torch.Tensor] | None = None
 
-    def gather(self, accelerator) -> None:
+    def gather(self) -> None:
         from accelerate.utils import gather_object
 
         own = self.rng.get_state()
         self.rng_by_rank = gather_object([own]) if self.world > 1 else [own]
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "rng": self.rng.get_state(),
-                "rng_by_rank": self.rng_by_rank or [self.rng.get_state()]}
+        return {"step": self.step, "rng_by_rank": self.rng_by_rank or [self.rng.get_state()]}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
-        states = state.get("rng_by_rank") or [state["rng"]]
+        states = state.get("rng_by_rank") or [state["rng"]]  # "rng": one process's state, genaug 0.1
         if len(states) != self.world:
             raise GenaugError(f"this checkpoint was written by {len(states)} training process(es), this run has "
                               f"{self.world}: resume with the same number of processes")
@@ -94,13 +93,17 @@ class TrainState:
         self.rng.set_state(own.cpu() if hasattr(own, "cpu") else own)
 
 
+def check_global_batch(batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise GenaugError(f"batch_size {batch_size} is the global batch and must divide among the {world} "
+                          f"processes; choose a multiple of {world}")
+
+
 def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
     """Process `rank`'s share of the global batch at `step` in an endless stream of seeded per-epoch
     permutations: the global batch is `batch_size` images, each of `world` processes takes a
     contiguous `batch_size / world` of them."""
-    if batch_size % world:
-        raise GenaugError(f"batch_size {batch_size} is the global batch and must divide among the {world} "
-                          f"processes; choose a multiple of {world}")
+    check_global_batch(batch_size, world)
     pos = step * batch_size
     out: list[int] = []
     while len(out) < batch_size:
@@ -149,7 +152,7 @@ class Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(**family_cls.ddp_kwargs)],
             dynamo_backend="inductor" if self.config["compile"] else "no")
         acc = self.accelerator
-        batch_indices(0, len(real_uint8), self.config["batch_size"], 0, 0, acc.num_processes)  # divisible?
+        check_global_batch(self.config["batch_size"], acc.num_processes)
         self.progress = progress
         _, channels, size, _ = real_uint8.shape
         self.labels, self.classes = None, None
@@ -182,7 +185,7 @@ class Trainer:
         acc = self.accelerator
         target = self.run_dir / CHECKPOINTS / f"step-{self.state.step:07d}"
         partial = target.with_name(f".{target.name}.partial")
-        self.state.gather(acc)
+        self.state.gather()
         if acc.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)

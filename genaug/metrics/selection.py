@@ -40,14 +40,14 @@ def select_checkpoint(trainer: Trainer, device: str = "auto", progress: bool = T
         raise GenaugError(f"select_by_fid: {trainer.run_dir} has no checkpoints to choose from")
     real = trainer.real
     n = len(real)
-    weights = ["raw", "ema"] if hasattr(trainer.model, "sample_weights") else [None]
+    weights = ["raw", "ema"] if "sample_weights" in trainer.model.config else [None]
     scores = []
     bar = tqdm(total=len(found) * len(weights), desc="select by FID", unit="candidate", disable=not progress)
     for folder in found:
         trainer.load_checkpoint(folder)
         for w in weights:
             if w is not None:
-                trainer.model.sample_weights = w
+                trainer.model.config["sample_weights"] = w
             fake = _draw(trainer, n)
             fid = compute_metrics(ImageSet(real, "real training part", True), ImageSet(fake, folder.name),
                                   device=device)["fid"]
@@ -57,7 +57,6 @@ def select_checkpoint(trainer: Trainer, device: str = "auto", progress: bool = T
     best = min(scores, key=lambda row: row["fid"])
     trainer.load_checkpoint(trainer.run_dir / "checkpoints" / best["checkpoint"])
     if best["weights"] is not None:
-        trainer.model.sample_weights = best["weights"]
         trainer.model.config["sample_weights"] = best["weights"]
     selection = {"by": "fid against the real training images", "images": n, "candidates": scores, "chosen": best}
     trainer.save_model({"selection": selection})
