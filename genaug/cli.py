@@ -254,6 +254,74 @@ def fid(a, b, kid, prc, isc, by_class, image_size, batch_size, device, json_out,
         write_json(json_out, result)
 
 
+@main.command()
+@click.argument("query")
+@click.argument("gallery")
+@click.option("--out", required=True, help="Folder for nearest.json (every pair) and nearest.png.")
+@click.option("--k", type=int, default=5, show_default=True, help="Neighbours per query image.")
+@click.option("--features", type=click.Choice(["inception", "classifier", "pixels"]), default="inception",
+              show_default=True,
+              help="Cosine similarity of Inception pool3 features, of a saved classifier's penultimate features "
+                   "(--model), or shift-tolerant pixel correlation.")
+@click.option("--model", default=None, help="A classifier saved by augment-and-train (for --features classifier).")
+@click.option("--image-size", type=click.IntRange(min=1), default=None, help="Resize both sets to this size.")
+@click.option("--max-shift", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Pixels: alignments searched each way.")
+@click.option("--flips", is_flag=True, help="Pixels: a mirror image counts as a copy (natural images).")
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
+def nearest(query, gallery, out, k, features, model, image_size, max_shift, flips, device, data_root):
+    """Each QUERY image beside its k most similar GALLERY images.
+
+    QUERY and GALLERY are image folders or SPEC:CLASS[@SPLIT]. With synthetic images as queries and
+    the real training images as gallery, this is the memorisation audit.
+    """
+    from .metrics.retrieval import nearest as find_nearest
+
+    result = find_nearest(query, gallery, out, k=k, features=features, model=model, image_size=image_size,
+                          data_root=data_root, max_shift=max_shift, flips=flips, device=device)
+    top = max(result["pairs"], key=lambda p: p["similarity"])
+    click.echo(f"{result['n_query']} queries x {result['n_gallery']} gallery images ({features}); closest pair: "
+               f"{top['query']} ~ {top['neighbour']} at {top['similarity']:.4f}\n"
+               f"table: {Path(out) / 'nearest.json'}  figure: {Path(out) / 'nearest.png'}")
+
+
+@main.command()
+@click.option("--experiment", default=None, help="An augment-and-train folder: every arm's saved classifier.")
+@click.option("--model", default=None, help="One saved classifier (.safetensors), with --data.")
+@click.option("--data", default=None, help="Data spec whose images --model is explained on.")
+@click.option("--split", default="test", show_default=True, help="Split of --data.")
+@click.option("--out", default=None, help="Figures and JSON  [default: EXPERIMENT/explain]")
+@click.option("--method", type=click.Choice(["gradcam", "gradcam++", "scorecam", "cam"]), default="gradcam",
+              show_default=True, help="Heatmap method (pytorch-grad-cam; cam: the head's weights, no gradients).")
+@click.option("--replicate", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Which replicate's classifiers (--experiment).")
+@click.option("--per-class", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Test images per class shown, each of right and wrong (by the first model).")
+@click.option("--mean-count", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Test images per class in the mean heatmaps.")
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
+def explain(experiment, model, data, split, out, method, replicate, per_class, mean_count, device, data_root):
+    """Heatmaps: where each arm's classifier finds evidence, on the same test images.
+
+    Either --experiment DIR (its saved classifiers, side by side) or --model FILE --data SPEC.
+    """
+    from .explain.views import explain_experiment, explain_model
+
+    if (experiment is None) == (model is None):
+        raise click.UsageError("give either --experiment DIR or --model FILE (with --data SPEC)")
+    if experiment is not None:
+        result = explain_experiment(experiment, out, method, replicate, data_root, per_class, mean_count, device)
+        out = Path(out or Path(experiment) / "explain")
+    else:
+        if not data or not out:
+            raise click.UsageError("--model needs --data SPEC and --out DIR")
+        result = explain_model(model, data, out, method, split, data_root, per_class, mean_count, device)
+    click.echo(f"{method} heatmaps of {', '.join(result['models'])} on {len(result['images'])} images: "
+               + ", ".join(str(Path(out) / f) for f in result["figures"]))
+
+
 @main.command("augment-and-train")
 @click.option("--data", default=None, help="Data spec (or `data` in --config).")
 @click.option("--class", "classes", default=None,
@@ -298,6 +366,12 @@ def fid(a, b, kid, prc, isc, by_class, image_size, batch_size, device, json_out,
 @click.option("--cr-k", type=click.FloatRange(min=0), default=None, help="Weight k of the CR loss  [default: 3]")
 @click.option("--generator-steps", type=click.IntRange(min=1), default=None,
               help="Override the generator configs' steps  [default: each config's]")
+@click.option("--save-models", type=click.Choice(["first", "all", "none"]), default=None,
+              help="Keep trained classifiers as safetensors beside their results (for `genaug nearest --features "
+                   "classifier`): the first "
+                   "seed of each arm and replicate, all, or none  [default: first]")
+@click.option("--explain", "explain_method", type=click.Choice(["gradcam", "gradcam++", "scorecam", "cam"]),
+              default=None, help="Add heatmaps of every arm's saved classifier to the report (see `genaug explain`).")
 @click.option("--runs", "runs_dir", default=None, help="Reuse generators trained in RUNS/<family>/<class>.")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="Square size in pixels  [default: the source's own]")
@@ -309,8 +383,8 @@ def fid(a, b, kid, prc, isc, by_class, image_size, batch_size, device, json_out,
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
 def augment_and_train(data, classes, per_class, generators, guidance, synthetic, synthetic_per_class, synthetic_ratio, controls,
                       full_real, replicates, seeds, primary_metric, out, classifier, epochs, batch_size,
-                      accept, loss, cr_k, generator_steps, runs_dir, image_size, seed, config_file, device,
-                      no_progress, group_by, test_fraction, fit, intensity, data_root):
+                      accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
+                      device, no_progress, group_by, test_fraction, fit, intensity, data_root):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics.
 
     Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, and
@@ -328,7 +402,8 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         "synthetic_ratio": synthetic_ratio, "controls": controls, "full_real": full_real or None, "replicates": replicates,
         "primary_metric": primary_metric,
         "seeds": seeds, "classifier": classifier, "epochs": epochs, "batch_size": batch_size, "accept": accept,
-        "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "image_size": image_size, "seed": seed,
+        "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "save_models": save_models,
+        "explain": explain_method, "image_size": image_size, "seed": seed,
         "group_by": group_by, "test_fraction": test_fraction, "fit": fit, "intensity": intensity})
     if not config.get("data"):
         raise click.UsageError("--data is required (on the command line or in --config)")

@@ -210,3 +210,58 @@ def test_an_arm_whose_images_were_all_rejected_is_marked(tmp_path):
     md = (tmp_path / "exp" / "report.md").read_text()
     assert "| +mine (no accepted images) |" in md and "+mine had no accepted synthetic images" in md
     assert "**One unit**" in md  # one seed, one replicate: no interval, said in words
+
+
+# -- saved classifiers and their heatmaps ------------------------------------------------------
+
+def test_saved_classifiers_reload_to_the_recorded_test_results(tiny):
+    from genaug.data import load_split
+    from genaug.harness.classifier import load_classifier, predict_proba
+
+    saved = sorted(tiny.glob("rep-*/classifiers/*/seed-*.safetensors"))
+    arms = {p.parent.name for p in saved}
+    assert arms == {"baseline", "baseline-strong", "plus-dup", "plus-vae"}
+    assert all(p.name == "seed-0.safetensors" for p in saved) and len(saved) == 2 * 4  # save_models: first
+    model, meta = load_classifier(tiny / "rep-1" / "classifiers" / "plus-vae" / "seed-0.safetensors")
+    assert meta["arm"] == "+vae" and meta["replicate"] == 1 and meta["classes"] == ["normal", "pneumonia"]
+    s = open_source(str(PNEUMONIA))
+    test = load_split(s, "test", [0, 1], 28, fit=meta["fit"], intensity=meta["intensity"])
+    accuracy = float((predict_proba(model, test.images, "cpu").argmax(1) == test.labels.numpy()).mean())
+    recorded = _json(tiny / "rep-1" / "classifiers" / "plus-vae" / "seed-0.json")["test"]["accuracy"]
+    assert accuracy == pytest.approx(recorded, abs=1e-12)
+
+
+def test_explain_an_experiment_and_the_report_section(tiny, tmp_path):
+    import shutil
+
+    out = tmp_path / "explained"
+    shutil.copytree(tiny, out)
+    r = run_cli("explain", "--experiment", out, "--method", "cam", "--per-class", "1", "--mean-count", "4",
+                "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    result = _json(out / "explain" / "explain-cam.json")
+    assert result["models"][0] == "baseline" and set(result["models"]) == {"baseline", "baseline-strong",
+                                                                             "plus-dup", "plus-vae"}
+    assert 2 <= len(result["images"]) <= 4 and result["target"] == "true class"
+    assert set(result["mean_heatmap_correlation_with_reference"]) == {"baseline-strong", "plus-dup", "plus-vae"}
+    assert (out / "explain" / "heatmaps-cam.png").stat().st_size > 0 and (out / "explain" / "mean-cam.png").exists()
+    # --explain on a re-run of the finished experiment: nothing retrained, heatmaps in the report
+    r = run_cli("augment-and-train", *TINY, "--explain", "gradcam", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "## Where the classifiers look" in (out / "report.md").read_text()
+    assert (out / "explain" / "heatmaps-gradcam.png").exists()
+
+
+def test_explain_bad_input(tiny, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.yaml").write_text((tiny / "config.yaml").read_text())
+    assert_clean_error(run_cli("explain", "--experiment", bare), "no saved classifiers")
+    assert_clean_error(run_cli("explain", "--experiment", tmp_path), "not an augment-and-train folder")
+    r = run_cli("explain", "--model", tiny / "rep-0" / "classifiers" / "baseline" / "seed-0.safetensors")
+    assert r.exit_code == 2 and "--model needs --data" in r.output
+    r = run_cli("explain", "--model", tiny / "rep-0" / "classifiers" / "baseline" / "seed-0.safetensors",
+                "--data", PNEUMONIA, "--split", "val", "--out", tmp_path / "one", "--method", "gradcam++",
+                "--per-class", "1", "--mean-count", "3", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert _json(tmp_path / "one" / "explain-gradcam++.json")["models"] == ["baseline"]

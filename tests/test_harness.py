@@ -17,6 +17,7 @@ from genaug.harness.classifier import TrainSettings, build_classifier, predict_p
 from genaug.harness.experiment import Experiment, experiment_config
 from genaug.harness.losses import confusion_rates, cr_cross_entropy
 from genaug.harness.stats import classification_metrics, paired_difference
+from genaug.metrics.similarity import cosine_similarity
 from genaug.metrics.fidelity import ImageSet, compute_metrics, inception_features
 
 from conftest import PNEUMONIA, assert_clean_error, run_cli
@@ -87,13 +88,17 @@ def two_classes(fashion):
     return real.images, y, test.images, (test.labels == labels[1]).long()
 
 
-def test_memorization_rejects_exact_copy(two_classes):
+def test_memorization_rejects_exact_copy_in_inception_space(two_classes):
     x, y, test_x, test_y = two_classes
-    ctx = acceptance.AcceptanceContext(x[:12], y[:12], ["Trouser", "Bag"], features=inception_features)
-    candidates = torch.stack([x[3], test_x[0], test_x[-1]])  # a copy of a training image, two new images
+    held = torch.cat([torch.nonzero(test_y == c).flatten()[:5] for c in (0, 1)])
+    ctx = acceptance.AcceptanceContext(
+        x[:12], y[:12], ["Trouser", "Bag"], {**acceptance.DEFAULTS, "memorization_spaces": ["inception"]},
+        features=inception_features, heldout_images=test_x[held], heldout_labels=test_y[held],
+        similarity=lambda q, g, space: cosine_similarity(inception_features(q), inception_features(g)))
+    candidates = torch.stack([x[3], test_x[-2], test_x[-1]])  # a copy of a training image, two new images
     keep, rows = acceptance.accept(candidates, int(y[3]), ["memorization"], ctx)
     assert keep.tolist() == [False, True, True]
-    assert rows[0]["rejected"] == 1 and rows[0]["max_similarity"]["max"] == pytest.approx(1.0, abs=1e-6)
+    assert rows[0]["rejected"] == 1 and rows[0]["inception_similarity"]["max"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_confidence_rejects_image_of_another_class(two_classes):

@@ -7,9 +7,11 @@ class how many images it saw, kept and rejected:
   a probability >= `confidence_tau`.
 - `fid-gate`: drop a class's whole synthetic set when its FID against that class's real
   training images exceeds `fid_max`.
-- `memorization`: reject an image whose nearest real training image (cosine similarity of
-  Inception pool3 features) is at least `memorization_max_similarity` similar: near-copies of
-  patient images add no information and are not safe to share.
+- `memorization`: reject an image that comes closer to a real training image than independent
+  real images of its class do: per class and space (`memorization_spaces`: Inception features,
+  shift-tolerant pixels), the threshold is the `memorization_quantile` of the held-out real
+  images' nearest-neighbour similarities to the training part (see `metrics/memorization.py`).
+  Near-copies of patient images add no information and are not safe to share.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import numpy as np
 import torch
 
 from ..errors import GenaugError
+from ..metrics import memorization as gate
 
 POLICIES = ("all", "confidence", "fid-gate", "memorization")
-DEFAULTS = {"confidence_tau": 0.7, "fid_max": 150.0, "memorization_max_similarity": 0.97}
+DEFAULTS = {"confidence_tau": 0.7, "fid_max": 150.0, "memorization_quantile": gate.DEFAULTS["quantile"],
+            "memorization_spaces": gate.DEFAULTS["spaces"], "memorization_max_shift": gate.DEFAULTS["max_shift"]}
 
 
 @dataclass
@@ -37,6 +41,29 @@ class AcceptanceContext:
     class_probs: Callable[[torch.Tensor], np.ndarray] | None = None  # uint8 -> probabilities
     fid: Callable[[torch.Tensor, torch.Tensor], float] | None = None  # (real, fake) uint8 -> FID
     features: Callable[[torch.Tensor], torch.Tensor] | None = None  # uint8 -> N x D features
+    # the memorisation gate: held-out real images calibrate it; similarity(queries, gallery, space) -> N x M
+    heldout_images: torch.Tensor | None = None
+    heldout_labels: torch.Tensor | None = None
+    similarity: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor] | None = None
+    _gate: gate.GateThresholds | None = None
+
+    def memorization_gate(self) -> gate.GateThresholds:
+        if self._gate is None:
+            if self.heldout_images is None or self.similarity is None:
+                raise GenaugError("the memorization policy needs held-out real images to calibrate on")
+            nearest = gate.nearest_similarity(self.similarity, self.heldout_images, self.real_images, self.spaces)
+            self._gate = gate.calibrate(nearest, self.heldout_labels.numpy(), self.classes,
+                                        float(self.settings["memorization_quantile"]))
+        return self._gate
+
+    @property
+    def spaces(self) -> list[str]:
+        spaces = list(self.settings["memorization_spaces"])
+        unknown = [s for s in spaces if s not in gate.SPACES]
+        if unknown or not spaces:
+            raise GenaugError(f"memorization_spaces: unknown space {', '.join(unknown) or '(none)'}; "
+                              f"choose from {', '.join(gate.SPACES)}")
+        return spaces
 
 
 def parse_policies(text: str | list[str]) -> list[str]:
@@ -60,12 +87,12 @@ def _fid_gate(images, label, ctx):
 
 
 def _memorization(images, label, ctx):
-    real = torch.nn.functional.normalize(ctx.features(ctx.real_images), dim=1)
-    fake = torch.nn.functional.normalize(ctx.features(images), dim=1)
-    nearest = (fake @ real.T).max(dim=1)
-    sim = nearest.values.numpy()
-    return sim < ctx.settings["memorization_max_similarity"], {
-        "max_similarity": sim.tolist(), "nearest_real_index": nearest.indices.tolist()}
+    thresholds = ctx.memorization_gate()
+    nearest = gate.nearest_similarity(ctx.similarity, images, ctx.real_images, ctx.spaces)
+    reject = gate.rejected(nearest, label, thresholds, ctx.classes)
+    detail = {f"{space}_similarity": sims.tolist() for space, sims in nearest.items()}
+    return ~reject, {**detail, "thresholds": thresholds.thresholds[ctx.classes[label]],
+                     "n_calibration": thresholds.calibration_counts[ctx.classes[label]]}
 
 
 RULES = {"all": lambda images, label, ctx: (np.ones(len(images), bool), {}),

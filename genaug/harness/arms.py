@@ -25,7 +25,7 @@ from .classifier import TrainSettings
 from .config import synthetic_sources
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .experiment import Replicate
+    from .replicate import Replicate
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def classical_augmentation(image_size: int, rotation: float, crop_padding: int, 
     steps = [v2.RandomCrop(image_size, padding=crop_padding, padding_mode="reflect")] if crop_padding else []
     steps += [v2.RandomRotation(rotation)] if rotation else []
     steps += [v2.RandomHorizontalFlip()] if hflip else []
-    return v2.Compose(steps)
+    return v2.Compose(steps or [v2.Identity()])  # rotation 0, no crop, no flips: no augmentation
 
 
 def strong_augmentation(image_size: int, crop_padding: int, hflip: bool, policy: str = "trivialaugment") -> v2.Compose:
@@ -202,3 +202,72 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     return TrainedClassifier(model.cpu(), best_epoch, history, settings.epochs * steps_per_epoch, seen)
+
+
+# -- saved classifiers ------------------------------------------------------------------------
+
+def save_classifier(model: nn.Module, path, name: str, classes: list[str], image_size: int, in_channels: int,
+                    extra: dict | None = None) -> None:
+    """Weights as safetensors, with what rebuilds the model in the file's metadata (atomic write)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ..io import atomic_path
+
+    meta = {"genaug_classifier": name, "classes": json.dumps(list(classes)), "image_size": str(image_size),
+            "in_channels": str(in_channels), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def load_classifier(path) -> tuple[nn.Module, dict]:
+    """A classifier saved by `save_classifier`, in eval mode, and its metadata."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise GenaugError(f"{path}: no saved classifier there")
+    try:
+        with safe_open(str(path), "pt") as f:
+            raw = f.metadata() or {}
+    except Exception as e:  # not a safetensors file
+        raise GenaugError(f"{path}: not a safetensors file ({e})") from None
+    if "genaug_classifier" not in raw:
+        raise GenaugError(f"{path}: a safetensors file without genaug's classifier metadata")
+    meta = {"classifier": raw["genaug_classifier"], "classes": json.loads(raw["classes"]),
+            "image_size": int(raw["image_size"]), "in_channels": int(raw["in_channels"])}
+    meta.update({k: json.loads(v) for k, v in raw.items()
+                 if k not in ("genaug_classifier", "classes", "image_size", "in_channels")})
+    model = build_classifier(meta["classifier"], meta["in_channels"], len(meta["classes"]), meta["image_size"])
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), meta
+
+
+def penultimate(model: nn.Module) -> nn.Module:
+    """A copy of `model` that returns its pooled features instead of class scores."""
+    body = copy.deepcopy(model).eval()
+    if hasattr(body, "fc"):
+        body.fc = nn.Identity()
+    else:
+        body.classifier = nn.Identity()
+    return body
+
+
+@torch.no_grad()
+def embed(model: nn.Module, images: torch.Tensor, device: str = "auto", batch_size: int = 256) -> torch.Tensor:
+    """Penultimate-layer features of uint8 images."""
+    dev = resolve_device(device)
+    body = penultimate(model).to(dev)
+    return torch.cat([body(to_model_range(images[i:i + batch_size]).to(dev)).float().cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def target_layer(model: nn.Module) -> nn.Module:
+    """The last convolutional block: where CAM-style heatmaps are read."""
+    return model.layer4[-1] if hasattr(model, "layer4") else model.features[-1]

@@ -28,9 +28,14 @@ DEFAULTS: dict[str, Any] = {
     # the classifier recipe every arm shares
     "classifier": "resnet18", "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
     "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "rotation": 10.0, "crop_padding": 2, "hflip": None,
+    # which trained classifiers are kept (safetensors, for `genaug explain` and `nearest --features classifier`)
+    "save_models": "first",  # first: seed 0 of each arm and replicate; all; none
+    "explain": None,  # a heatmap method (gradcam, gradcam++, scorecam, cam): figures in the report
 }
+SAVE_MODELS = ("first", "all", "none")
 CONTROLS = ("baseline-strong", "dup")
 DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every other key must match
+OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
 
 
 def _as_list(value) -> list:
@@ -112,6 +117,10 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
             raise GenaugError(f"{key} must be at least 1")
     if config["primary_metric"] not in SCALAR_METRICS:
         raise GenaugError(f"unknown primary_metric {config['primary_metric']!r}; choose from {', '.join(SCALAR_METRICS)}")
+    if config["save_models"] not in SAVE_MODELS:
+        raise GenaugError(f"save_models must be one of {', '.join(SAVE_MODELS)} (got {config['save_models']!r})")
+    if config["explain"] and config["save_models"] == "none":
+        raise GenaugError("explain needs saved classifiers: drop save_models: none")
     ratio = config["synthetic_ratio"]
     if ratio is not None and not 0 <= float(ratio) < 1:
         raise GenaugError(f"synthetic_ratio must be in [0, 1) (got {ratio})")

@@ -75,6 +75,8 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
                        for s, spec in first.source_specs.items() if "family" in spec},
         "acceptance": {s: [{"replicate": rep.index, **row} for rep in replicates for row in rep.decisions(s)["rows"]]
                        for s in first.sources},
+        "memorization_gate": ([{"replicate": rep.index, **rep.gate_check()} for rep in replicates]
+                              if (first.folder / "acceptance" / "gate.json").exists() else []),
         "quality": quality,
         "quality_vs_gain": analysis.quality_vs_gain(quality, units, arm_of, primary) if quality else {},
         "dose_response": _dose(e, comps, primary),
@@ -82,6 +84,11 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
         "collapsed_runs": _collapsed(results, len(e.classes)),
     }
     write_figures(e, replicates, report)
+    if c.get("explain"):
+        from ..explain.views import explain_experiment
+
+        report["explain"] = explain_experiment(e.out, e.out / "explain", c["explain"], 0, e.data_root,
+                                               device=e.device)
     write_json(e.out / "report.json", report)
     write_text(e.out / "results.csv", _csv(rows))
     write_text(e.out / "report.md", render_markdown(report))
@@ -163,11 +170,30 @@ def render_markdown(r: dict) -> str:
     lines += _comparison_tables(r, primary)
     lines += _quality_tables(r, primary)
     lines += _acceptance_table(r)
+    lines += _explain_section(r.get("explain"))
     lines += ["Figures: `figures/forest.png` (paired differences), `figures/metrics.png`, "
               "`figures/quality-vs-gain.png`, `figures/dose-response.png` (several synthetic counts), "
               "`figures/confusion-<arm>.png`, `figures/<source>-<class>-accepted.png` / `-rejected.png` "
               "(replicate 0). Every run: `results.csv`, `report.json`.", ""]
     return "\n".join(lines)
+
+
+def _explain_section(x: dict | None) -> list[str]:
+    """Where the classifiers look (replicate 0's saved classifiers, heatmaps for the true class)."""
+    if not x:
+        return []
+    lines = ["## Where the classifiers look", "",
+             f"{x['method']} heatmaps of each arm's first saved classifier (replicate 0) for the true class, on "
+             f"the same test images: `explain/{x['figures'][0]}`; mean heatmap per class and arm: "
+             f"`explain/{x['figures'][1]}`. Agreement of each arm's mean heatmap with the {x['reference']}'s "
+             "(Pearson correlation; 1 = looks at the same places):", ""]
+    agreement = x["mean_heatmap_correlation_with_reference"]
+    if agreement:
+        classes = list(next(iter(agreement.values())))
+        lines += ["| arm | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        lines += [f"| {arm} | " + " | ".join("–" if v is None else f"{v:.2f}" for v in row.values()) + " |"
+                  for arm, row in agreement.items()]
+    return [*lines, ""]
 
 
 def _history_text(history: list[dict]) -> str:
@@ -314,4 +340,30 @@ def _acceptance_table(r: dict) -> list[str]:
             t = totals.setdefault(key, [0, 0, 0])
             t[0], t[1], t[2] = t[0] + row["seen"], t[1] + row["kept"], t[2] + row["rejected"]
         lines += [f"| {source} | {cls} | {policy} | {s} | {k} | {j} |" for (cls, policy), (s, k, j) in totals.items()]
+    return [*lines, "", *_gate_table(r.get("memorization_gate") or [])]
+
+
+def _gate_table(gates: list[dict]) -> list[str]:
+    """The memorisation gate's thresholds and how it does, per replicate and class."""
+    if not gates:
+        return []
+    kinds = gates[0]["near_copy_kinds"]
+    spaces = gates[0]["spaces"]
+    lines = ["### The memorisation gate", "",
+             "Calibrated per class on the validation images: the threshold is the one-sided "
+             f"{gates[0]['quantile']} prediction bound (Fisher z, Student t) for one more real image's nearest-"
+             f"neighbour similarity to the real training part, in {' and '.join(spaces)} space; a synthetic image "
+             "at or above it in any space is rejected. Measured per replicate: the share of near-copies of the "
+             "training images rejected, and the share of validation images rejected when the gate is calibrated "
+             "on the others (leave-one-out).", "",
+             "| replicate | class | n calib. | " + " | ".join(f"threshold {s}" for s in spaces) + " | "
+             + " | ".join(f"rejects {k}" for k in kinds) + " | false rejections (LOO) |",
+             "|---|---|---|" + "---|" * (len(spaces) + len(kinds) + 1)]
+    pct = lambda v: "–" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    for g in gates:
+        for cls, row in g["per_class"].items():
+            lines.append(f"| {g['replicate']} | {cls} | {row['n_calibration']} | "
+                         + " | ".join(f"{row['thresholds'][s]:.3f}" for s in spaces) + " | "
+                         + " | ".join(pct(row[f"rejects_{k}"]) for k in kinds)
+                         + f" | {pct(row['false_rejection_loo'])} |")
     return [*lines, ""]

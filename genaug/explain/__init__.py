@@ -1,0 +1,1 @@
+"""Where classifiers look: class-activation heatmaps for saved classifiers and experiments."""

@@ -1,0 +1,249 @@
+"""One replicate of an experiment: its real subset and validation part, its synthetic sets and their
+acceptance, the data of every arm and the classifier runs; each stage cached in `OUT/rep-<r>/`.
+Generators and samples live in `generation.py`, quality in `quality.py`."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..data import RealImages, draw_subset, reload_subset
+from ..data.imagesets import slug
+from ..data.splits import carve_validation
+from ..data.subsets import MANIFEST_NAME, load_manifest
+from ..errors import GenaugError
+from ..io import read_json, write_json
+from . import acceptance, generation, quality
+from .arms import Arm
+from .classifier import predict_proba, save_classifier, train_classifier
+from .config import synthetic_sources
+from .stats import classification_metrics
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
+SAMPLE_SEED_SPAN = 1_000_000  # images per class and replicate never reach the next class's seeds
+
+
+class Replicate:
+    """Every stage of one replicate, each cached in `OUT/rep-<r>/`."""
+
+    def __init__(self, experiment: Experiment, index: int):
+        self.e, self.index = experiment, index
+        self.folder = experiment.out / f"rep-{index}"
+        self.seed = int(experiment.config["seed"]) + index
+        self.source_specs = synthetic_sources(experiment.config)
+        self.sources = list(self.source_specs)
+        self._feature_cache: dict[str, torch.Tensor] = {}
+        self._filter_model = None
+
+    # seeds: every stage derives its own from (replicate, stage, unit)
+    def generator_seed(self, label: int) -> int:
+        return self.seed * 1000 + label
+
+    def sample_seed(self, label: int) -> int:
+        """Image i of class `label` comes from seed `sample_seed(label) + i`: classes never share a latent."""
+        return (self.seed * 1000 + label) * SAMPLE_SEED_SPAN
+
+    def classifier_seed(self, k: int) -> int:
+        return self.seed * 1000 + k
+
+    # -- stage 1: real data -------------------------------------------------------------------
+    def prepare(self) -> None:
+        self.real_data()
+        if self.sources and "memorization" in acceptance.parse_policies(self.e.config["accept"]):
+            self.gate_check()
+        for source in self.sources:
+            self.decisions(source)
+
+    def real_data(self) -> None:
+        if hasattr(self, "train_x"):
+            return
+        e, c = self.e, self.e.config
+        path = self.folder / MANIFEST_NAME
+        n_train = c["per_class"] - e.n_val if e.n_val else c["per_class"]
+        if path.exists():
+            manifest = load_manifest(self.folder)
+            _, real = reload_subset(manifest, e.data_root, e.source)
+            val = reload_subset(manifest, e.data_root, e.source, block="validation")[1] if e.n_val else None
+        else:
+            real, manifest = draw_subset(e.source, e.source_labels, n_train, self.seed, e.image_size,
+                                         fit=c["fit"], intensity=c["intensity"])
+            val = None
+            if e.n_val:
+                val, val_manifest = draw_subset(e.source, e.source_labels, e.n_val, self.seed, e.image_size,
+                                                fit=c["fit"], intensity=manifest["intensity"], split="val")
+                manifest["validation"] = val_manifest["train"]
+        real.labels = e.positions(real.labels)
+        if val is None:
+            train_idx, val_idx = carve_validation(real.labels.numpy(), real.groups, c["val_fraction"], self.seed)
+            self.val_items = [manifest["train"]["items"][i] for i in val_idx]
+            self.train_items = [manifest["train"]["items"][i] for i in train_idx]
+            val = RealImages(real.images[val_idx], real.labels[val_idx], real.classes, [])
+            real = RealImages(real.images[train_idx], real.labels[train_idx], real.classes, [])
+        else:
+            val.labels = e.positions(val.labels)
+            self.val_items, self.train_items = manifest["validation"]["items"], manifest["train"]["items"]
+        for label in e.labels:
+            if not (real.labels == label).any() or not (val.labels == label).any():
+                raise GenaugError(f"too few images for the train/validation split: class {e.classes[label]!r} "
+                                  f"needs at least 2 real images (per_class {c['per_class']}, "
+                                  f"val_fraction {c['val_fraction']})")
+        write_json(path, manifest)
+        self.manifest = manifest
+        self.train_x, self.train_y = real.images, real.labels
+        self.val_x, self.val_y = val.images, val.labels
+        self.test_x, self.test_y = e.test_set(manifest)
+        self.steps_per_epoch = math.ceil(len(self.train_x) / e.settings.batch_size)
+
+    def validation_plan(self) -> str:
+        if self.manifest.get("validation"):
+            return (f"the source's own val split, {self.manifest['validation']['count']} images "
+                    f"({self.e.n_val} per class, seeded draw)")
+        unit = "patient-disjoint" if self.train_items and "group" in self.train_items[0] else "image-level"
+        return f"a stratified, {unit} {self.e.config['val_fraction']:.0%} carve of the labelled subset (seeded)"
+
+    # -- stage 2: generators and samples (generation.py) ---------------------------------------
+    @cached_property
+    def synthetic_sets(self) -> dict[str, dict[int, torch.Tensor]]:
+        return {s: {label: generation.synthetic(self, s, label) for label in self.e.labels} for s in self.sources}
+
+    # -- stage 3: acceptance -------------------------------------------------------------------
+    def decisions(self, source: str) -> dict:
+        path = self.folder / "acceptance" / f"{slug(source)}.json"
+        if path.exists():
+            return read_json(path)
+        synthetic = self.synthetic_sets[source]
+        ctx = self.acceptance_context
+        policies = acceptance.parse_policies(self.e.config["accept"])
+        out = {"policies": policies, "settings": ctx.settings, "rows": [], "kept": {}}
+        for label in self.e.labels:
+            keep, rows = acceptance.accept(synthetic[label], label, policies, ctx)
+            out["rows"] += rows
+            out["kept"][self.e.classes[label]] = np.flatnonzero(keep).tolist()
+        write_json(path, out)
+        return out
+
+    def accepted_at(self, source: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accepted images among the first `count` drawn per class."""
+        kept = self.decisions(source)["kept"]
+        xs, ys = [], []
+        for label in self.e.labels:
+            idx = [i for i in kept[self.e.classes[label]] if i < count]
+            xs.append(self.synthetic_sets[source][label][idx])
+            ys.append(torch.full((len(idx),), label, dtype=torch.int64))
+        return torch.cat(xs), torch.cat(ys)
+
+    def duplicates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real training images drawn with replacement, per class as many as the largest accepted set."""
+        e = self.e
+        counts = {label: 0 for label in e.labels}
+        for source in self.sources:
+            _, ys = self.accepted_at(source, max(e.config["synthetic_per_class"]))
+            for label in e.labels:
+                counts[label] = max(counts[label], int((ys == label).sum()))
+        if not self.sources:
+            counts = {label: max(e.config["synthetic_per_class"]) for label in e.labels}
+        g = torch.Generator().manual_seed(self.seed * 1000 + 999)
+        xs, ys = [], []
+        for label in e.labels:
+            pool = torch.nonzero(self.train_y == label).flatten()
+            pick = pool[torch.randint(len(pool), (counts[label],), generator=g)]
+            xs.append(self.train_x[pick])
+            ys.append(torch.full((counts[label],), label, dtype=torch.int64))
+        return torch.cat(xs), torch.cat(ys)
+
+    def full_real(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every train-split image of the classes except this replicate's validation images (the ceiling)."""
+        e = self.e
+        split = e.source.split("train")
+        held = {it["id"] for it in self.val_items} if not self.manifest.get("validation") else set()
+        ids = [i for i, y in zip(split.ids, split.labels) if int(y) in e.source_labels and i not in held]
+        loaded = e.source.load("train", ids, e.image_size, self.manifest["fit"], self.manifest["intensity"])
+        label_of = dict(zip(split.ids, split.labels))
+        return loaded.images, e.positions(torch.tensor([int(label_of[i]) for i in loaded.ids]))
+
+    @cached_property
+    def acceptance_context(self) -> acceptance.AcceptanceContext:
+        """What the policies need, each piece computed on first use; the memorisation gate is
+        calibrated on the validation images (held-out real images of the same source)."""
+        from ..metrics.fidelity import ImageSet, compute_metrics, inception_features
+        from ..metrics.similarity import cosine_similarity, pixel_similarity
+
+        def features(images):
+            key = hashlib.sha256(images.numpy().tobytes()).hexdigest()
+            if key not in self._feature_cache:
+                self._feature_cache[key] = inception_features(images, device=self.e.device)
+            return self._feature_cache[key]
+
+        def fid(real, fake):
+            return compute_metrics(ImageSet(real, "real", True), ImageSet(fake, "synthetic"), device=self.e.device)["fid"]
+
+        def class_probs(images):
+            if self._filter_model is None:  # a classifier on the real training part only
+                self._filter_model = train_classifier(
+                    self.train_x, self.train_y, self.val_x, self.val_y, len(self.e.classes), self.e.settings,
+                    self.classifier_seed(998), self.steps_per_epoch, self.e.device).model
+            return predict_proba(self._filter_model, images, self.e.device)
+
+        settings = {**acceptance.DEFAULTS, **self.e.config["acceptance"]}
+
+        def similarity(queries, gallery, space):
+            if space == "pixels":
+                return pixel_similarity(queries, gallery, int(settings["memorization_max_shift"]),
+                                        flips=bool(self.e.config["hflip"]))
+            return cosine_similarity(features(queries), features(gallery))
+
+        return acceptance.AcceptanceContext(self.train_x, self.train_y, self.e.classes, settings,
+                                            class_probs=class_probs, fid=fid, features=features,
+                                            heldout_images=self.val_x, heldout_labels=self.val_y,
+                                            similarity=similarity)
+
+    def gate_check(self) -> dict:
+        """How the memorisation gate of this replicate does: per class, the share of near-copies of
+        the training images it rejects and its leave-one-out false-rejection rate on the validation
+        images (cached in `acceptance/gate.json`)."""
+        from ..metrics.memorization import gate_rates
+
+        path = self.folder / "acceptance" / "gate.json"
+        if path.exists():
+            return read_json(path)
+        ctx = self.acceptance_context
+        out = gate_rates(self.train_x, self.train_y, self.val_x, self.val_y, self.e.classes, ctx.similarity,
+                         ctx.spaces, float(ctx.settings["memorization_quantile"]), flips=bool(self.e.config["hflip"]),
+                         seed=self.seed)
+        write_json(path, out)
+        return out
+
+    # -- stage 4: classifier runs ----------------------------------------------------------------
+    def arm_result(self, arm: Arm, k: int) -> dict:
+        path = self.folder / "classifiers" / arm.slug / f"seed-{k}.json"
+        if path.exists():
+            return read_json(path)
+        e = self.e
+        (x, y), extra = arm.data(self)
+        steps_per_epoch = self.steps_per_epoch  # the baseline's budget, whatever the arm adds
+        trained = train_classifier(x, y, self.val_x, self.val_y, len(e.classes), arm.settings(e.settings, e.config),
+                                   self.classifier_seed(k), steps_per_epoch, e.device, extra=extra)
+        probs = predict_proba(trained.model, self.test_x, e.device)
+        if e.config["save_models"] == "all" or (e.config["save_models"] == "first" and k == 0):
+            save_classifier(trained.model, path.with_suffix(".safetensors"), e.settings.classifier, e.classes,
+                            e.image_size, int(x.shape[1]),
+                            extra={"arm": arm.name, "replicate": self.index, "seed_index": k, "data": e.data,
+                                   "fit": self.manifest["fit"], "intensity": self.manifest["intensity"]})
+        result = {"arm": arm.name, "replicate": self.index, "seed_index": k, "seed": self.classifier_seed(k),
+                  "n_real_train": len(x), "n_extra": len(extra[0]) if extra is not None else 0,
+                  "optimizer_steps": trained.optimizer_steps, "images_seen": trained.images_seen,
+                  "best_epoch": trained.best_epoch, "history": trained.history,
+                  "test": classification_metrics(self.test_y.numpy(), probs, e.classes)}
+        write_json(path, result)
+        return result
+
+    # -- stage 5: quality of each synthetic set (quality.py) ------------------------------------
+    def quality(self, source: str) -> dict:
+        return quality.assess(self, source)
