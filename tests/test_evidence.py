@@ -231,6 +231,16 @@ def test_saved_classifiers_reload_to_the_recorded_test_results(tiny):
     assert accuracy == pytest.approx(recorded, abs=1e-12)
 
 
+def test_report_shows_the_calibrated_gate(tiny):
+    gate = _json(tiny / "rep-0" / "acceptance" / "gate.json")
+    assert gate["near_copy_kinds"] == ["shift", "noise", "jpeg"] and gate["spaces"] == ["inception", "pixels"]
+    for row in gate["per_class"].values():
+        assert row["n_calibration"] == 2 and set(row["thresholds"]) == {"inception", "pixels"}
+    md = (tiny / "report.md").read_text()
+    assert "### The memorisation gate" in md and "prediction bound" in md
+    assert len(_json(tiny / "report.json")["memorization_gate"]) == 2  # one per replicate
+
+
 def test_explain_an_experiment_and_the_report_section(tiny, tmp_path):
     import shutil
 

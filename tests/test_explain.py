@@ -55,3 +55,19 @@ def test_heatmap_peaks_in_the_corner(square_model, method):
 def test_unknown_method(square_model):
     with pytest.raises(GenaugError, match="unknown heatmap method"):
         heatmaps(square_model[0], square_model[1][:1], [0], "lime", device="cpu")
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "efficientnet_b0"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_architecture_and_channel_count(arch, channels):
+    """Every classifier genaug builds gives a map per image at the input's size (CAM and Grad-CAM)."""
+    from genaug.harness.classifier import build_classifier
+
+    s = open_source(str(PNEUMONIA))
+    real, _ = draw_subset(s, s.resolve_classes("all"), 2, seed=0, image_size=32)
+    images = real.images.expand(-1, channels, -1, -1).contiguous()
+    torch.manual_seed(0)
+    model = build_classifier(arch, channels, 2, 32)
+    for method in ("gradcam", "cam"):
+        maps = heatmaps(model, images, real.labels, method, device="cpu")
+        assert maps.shape == (len(images), 32, 32) and np.isfinite(maps).all()
