@@ -28,7 +28,7 @@ from genaug.cli import _quiet_libraries
 from genaug.data import RealImages, draw_subset, load_split, open_source
 from genaug.data.splits import carve_validation
 from genaug.metrics import memorization as gate
-from genaug.metrics.similarity import cached_inception_features, cosine_similarity, pixel_similarity
+from genaug.metrics.similarity import similarity_matrix
 
 OLD_THRESHOLD = 0.97  # the uncalibrated gate this replaces: Inception cosine similarity
 
@@ -72,10 +72,8 @@ def main(data, data_root, per_class, val_fraction, heldout, replicates, seed, qu
     test_y_all = torch.tensor([lookup[int(v)] for v in test.labels])
 
     def similarity(queries, gallery, space):
-        if space == "pixels":
-            return pixel_similarity(queries, gallery, max_shift, flips=flips)
-        return cosine_similarity(cached_inception_features(queries, False, device),
-                                 cached_inception_features(gallery, True, device))
+        return similarity_matrix(queries, gallery, space, cache_gallery=True, max_shift=max_shift, flips=flips,
+                                 device=device)
 
     start = time.time()
     reps = []

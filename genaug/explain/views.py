@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from ..errors import GenaugError
-from ..io import atomic_path, write_json
+from ..harness.figures import pyplot, save_figure
+from ..io import write_json
 from .cams import METHODS, heatmaps
 
 
@@ -148,21 +149,8 @@ def _overlay(ax, image: torch.Tensor, cam: np.ndarray | None) -> None:
     ax.axis("off")
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
 def _examples_figure(images, y, probs, chosen, maps, classes, method, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(maps)
     fig, axes = plt.subplots(len(chosen), len(names) + 1, figsize=(1.5 * (len(names) + 1), 1.55 * len(chosen)),
                              squeeze=False)
@@ -174,15 +162,12 @@ def _examples_figure(images, y, probs, chosen, maps, classes, method, path: Path
             p = probs[name][i, y[row]]
             axes[row, col + 1].set_title(f"{name[:14]}\np(true) {p:.2f}", fontsize=6)
     fig.suptitle(f"{method}: evidence for the true class, same test images for every arm", fontsize=8)
-    _save(fig, path)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def _means_figure(means, classes, method, counts, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(means)
     fig, axes = plt.subplots(len(classes), len(names), figsize=(1.6 * len(names), 1.7 * len(classes)), squeeze=False)
     for c, cls in enumerate(classes):
@@ -193,4 +178,5 @@ def _means_figure(means, classes, method, counts, path: Path) -> None:
             ax.set_title(f"{name[:14]}\n{cls[:12]} (n={counts[c]})", fontsize=6)
             ax.axis("off")
     fig.suptitle(f"mean {method} heatmap per class and arm (true class)", fontsize=8)
-    _save(fig, path)
+    fig.tight_layout()
+    save_figure(fig, path)

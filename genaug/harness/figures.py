@@ -14,7 +14,7 @@ from ..data.imagesets import slug
 from ..io import atomic_path
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,10 +23,10 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    _plt().close(fig)
+    pyplot().close(fig)
 
 
 def write_figures(e, replicates, report: dict) -> None:
@@ -58,7 +58,7 @@ def _forest(report: dict, primary: str, path: Path) -> None:
     rows = [(f"{arm} − {ref}", c[primary]) for ref, block in report["comparisons"].items() for arm, c in block.items()]
     if not rows:
         return
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.2))
     for i, (label, c) in enumerate(reversed(rows)):
         lo, hi = c["ci_low"], c["ci_high"]
@@ -68,12 +68,12 @@ def _forest(report: dict, primary: str, path: Path) -> None:
     ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)], fontsize=8)
     ax.set_xlabel(f"paired difference in {primary} (mean, 95% t interval)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _metrics(report: dict, primary: str, path: Path) -> None:
     arms = [a for a, v in report["arms"].items() if v["summary"]]
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.1 * len(arms) + 2, 3.4))
     means = [report["arms"][a]["summary"][primary]["mean"] for a in arms]
     lows = [report["arms"][a]["summary"][primary]["ci_low"] for a in arms]
@@ -86,11 +86,11 @@ def _metrics(report: dict, primary: str, path: Path) -> None:
     ax.set_title(f"{primary} per arm, mean with 95% t interval over {report['design']['unit_of_inference']}s",
                  fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _quality_vs_gain(qvg: dict, primary: str, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     names = list(qvg)
     fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3))
     for ax, name in zip(np.atleast_1d(axes), names):
@@ -105,11 +105,11 @@ def _quality_vs_gain(qvg: dict, primary: str, path: Path) -> None:
     np.atleast_1d(axes)[0].set_ylabel(f"gain in {primary}")
     np.atleast_1d(axes)[0].legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _dose(dose: dict, primary: str, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for source, points in dose.items():
         xs = [p["count"] for p in points]
@@ -123,11 +123,11 @@ def _dose(dose: dict, primary: str, path: Path) -> None:
     ax.set_ylabel(f"gain in {primary} over baseline")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _confusion(cm: np.ndarray, classes: list[str], arm: str, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(classes), 1 + 0.6 * len(classes)))
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
@@ -138,4 +138,4 @@ def _confusion(cm: np.ndarray, classes: list[str], arm: str, path: Path) -> None
     ax.set_ylabel("true")
     ax.set_title(f"{arm} (summed over runs)", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

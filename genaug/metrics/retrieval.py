@@ -14,7 +14,7 @@ import torch
 from ..data.images import match_channels
 from ..data.imagesets import image_files, resolve_image_set
 from ..errors import GenaugError
-from ..io import atomic_path, write_json
+from ..io import write_json
 from .similarity import FEATURES, similarity_matrix, top_k
 
 
@@ -78,11 +78,9 @@ def nearest(query: str, gallery: str, out: str | Path, k: int = 5, features: str
 
 def _grid(q, g, values, indices, q_names, max_rows, path: Path) -> None:
     """The queries with the highest top-1 similarity, each beside its neighbours."""
-    import matplotlib
+    from ..harness.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     order = torch.argsort(values[:, 0], descending=True)[:max_rows].tolist()
     k = indices.shape[1]
     fig, axes = plt.subplots(len(order), k + 1, figsize=(1.3 * (k + 1), 1.4 * len(order)), squeeze=False)
@@ -97,6 +95,4 @@ def _grid(q, g, values, indices, q_names, max_rows, path: Path) -> None:
         ax.axis("off")
     fig.suptitle("query | nearest gallery images (similarity)", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

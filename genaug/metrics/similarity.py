@@ -13,7 +13,6 @@ and brightness/contrast changes do not hide it. 1.0 means identical up to an aff
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -61,14 +60,13 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def cached_inception_features(images: torch.Tensor, cache: bool, device: str = "auto",
                               cache_dir: str | Path | None = None) -> torch.Tensor:
     """Inception pool3 features; a real set's are stored under the FID cache, keyed by content."""
-    from .fidelity import inception_features
+    from .fidelity import ImageSet, inception_features
     from .inception import default_cache_dir
 
     path = None
     if cache:
-        h = hashlib.sha256(repr(tuple(images.shape)).encode())
-        h.update(images.contiguous().numpy().tobytes())
-        path = Path(cache_dir or default_cache_dir()) / "features" / f"inception-{h.hexdigest()[:24]}.pt"
+        key = ImageSet(images, "real set").content_hash()  # the key FID's real-set cache uses
+        path = Path(cache_dir or default_cache_dir()) / "features" / f"inception-{key}.pt"
         if path.exists():
             return torch.load(path)
     feats = inception_features(images, device=device, cache_dir=cache_dir)
