@@ -68,6 +68,10 @@ def split_options(f):
     f = click.option("--intensity", default=None,
                      help="Non-8-bit pixels (16-bit, float, DICOM): dataset (one 0.5-99.5 percentile window for "
                           "the training subset), image (per-image min-max) or window:LOW,HIGH  [default: dataset]")(f)
+    f = click.option("--preprocess", type=click.Choice(["none", "equalize", "clahe"]), default=None,
+                     help="Contrast step on every image, real and synthetic, before any model sees it: global "
+                          "histogram equalisation or CLAHE (clip 2.0, 8x8 tiles; 4x4 below 64 px)  "
+                          "[default: none]")(f)
     return f
 
 
@@ -78,7 +82,7 @@ def split_options(f):
 @click.option("--image-size", type=click.IntRange(min=1), default=None, help="Size for --export.")
 @split_options
 @data_options
-def datasets(spec, export_dir, image_size, group_by, test_fraction, fit, intensity, data_root, skip_bad):
+def datasets(spec, export_dir, image_size, group_by, test_fraction, fit, intensity, preprocess, data_root, skip_bad):
     """Classes, counts (and patients) per split of a data SPEC, or the manifest(s) of a run or
     experiment folder."""
     from .data import describe
@@ -86,7 +90,8 @@ def datasets(spec, export_dir, image_size, group_by, test_fraction, fit, intensi
     if Path(spec, "manifest.json").exists():
         click.echo(describe.run_summary(spec))
         return
-    replicates = sorted(Path(spec).glob("rep-*/manifest.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    replicates = sorted([*Path(spec).glob("rep-*/manifest.json"), *Path(spec).glob("rep-*/fold-*/manifest.json")],
+                        key=lambda p: [int(part.split("-")[1]) for part in p.relative_to(spec).parts[:-1]])
     if replicates:  # an augment-and-train experiment: one manifest per replicate
         click.echo("\n\n".join(describe.run_summary(p.parent) for p in replicates))
         return
@@ -95,7 +100,10 @@ def datasets(spec, export_dir, image_size, group_by, test_fraction, fit, intensi
     source = open_source(spec, data_root, group_by=group_by, test_fraction=test_fraction)
     click.echo(describe.source_summary(source))
     if export_dir:
-        n = describe.export(source, export_dir, image_size, fit, intensity, skip_bad)
+        from .data.intensity import IntensityRule
+
+        rule = IntensityRule.parse(intensity).with_preprocess(preprocess)
+        n = describe.export(source, export_dir, image_size, fit, rule, skip_bad)
         click.echo(f"exported {n} images to {export_dir}")
 
 
@@ -142,7 +150,7 @@ def configs():
 @split_options
 @data_options
 def train(family, data, classes, per_class, image_size, steps, batch_size, conditional, checkpoint_every, config_file,
-          out, seed, device, resume, no_progress, group_by, test_fraction, fit, intensity, data_root, skip_bad):
+          out, seed, device, resume, no_progress, group_by, test_fraction, fit, intensity, preprocess, data_root, skip_bad):
     """Train one FAMILY generator per class on scarce real data (or, with --conditional, one
     class-conditional DDPM for all of them).
 
@@ -160,7 +168,8 @@ def train(family, data, classes, per_class, image_size, steps, batch_size, condi
     overrides = merge(load_config(config_file), {
         "data": data, "class": classes, "per_class": per_class, "image_size": image_size, "steps": steps,
         "batch_size": batch_size, "seed": seed, "checkpoint_every": checkpoint_every, "group_by": group_by,
-        "test_fraction": test_fraction, "fit": fit, "intensity": intensity})
+        "test_fraction": test_fraction, "fit": fit, "intensity": intensity,
+        "preprocess": preprocess})
     progress = not no_progress
     target = out or (runs.default_run_dir(overrides["data"], family, str(overrides["class"]))
                      if overrides.get("data") and overrides.get("class") is not None else None)
@@ -349,14 +358,25 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @click.option("--replicates", type=click.IntRange(min=1), default=None,
               help="Repeats of the whole pipeline (subset, generators, samples, acceptance); the unit of inference "
                    "(3 or more for conclusions)  [default: 1]")
+@click.option("--cv", type=click.IntRange(min=2), default=None,
+              help="K-fold cross-validation of the labelled subset (stratified, patient-disjoint with --group-by): "
+                   "each fold is held out once for epoch selection while generators and classifiers train on the "
+                   "rest; replaces the validation carve, and the test split still scores every classifier once.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Classifier seeds per arm inside each replicate  [default: 3]")
 @click.option("--primary-metric", type=click.Choice(["accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr",
-                                                     "cohen_kappa"]), default=None,
+                                                     "cohen_kappa", "final_score"]), default=None,
               help="The one metric the headline answers on, declared before the run  [default: balanced_accuracy]")
 @click.option("--out", required=True, help="Experiment folder (re-run the same command to resume).")
-@click.option("--classifier", type=click.Choice(["resnet18", "resnet50", "efficientnet_b0"]), default=None,
-              help="torchvision architecture, from scratch  [default: resnet18]")
+@click.option("--classifier", default=None,
+              help="resnet18, resnet50, efficientnet_b0 (torchvision, from scratch unless --pretrained) or "
+                   "inception-v3 (the offline ImageNet Inception of FID); a comma list trains each per seed and "
+                   "also scores their ensemble; the first drives the headline  [default: resnet18]")
+@click.option("--pretrained", is_flag=True, default=None,
+              help="torchvision ImageNet weights (from torch's cache; downloaded when online). Inputs go to 3 "
+                   "channels and 224 px. A pretrained backbone is frozen with a new linear head unless --finetune.")
+@click.option("--finetune", is_flag=True, default=None,
+              help="Train the pretrained backbone (inception-v3, or --pretrained) too, not only its head.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Classifier epochs  [default: 20]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Classifier batch size  [default: 32]")
 @click.option("--accept", default=None,
@@ -382,9 +402,10 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @split_options
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
 def augment_and_train(data, classes, per_class, generators, guidance, synthetic, synthetic_per_class, synthetic_ratio, controls,
-                      full_real, replicates, seeds, primary_metric, out, classifier, epochs, batch_size,
+                      full_real, replicates, cv, seeds, primary_metric, out, classifier, pretrained, finetune, epochs,
+                      batch_size,
                       accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
-                      device, no_progress, group_by, test_fraction, fit, intensity, data_root):
+                      device, no_progress, group_by, test_fraction, fit, intensity, preprocess, data_root):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics.
 
     Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, and
@@ -399,12 +420,15 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
     config = experiment_config(config_file, {
         "data": data, "classes": classes, "per_class": per_class, "generators": generators, "guidance": guidance,
         "synthetic": list(synthetic) or None, "synthetic_per_class": synthetic_per_class,
-        "synthetic_ratio": synthetic_ratio, "controls": controls, "full_real": full_real or None, "replicates": replicates,
+        "synthetic_ratio": synthetic_ratio, "controls": controls, "full_real": full_real or None,
+        "replicates": replicates, "cv": cv,
         "primary_metric": primary_metric,
-        "seeds": seeds, "classifier": classifier, "epochs": epochs, "batch_size": batch_size, "accept": accept,
+        "seeds": seeds, "classifier": classifier, "pretrained": pretrained, "finetune": finetune, "epochs": epochs,
+        "batch_size": batch_size, "accept": accept,
         "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "save_models": save_models,
         "explain": explain_method, "image_size": image_size, "seed": seed,
-        "group_by": group_by, "test_fraction": test_fraction, "fit": fit, "intensity": intensity})
+        "group_by": group_by, "test_fraction": test_fraction, "fit": fit, "intensity": intensity,
+        "preprocess": preprocess})
     if not config.get("data"):
         raise click.UsageError("--data is required (on the command line or in --config)")
     report = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,
@@ -413,6 +437,28 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
     click.echo(md[md.index("## Answer"):md.index("## Design")].rstrip())
     click.echo(f"\nreport: {Path(out) / 'report.md'}")
 
+
+
+@main.command()
+@click.argument("first")
+@click.argument("second")
+@click.option("--metric", default=None, help="Metric to compare on  [default: FIRST's primary metric]")
+@click.option("--out", default=None, help="Also write the comparison as Markdown (and .json beside it).")
+def compare(first, second, metric, out):
+    """Two finished augment-and-train experiments that differ in one recipe setting (e.g. --loss ce
+    against --loss cr), arm by arm, paired replicate by replicate: SECOND − FIRST.
+
+    Refused unless both drew the same real subsets and used the same generators.
+    """
+    from .harness.compare import compare_experiments, render
+    from .io import write_json, write_text
+
+    result = compare_experiments(first, second, metric)
+    text = render(result)
+    if out:
+        write_text(Path(out), text)
+        write_json(Path(out).with_suffix(".json"), result)
+    click.echo(text.rstrip())
 
 if __name__ == "__main__":  # pragma: no cover - `python -m genaug.cli` (e.g. under accelerate launch)
     main()

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .config import merge, save_config
 from .data import check_image_size, draw_subset, load_manifest, open_source, reload_subset, save_png, to_uint8
 from .data.imagesets import slug
+from .data.intensity import IntensityRule
 from .data.subsets import MANIFEST_NAME, class_manifest
 from .errors import GenaugError
 from .generators.base import get_family
@@ -34,7 +35,7 @@ def default_run_dir(data: str, family: str, class_name: str) -> Path:
 
 
 DATA_DEFAULTS: dict[str, Any] = {"per_class": None, "group_by": None, "test_fraction": 0.2, "fit": "crop",
-                                 "intensity": "dataset"}
+                                 "intensity": "dataset", "preprocess": "none"}
 EXTENDABLE = ("steps",)  # settings a resumed run may raise; every other one must match
 
 
@@ -51,7 +52,7 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
 
     `config` holds the training settings (`steps`, `batch_size`, `seed`, ..., `model: {...}`)
     and the data settings (`per_class`, `image_size`, `group_by`, `test_fraction`, `fit`,
-    `intensity`). With `resume`, a run folder that exists continues with its own recorded
+    `intensity`, `preprocess`). With `resume`, a run folder that exists continues with its own recorded
     settings (see `resume_runs`); one that does not is started.
     """
     get_family(family)
@@ -63,7 +64,9 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     # one draw for all classes: data errors surface before anything is written, and a `dataset`
     # intensity window is fitted on every selected class together
     real, manifest = draw_subset(source, selected, config.get("per_class"), seed, image_size, skip_bad,
-                                 fit=config.get("fit"), intensity=config.get("intensity"))
+                                 fit=config.get("fit"),
+                                 intensity=IntensityRule.parse(config.get("intensity")).with_preprocess(
+                                     config.get("preprocess")))
     jobs = []  # (run folder, images, manifest, settings, labels)
     if get_family(family).conditional:
         names = [source.classes[label] for label in selected]

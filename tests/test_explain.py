@@ -57,11 +57,11 @@ def test_unknown_method(square_model):
         heatmaps(square_model[0], square_model[1][:1], [0], "lime", device="cpu")
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "efficientnet_b0"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "efficientnet_b0", "inception-v3"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_architecture_and_channel_count(arch, channels):
     """Every classifier genaug builds gives a map per image at the input's size (CAM and Grad-CAM)."""
-    from genaug.harness.classifier import build_classifier
+    from genaug.harness.models import build_classifier
 
     s = open_source(str(PNEUMONIA))
     real, _ = draw_subset(s, s.resolve_classes("all"), 2, seed=0, image_size=32)

@@ -41,7 +41,8 @@ def run_summary(run_dir: str | Path) -> str:
     lines = [f"run {run_dir}: {m['source']} ({m['kind']}), classes {', '.join(m['selected_classes'])}, "
              f"{m['image_size']} px ({m['fit']}), {m['channels']} channel(s), seed {m['seed']}, "
              f"per class {m['per_class']}, intensity {m['intensity']['rule']}"
-             + (f" window {m['intensity']['window']}" if m["intensity"]["window"] else ""),
+             + (f" window {m['intensity']['window']}" if m["intensity"]["window"] else "")
+             + (f", preprocess {m['intensity']['preprocess']}" if m["intensity"].get("preprocess") else ""),
              f"train items: {m['train']['count']} (skipped unreadable: {m['train']['skipped_bad']}); "
              f"test split: {m['test']['count']} items, never used for training; split: {m['split_origin']}"
              + (f"; grouped by {options['group_by']}" if options.get("group_by") else "")]
@@ -50,7 +51,7 @@ def run_summary(run_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
-def export(source: Source, out: str | Path, image_size: int | None, fit: str | None, intensity: str | None,
+def export(source: Source, out: str | Path, image_size: int | None, fit: str | None, intensity,
            skip_bad: bool = False) -> int:
     """Every image of every split as the models see it, as PNG, in `out/<split>/<class>/`.
 

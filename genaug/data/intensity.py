@@ -10,16 +10,19 @@ modality rescale) is mapped by one recorded rule, never wrapped or truncated:
 Floats that all lie in [0, 1] (common in `.npz` files) are read as intensities scaled by 255.
 A DICOM file's own VOI window, when it has one, is applied when decoding (what a radiologist
 sees) and its result is 8-bit already; MONOCHROME1 images are inverted after the mapping.
+A contrast preprocessing step (`preprocess.py`: none, equalize, clahe) is part of the rule: it
+runs on the uint8 result, so every later load of the run repeats it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..errors import GenaugError
+from .preprocess import check_preprocess, preprocess
 
 PERCENTILES = (0.5, 99.5)
 FIT_PIXELS_PER_IMAGE = 4096  # strided sample per image when fitting the dataset window
@@ -41,6 +44,7 @@ class Raw:
 class IntensityRule:
     rule: str = "dataset"
     window: tuple[float, float] | None = None  # fitted (dataset) or given (window:LOW,HIGH)
+    preprocess: str = "none"  # contrast step on the uint8 result (preprocess.PREPROCESS)
 
     @classmethod
     def parse(cls, text: "str | dict | IntensityRule | None") -> "IntensityRule":
@@ -48,7 +52,8 @@ class IntensityRule:
             return text
         if isinstance(text, dict):
             window = text.get("window")
-            return cls(text["rule"], tuple(window) if window is not None else None)
+            return cls(text["rule"], tuple(window) if window is not None else None,
+                       check_preprocess(text.get("preprocess")))
         text = (text or "dataset").strip()
         if text in ("dataset", "image"):
             return cls(text)
@@ -64,7 +69,15 @@ class IntensityRule:
 
     def to_dict(self) -> dict:
         return {"rule": self.rule, "window": list(self.window) if self.window is not None else None,
-                **({"percentiles": list(PERCENTILES)} if self.rule == "dataset" else {})}
+                **({"percentiles": list(PERCENTILES)} if self.rule == "dataset" else {}),
+                **({"preprocess": self.preprocess} if self.preprocess != "none" else {})}
+
+    def with_preprocess(self, name: str | None) -> "IntensityRule":
+        return replace(self, preprocess=check_preprocess(name))
+
+    def finish(self, images: torch.Tensor) -> torch.Tensor:
+        """The preprocessing step on uint8 images already through the rule."""
+        return preprocess(images, self.preprocess)
 
     def fitted(self, raws: list[Raw]) -> "IntensityRule":
         """The `dataset` rule with its window fitted on `raws` (unchanged for other rules or 8-bit data)."""
@@ -76,7 +89,7 @@ class IntensityRule:
         low, high = np.percentile(np.concatenate(samples), PERCENTILES)
         if high <= low:
             high = low + 1.0
-        return IntensityRule("dataset", (float(low), float(high)))
+        return replace(self, window=(float(low), float(high)))
 
     def to_uint8(self, raw: Raw) -> torch.Tensor:
         if raw.is_8bit:
@@ -97,7 +110,7 @@ def convert(raws: list[Raw], intensity: "IntensityRule | str | dict | None") -> 
     """uint8 N x C x H x W of `raws` under the rule (a `dataset` rule without a window is fitted on
     them first), with the rule as applied; `raws` must not be empty."""
     rule = IntensityRule.parse(intensity).fitted(raws)
-    return torch.stack([rule.to_uint8(r) for r in raws]), rule
+    return rule.finish(torch.stack([rule.to_uint8(r) for r in raws])), rule
 
 
 def _pixel_sample(pixels: torch.Tensor) -> np.ndarray:

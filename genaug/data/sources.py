@@ -136,7 +136,8 @@ class Source:
         size = image_size or self.default_size()
         raws, kept, hashes = self.decode(split, ids, size, check_fit(fit), skip_bad)
         if isinstance(raws, torch.Tensor):  # an 8-bit batch already: no second copy
-            return Loaded(raws, kept, hashes, IntensityRule.parse(intensity))
+            rule = IntensityRule.parse(intensity)
+            return Loaded(rule.finish(raws), kept, hashes, rule)
         if not raws:
             empty = torch.empty((0, self.channels, size, size), dtype=torch.uint8)
             return Loaded(empty, kept, hashes, IntensityRule.parse(intensity))

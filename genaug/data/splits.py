@@ -9,7 +9,8 @@
   the data root, `re.search`), a built-in name, or a label file's `group` column. A file the
   regex does not match is its own group (counted and reported).
 - **Validation carves** (epoch selection) are drawn with scikit-learn's `StratifiedGroupKFold`,
-  seeded, so they are stratified and group-disjoint, and a new seed gives a new carve.
+  seeded, so they are stratified and group-disjoint, and a new seed gives a new carve; so are
+  cross-validation folds (`cv_folds`).
 """
 
 from __future__ import annotations
@@ -121,3 +122,26 @@ def carve_validation(labels: np.ndarray, groups: list[str] | None, fraction: flo
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train, val = next(splitter.split(np.zeros(len(labels)), labels, group_ids))
     return np.sort(train), np.sort(val)
+
+
+def cv_folds(labels: np.ndarray, groups: list[str] | None, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K seeded, stratified, group-disjoint folds of a labelled subset: [(train positions, held-out
+    positions)] with every image held out exactly once."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if k < 2:
+        raise GenaugError(f"cv needs at least 2 folds (got {k})")
+    labels = np.asarray(labels)
+    group_ids = np.asarray(groups if groups is not None else np.arange(len(labels)).astype(str))
+    unit = "patients" if groups is not None else "images"
+    for label in np.unique(labels):
+        n = len(np.unique(group_ids[labels == label]))
+        if n < k:
+            raise GenaugError(f"cv {k}: a class has only {n} {unit} in the labelled subset; every fold needs one "
+                              f"of each class (use fewer folds or more images per class)")
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    folds = [(np.sort(tr), np.sort(va)) for tr, va in splitter.split(np.zeros(len(labels)), labels, group_ids)]
+    if any(len(np.unique(labels[va])) < len(np.unique(labels)) for _, va in folds):
+        raise GenaugError(f"cv {k}: the patients cannot be spread so that every fold holds every class; "
+                          "use fewer folds")
+    return folds

@@ -17,16 +17,16 @@ import torch.nn as nn
 from ..data.images import to_model_range
 from ..device import resolve_device
 from ..errors import GenaugError
-from ..harness.classifier import target_layer
+from ..harness.models import head, target_layer
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "cam")
 
 
 def _head(model: nn.Module) -> nn.Linear:
-    head = model.fc if hasattr(model, "fc") else model.classifier[-1]
-    if not isinstance(head, nn.Linear):
+    layer = head(model)
+    if not isinstance(layer, nn.Linear):
         raise GenaugError("CAM needs a global-average-pooled network with a linear head")
-    return head
+    return layer
 
 
 def _cam_class():

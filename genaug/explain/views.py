@@ -25,6 +25,8 @@ from .cams import METHODS, heatmaps
 def saved_models(experiment: Path, replicate: int = 0) -> dict[str, Path]:
     """{arm: the first saved classifier of the arm} in one replicate, baseline first."""
     folder = experiment / f"rep-{replicate}" / "classifiers"
+    if not folder.is_dir() and (experiment / f"rep-{replicate}" / "fold-0").is_dir():
+        folder = experiment / f"rep-{replicate}" / "fold-0" / "classifiers"  # cross-validation: the first fold
     if not (experiment / "config.yaml").exists():
         raise GenaugError(f"{experiment} is not an augment-and-train folder (no config.yaml)")
     found = {}
@@ -92,7 +94,7 @@ def explain_experiment(experiment: str | Path, out: str | Path | None = None, me
     """Every arm's saved classifier of one replicate, on that replicate's test images."""
     from ..data import load_split, open_source
     from ..data.subsets import load_manifest
-    from ..harness.classifier import load_classifier
+    from ..harness.models import load_classifier
 
     experiment = Path(experiment)
     paths = saved_models(experiment, replicate)
@@ -115,7 +117,7 @@ def explain_model(model_path: str | Path, data: str, out: str | Path, method: st
                   data_root: str | None = None, per_class: int = 2, mean_count: int = 64, device: str = "auto") -> dict:
     """One saved classifier on a split of a data source (its recorded size, fit and intensity rule)."""
     from ..data import load_split, open_source
-    from ..harness.classifier import load_classifier
+    from ..harness.models import load_classifier
 
     model, meta = load_classifier(model_path)
     source = open_source(data, data_root)

@@ -1,8 +1,10 @@
 """From the experiment's classifier runs to the figures a reviewer reads.
 
-Input: a long table of rows (replicate, arm, seed, metric, value). The unit of inference is the
-replicate (its seeds averaged); with a single replicate it falls back to the seed, and the
-report says that the intervals are then conditional on one subset and one generator draw.
+Input: a long table of rows (replicate, fold, arm, seed, metric, value). The unit of inference
+is the replicate (its folds and seeds averaged); with a single replicate it falls back to the
+cross-validation fold when there are folds (their training parts overlap, so the intervals are
+optimistic), else to the seed, and the report says that the intervals are then conditional on
+one subset and one generator draw.
 """
 
 from __future__ import annotations
@@ -19,18 +21,29 @@ REFERENCES = ("baseline", "baseline-strong", "+dup")
 
 
 def rows_of(results: list[dict]) -> list[dict]:
-    """One row per (replicate, arm, seed, metric)."""
-    return [{"replicate": r["replicate"], "arm": r["arm"], "seed": r["seed_index"], "metric": m, "value": r["test"][m]}
-            for r in results for m in SCALAR_METRICS]
+    """One row per (replicate, fold, arm, seed, metric); fold is None without cross-validation."""
+    return [{"replicate": r["replicate"], "fold": r.get("fold"), "arm": r["arm"], "seed": r["seed_index"],
+             "metric": m, "value": r["test"][m]} for r in results for m in SCALAR_METRICS]
 
 
-def unit_values(rows: list[dict], replicates: int) -> tuple[str, dict[str, dict[str, dict]]]:
-    """{arm: {metric: {unit: value}}}: seed means per replicate, or per seed with one replicate."""
-    unit = "replicate" if replicates > 1 else "seed"
+def unit_of(replicates: int, cv: bool) -> str:
+    return "replicate" if replicates > 1 else "fold" if cv else "seed"
+
+
+UNIT_KEYS = {"replicate": lambda row: row["replicate"], "fold": lambda row: row["fold"],
+             "seed": lambda row: row["seed"], "cell": lambda row: (row["replicate"], row["fold"])}
+
+
+def unit_values(rows: list[dict], replicates: int, cv: bool = False, unit: str | None = None
+                ) -> tuple[str, dict[str, dict[str, dict]]]:
+    """{arm: {metric: {unit: value}}}: means per replicate (over its folds and seeds); with one
+    replicate per fold (over seeds), or per seed. `unit="cell"` gives one value per
+    (replicate, fold), the level at which generators are trained."""
+    unit = unit or unit_of(replicates, cv)
+    key_of = UNIT_KEYS[unit]
     cells: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for row in rows:
-        key = row["replicate"] if unit == "replicate" else row["seed"]
-        cells[row["arm"]][row["metric"]][key].append(row["value"])
+        cells[row["arm"]][row["metric"]][key_of(row)].append(row["value"])
     return unit, {arm: {m: {k: float(np.mean(v)) for k, v in by.items()} for m, by in metrics.items()}
                   for arm, metrics in cells.items()}
 
@@ -85,6 +98,10 @@ def answer(comps: dict, arms: list[str], primary: str, unit: str, n_units: int) 
     if unit == "seed":
         lines.append("With one replicate the intervals are over classifier seeds only: they are conditional on "
                      "one real subset and one generator draw; use `--replicates 3` or more for conclusions.")
+    if unit == "fold":
+        lines.append("With one replicate the intervals are over cross-validation folds: the folds share most of "
+                     "their training images and one labelled subset, so the intervals are optimistic (no unbiased "
+                     "variance estimate of K-fold CV exists); use `--replicates 3` or more for conclusions.")
     if not synthetic:
         return lines + ["No synthetic arm was run."]
     helped = []
@@ -114,7 +131,8 @@ def answer(comps: dict, arms: list[str], primary: str, unit: str, n_units: int) 
 
 
 def quality_vs_gain(quality: dict[str, list[dict]], units: dict, arm_of: dict[str, str], primary: str) -> dict:
-    """Per quality metric: points (source, replicate, quality, gain over the baseline) and Spearman's rho."""
+    """Per quality metric: points (source, replicate, fold, quality, gain over the baseline) and
+    Spearman's rho; `units` holds one value per (replicate, fold) cell, where generators are trained."""
     metrics = {"fid": lambda q: q.get("fid"), "kid": lambda q: q.get("kid_mean"),
                "precision": lambda q: q.get("precision"), "recall": lambda q: q.get("recall"),
                "cas": lambda q: (q.get("cas") or {}).get(primary)}
@@ -126,10 +144,10 @@ def quality_vs_gain(quality: dict[str, list[dict]], units: dict, arm_of: dict[st
             if arm not in units or "baseline" not in units:
                 continue
             for q in per_rep:
-                r = q["replicate"]
-                gain_unit = units[arm][primary].get(r), units["baseline"][primary].get(r)
+                cell = (q["replicate"], q.get("fold"))
+                gain_unit = units[arm][primary].get(cell), units["baseline"][primary].get(cell)
                 if get(q) is not None and None not in gain_unit:
-                    points.append({"source": source, "replicate": r, "quality": get(q),
+                    points.append({"source": source, "replicate": cell[0], "fold": cell[1], "quality": get(q),
                                    "gain": gain_unit[0] - gain_unit[1]})
         rho = p = None
         xs, ys = [pt["quality"] for pt in points], [pt["gain"] for pt in points]
@@ -148,3 +166,43 @@ def scarcity_gap(summ: dict, primary: str) -> dict:
     gap = ceiling - base
     return {arm: (s[primary]["mean"] - base) / gap if gap else math.nan for arm, s in summ.items()
             if arm not in ("baseline", "full-real")}
+
+
+def ensembles(results: list[dict], test_labels: dict[int, np.ndarray], classes: list[str]) -> list[dict]:
+    """Per replicate, fold and arm, the ensemble of its classifiers: mean test probabilities,
+    scored like a single run. Runs saved without probabilities (older results) are left out."""
+    from .stats import classification_metrics
+
+    groups: dict = defaultdict(list)
+    for r in results:
+        if "test_probs" in r:
+            groups[(r["replicate"], r.get("fold"), r["arm"])].append(np.asarray(r["test_probs"], float))
+    return [{"replicate": rep, "fold": fold, "arm": arm, "members": len(probs),
+             "test": classification_metrics(test_labels[rep], np.mean(probs, axis=0), classes)}
+            for (rep, fold, arm), probs in groups.items() if len(probs) > 1]
+
+
+def ensemble_units(ens: list[dict], replicates: int, cv: bool) -> dict:
+    """{arm: {metric: {unit: value}}}: an ensemble pools the seeds, so its unit is the replicate
+    (its folds averaged), or with one replicate the fold."""
+    rows = [{"replicate": e["replicate"], "fold": e["fold"], "arm": e["arm"], "seed": None, "metric": m,
+             "value": e["test"][m]} for e in ens for m in SCALAR_METRICS]
+    return unit_values(rows, replicates, cv, unit="replicate" if replicates > 1 or not cv else "fold")[1]
+
+
+def pair_confusion(results: list[dict], classes: list[str], arm_names: list[str]) -> dict:
+    """{arm: {"A / B": share of the test images of classes A and B predicted as the other one}},
+    mean over runs: where look-alike classes are mixed up (what the CR loss is meant to reduce)."""
+    out = {}
+    for arm in arm_names:
+        cms = [np.asarray(r["test"]["confusion_matrix"], float) for r in results if r["arm"] == arm]
+        if not cms:
+            continue
+        rates = defaultdict(list)
+        for cm in cms:
+            for i in range(len(classes)):
+                for j in range(i + 1, len(classes)):
+                    n = cm[i].sum() + cm[j].sum()
+                    rates[f"{classes[i]} / {classes[j]}"].append((cm[i, j] + cm[j, i]) / n if n else math.nan)
+        out[arm] = {pair: float(np.nanmean(v)) for pair, v in rates.items()}
+    return out

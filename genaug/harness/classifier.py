@@ -1,7 +1,4 @@
-"""Classifiers from torchvision and the loop that trains one arm of the experiment.
-
-Below 64 px the stem becomes a 3x3 stride-1 conv without max-pool (the usual CIFAR-style stem);
-the first conv takes the data's channel count. Weights start from scratch (no downloads).
+"""The loop that trains one classifier of an arm of the experiment (the networks: `models.py`).
 
 Every arm runs the same number of optimizer steps: `epochs` x `steps_per_epoch`, where
 `steps_per_epoch` comes from the real training images alone; an augmented arm draws its batches
@@ -19,32 +16,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from torchvision.transforms import v2
 
 from ..data.images import to_model_range
 from ..device import resolve_device
 from ..errors import GenaugError
 from .losses import confusion_rates, cr_cross_entropy
-
-CLASSIFIERS = ("resnet18", "resnet50", "efficientnet_b0")
-
-
-def build_classifier(name: str, in_channels: int, n_classes: int, image_size: int) -> nn.Module:
-    if name not in CLASSIFIERS:
-        raise GenaugError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
-    small = image_size < 64
-    model = getattr(torchvision.models, name)(weights=None, num_classes=n_classes)
-    if name.startswith("resnet"):
-        model.conv1 = (nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False) if small
-                       else nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False))
-        if small:
-            model.maxpool = nn.Identity()
-    else:
-        out = model.features[0][0].out_channels
-        model.features[0][0] = nn.Conv2d(in_channels, out, 3, 1 if small else 2, 1, bias=False)
-    return model
-
+from .models import build_classifier, freeze_backbone, is_pretrained, train_mode
 
 def classical_augmentation(image_size: int, rotation: float, crop_padding: int, hflip: bool) -> v2.Compose:
     """Crops and small rotations; horizontal flips only when asked (off for medical sources)."""
@@ -67,6 +45,8 @@ def strong_augmentation(image_size: int, crop_padding: int, hflip: bool, policy:
 @dataclass
 class TrainSettings:
     classifier: str = "resnet18"
+    pretrained: bool = False  # torchvision ImageNet weights (inception-v3 is always pretrained)
+    finetune: bool = False  # train a pretrained backbone too, not only its new linear head
     epochs: int = 20
     batch_size: int = 32
     lr: float = 1e-3
@@ -123,7 +103,8 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
                      n_classes: int, settings: TrainSettings, seed: int, steps_per_epoch: int,
                      device: str = "auto", extra: tuple[torch.Tensor, torch.Tensor] | None = None
                      ) -> TrainedClassifier:
-    """Train from scratch with a fixed step budget; keep the best epoch on the validation split.
+    """Train with a fixed step budget; keep the best epoch on the validation split. A pretrained
+    backbone is frozen (only the new head trains) unless `settings.finetune`.
 
     `extra` (synthetic or duplicated images) joins the real training images: drawn in proportion
     to its size (`synthetic_ratio` None), or as a fixed share of every batch.
@@ -139,8 +120,11 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
         raise GenaugError(f"synthetic_ratio must be in [0, 1) (got {ratio})")
     dev = resolve_device(device)
     torch.manual_seed(seed)
-    model = build_classifier(settings.classifier, train_x.shape[1], n_classes, train_x.shape[-1]).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    model = build_classifier(settings.classifier, train_x.shape[1], n_classes, train_x.shape[-1],
+                             pretrained=settings.pretrained).to(dev)
+    frozen = is_pretrained(settings.classifier, settings.pretrained) and not settings.finetune
+    params = freeze_backbone(model) if frozen else list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
     size = train_x.shape[-1]
     augment = (classical_augmentation(size, settings.rotation, settings.crop_padding, settings.hflip)
@@ -163,7 +147,7 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
     best_state, best_epoch, history = None, 0, []
     cr = None
     for epoch in range(settings.epochs):
-        model.train()
+        train_mode(model, frozen)
         cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
         total_loss = 0.0
         for _ in range(steps_per_epoch):
@@ -202,72 +186,3 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     return TrainedClassifier(model.cpu(), best_epoch, history, settings.epochs * steps_per_epoch, seen)
-
-
-# -- saved classifiers ------------------------------------------------------------------------
-
-def save_classifier(model: nn.Module, path, name: str, classes: list[str], image_size: int, in_channels: int,
-                    extra: dict | None = None) -> None:
-    """Weights as safetensors, with what rebuilds the model in the file's metadata (atomic write)."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from ..io import atomic_path
-
-    meta = {"genaug_classifier": name, "classes": json.dumps(list(classes)), "image_size": str(image_size),
-            "in_channels": str(in_channels), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-
-
-def load_classifier(path) -> tuple[nn.Module, dict]:
-    """A classifier saved by `save_classifier`, in eval mode, and its metadata."""
-    import json
-    from pathlib import Path
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise GenaugError(f"{path}: no saved classifier there")
-    try:
-        with safe_open(str(path), "pt") as f:
-            raw = f.metadata() or {}
-    except Exception as e:  # not a safetensors file
-        raise GenaugError(f"{path}: not a safetensors file ({e})") from None
-    if "genaug_classifier" not in raw:
-        raise GenaugError(f"{path}: a safetensors file without genaug's classifier metadata")
-    meta = {"classifier": raw["genaug_classifier"], "classes": json.loads(raw["classes"]),
-            "image_size": int(raw["image_size"]), "in_channels": int(raw["in_channels"])}
-    meta.update({k: json.loads(v) for k, v in raw.items()
-                 if k not in ("genaug_classifier", "classes", "image_size", "in_channels")})
-    model = build_classifier(meta["classifier"], meta["in_channels"], len(meta["classes"]), meta["image_size"])
-    model.load_state_dict(load_file(str(path)))
-    return model.eval(), meta
-
-
-def penultimate(model: nn.Module) -> nn.Module:
-    """A copy of `model` that returns its pooled features instead of class scores."""
-    body = copy.deepcopy(model).eval()
-    if hasattr(body, "fc"):
-        body.fc = nn.Identity()
-    else:
-        body.classifier = nn.Identity()
-    return body
-
-
-@torch.no_grad()
-def embed(model: nn.Module, images: torch.Tensor, device: str = "auto", batch_size: int = 256) -> torch.Tensor:
-    """Penultimate-layer features of uint8 images."""
-    dev = resolve_device(device)
-    body = penultimate(model).to(dev)
-    return torch.cat([body(to_model_range(images[i:i + batch_size]).to(dev)).float().cpu()
-                      for i in range(0, len(images), batch_size)])
-
-
-def target_layer(model: nn.Module) -> nn.Module:
-    """The last convolutional block: where CAM-style heatmaps are read."""
-    return model.layer4[-1] if hasattr(model, "layer4") else model.features[-1]

@@ -6,7 +6,9 @@ import difflib
 from typing import Any
 
 from ..config import load_config, merge
+from ..data.preprocess import check_preprocess
 from ..errors import GenaugError
+from .models import CLASSIFIERS
 from ..generators.base import get_family
 from . import acceptance
 from .stats import SCALAR_METRICS
@@ -14,7 +16,8 @@ from .stats import SCALAR_METRICS
 DEFAULTS: dict[str, Any] = {
     # data
     "data": None, "classes": "all", "per_class": 50, "image_size": None, "seed": 0, "val_fraction": 0.2,
-    "validation": "auto", "group_by": None, "test_fraction": None, "fit": "crop", "intensity": "dataset",
+    "validation": "auto", "cv": None, "group_by": None, "test_fraction": None, "fit": "crop", "intensity": "dataset",
+    "preprocess": "none",  # contrast step on every image (none, equalize, clahe): data/preprocess.py
     # design: replicates of the whole pipeline, classifier seeds inside each, one primary metric
     "replicates": 1, "seeds": 3, "primary_metric": "balanced_accuracy",
     # synthetic sources and acceptance
@@ -26,7 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "controls": ["baseline-strong", "dup"], "full_real": False, "synthetic_ratio": None,
     "strong_augment": "trivialaugment", "strong_mix": True,
     # the classifier recipe every arm shares
-    "classifier": "resnet18", "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
+    "classifier": "resnet18",  # or a comma list: each architecture trains per seed, and their ensemble is scored
+    "pretrained": False, "finetune": False,  # ImageNet weights (inception-v3 always); train the backbone too
+    "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
     "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "rotation": 10.0, "crop_padding": 2, "hflip": None,
     # which trained classifiers are kept (safetensors, for `genaug explain` and `nearest --features classifier`)
     "save_models": "first",  # first: seed 0 of each arm and replicate; all; none
@@ -44,6 +49,11 @@ def _as_list(value) -> list:
     if isinstance(value, str):
         return [p.strip() for p in value.split(",") if p.strip()]
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def architectures(config: dict[str, Any]) -> list[str]:
+    """The classifier architectures of an experiment; the first one drives the headline."""
+    return _as_list(config["classifier"])
 
 
 def synthetic_sources(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -110,8 +120,23 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         if control not in CONTROLS:
             raise GenaugError(f"unknown control arm {control!r}; choose from {', '.join(CONTROLS)}")
     acceptance.parse_policies(config["accept"])
+    config["preprocess"] = check_preprocess(config["preprocess"])
+    names = _as_list(config["classifier"])
+    for name in names:
+        if name not in CLASSIFIERS:
+            raise GenaugError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    if not names or len(set(names)) < len(names):
+        raise GenaugError(f"classifier must name one or more different architectures (got {config['classifier']!r})")
+    config["classifier"] = ",".join(names)  # a string, as older experiment folders recorded it
     if not config["synthetic_per_class"] or min(config["synthetic_per_class"]) < 1:
         raise GenaugError(f"synthetic_per_class must be at least 1 (got {config['synthetic_per_class']})")
+    if config["cv"] is not None:
+        try:
+            config["cv"] = int(config["cv"])
+        except (TypeError, ValueError):
+            raise GenaugError(f"cv must be a whole number of folds, 2 or more (got {config['cv']!r})") from None
+        if config["cv"] < 2:
+            raise GenaugError(f"cv must be a whole number of folds, 2 or more (got {config['cv']})")
     for key in ("seeds", "replicates"):
         if int(config[key]) < 1:
             raise GenaugError(f"{key} must be at least 1")

@@ -11,12 +11,17 @@ Protocol (also written into every report):
    source's own val split when it has one, else a seeded, stratified carve that keeps each
    patient on one side (with `group_by`). Generators and classifiers train on the rest (the
    "real training part"). Test images share no patient with either and are used once per
-   trained classifier.
+   trained classifier. With `cv` K, K stratified, group-disjoint folds of the labelled subset
+   replace the carve: each fold is held out once for epoch selection while generators and
+   classifiers train on the other folds; every fold's classifiers are scored on the same test
+   split.
 3. Acceptance policies filter each synthetic set per class.
 4. Arms (see `arms.py`): `baseline` (real, classical augmentation), `baseline-strong` (real,
    strong augmentation), `+dup` (real plus as many duplicated real images as the largest
    accepted synthetic set), `+<generator>` and `+<external set>`, optionally `full-real`.
-   Every arm has the same optimizer-step budget, epoch selection and seeds.
+   Every arm has the same optimizer-step budget, epoch selection and seeds. With several
+   classifier architectures each trains on every arm and seed; the first drives the headline,
+   and the ensemble of all of an arm's classifiers is scored beside the single models.
 5. One primary metric, declared before the run (`primary_metric`), drives the headline; the
    others are secondary. Differences to the baseline come with t and bootstrap intervals over
    replicates, paired t and exact Wilcoxon tests, and Holm's correction across arms.
@@ -47,7 +52,7 @@ from ..generators.training import TrainingInterrupted, main_thread, raise_interr
 from ..io import read_json, write_json
 from .arms import plan_arms
 from .classifier import TrainSettings
-from .config import DEFAULTS, DESIGN_KEYS, OUTPUT_KEYS
+from .config import DEFAULTS, DESIGN_KEYS, OUTPUT_KEYS, architectures
 from .config import experiment_config  # noqa: F401 - part of this module's API
 from .replicate import Replicate
 
@@ -71,7 +76,8 @@ class Experiment:
         self.image_size = check_image_size(config["image_size"] or self.source.default_size())
         if config["hflip"] is None:
             config["hflip"] = self.source.kind in FLIP_SAFE_KINDS or self.source.classes == CIFAR10_CLASSES
-        self.settings = TrainSettings.from_config(config)
+        self.architectures = architectures(config)
+        self.settings = TrainSettings.from_config({**config, "classifier": self.architectures[0]})
         self.arms = plan_arms(config)
         self._external: dict[str, dict[int, torch.Tensor]] = {}
         self._tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -113,6 +119,10 @@ class Experiment:
         mode = self.config["validation"]
         if mode not in ("auto", "carve", "source"):
             raise GenaugError(f"validation must be auto, carve or source (got {mode!r})")
+        if self.config["cv"]:
+            if mode == "source":
+                raise GenaugError("cv replaces the validation part: drop validation: source")
+            return 0  # cross-validation folds of the labelled subset replace the validation carve
         has_val = "val" in self.source.splits
         if mode == "source" and not has_val:
             raise GenaugError(f"validation: source, but {self.data} has no val split")
@@ -161,16 +171,21 @@ class Experiment:
         return self._external[name]
 
     # -- the run ------------------------------------------------------------------------------
-    def replicate(self, index: int) -> Replicate:
-        return Replicate(self, index)
+    def replicate(self, index: int, fold: int | None = None) -> Replicate:
+        return Replicate(self, index, fold)
+
+    def units(self) -> list[Replicate]:
+        """Every replicate, or with `cv` K every (replicate, fold): each trains its own generators and classifiers."""
+        folds = range(int(self.config["cv"])) if self.config["cv"] else [None]
+        return [self.replicate(r, f) for r in range(int(self.config["replicates"])) for f in folds]
 
     def run(self) -> dict:
         from .report import write_report
 
         self.check_settings()
-        replicates = [self.replicate(r) for r in range(int(self.config["replicates"]))]
+        replicates = self.units()
         seeds = int(self.config["seeds"])
-        total = len(replicates) * len(self.arms) * seeds
+        total = len(replicates) * len(self.arms) * seeds * len(self.architectures)
         previous = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread() else None
         try:
             with tqdm(total=total, desc="classifier runs", unit="run", disable=not self.progress) as bar:
@@ -178,8 +193,9 @@ class Experiment:
                     rep.prepare()
                     for k in range(seeds):
                         for arm in self.arms:
-                            rep.arm_result(arm, k)
-                            bar.update(1)
+                            for arch in self.architectures:
+                                rep.arm_result(arm, k, arch)
+                                bar.update(1)
                     if self.config["quality"]:
                         for source in rep.sources:
                             rep.quality(source)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -14,13 +15,15 @@ import torch
 
 from ..data import RealImages, draw_subset, reload_subset
 from ..data.imagesets import slug
-from ..data.splits import carve_validation
+from ..data.intensity import IntensityRule
+from ..data.splits import carve_validation, cv_folds
 from ..data.subsets import MANIFEST_NAME, load_manifest
 from ..errors import GenaugError
 from ..io import read_json, write_json
 from . import acceptance, generation, quality
 from .arms import Arm
-from .classifier import predict_proba, save_classifier, train_classifier
+from .classifier import predict_proba, train_classifier
+from .models import save_classifier
 from .config import synthetic_sources
 from .stats import classification_metrics
 
@@ -33,9 +36,9 @@ SAMPLE_SEED_SPAN = 1_000_000  # images per class and replicate never reach the n
 class Replicate:
     """Every stage of one replicate, each cached in `OUT/rep-<r>/`."""
 
-    def __init__(self, experiment: Experiment, index: int):
-        self.e, self.index = experiment, index
-        self.folder = experiment.out / f"rep-{index}"
+    def __init__(self, experiment: Experiment, index: int, fold: int | None = None):
+        self.e, self.index, self.fold = experiment, index, fold
+        self.folder = experiment.out / f"rep-{index}" / ("" if fold is None else f"fold-{fold}")
         self.seed = int(experiment.config["seed"]) + index
         self.source_specs = synthetic_sources(experiment.config)
         self.sources = list(self.source_specs)
@@ -72,8 +75,9 @@ class Replicate:
             _, real = reload_subset(manifest, e.data_root, e.source)
             val = reload_subset(manifest, e.data_root, e.source, block="validation")[1] if e.n_val else None
         else:
+            rule = IntensityRule.parse(c["intensity"]).with_preprocess(c["preprocess"])
             real, manifest = draw_subset(e.source, e.source_labels, n_train, self.seed, e.image_size,
-                                         fit=c["fit"], intensity=c["intensity"])
+                                         fit=c["fit"], intensity=rule)
             val = None
             if e.n_val:
                 val, val_manifest = draw_subset(e.source, e.source_labels, e.n_val, self.seed, e.image_size,
@@ -81,7 +85,10 @@ class Replicate:
                 manifest["validation"] = val_manifest["train"]
         real.labels = e.positions(real.labels)
         if val is None:
-            train_idx, val_idx = carve_validation(real.labels.numpy(), real.groups, c["val_fraction"], self.seed)
+            if self.fold is None:
+                train_idx, val_idx = carve_validation(real.labels.numpy(), real.groups, c["val_fraction"], self.seed)
+            else:  # the replicate's whole labelled subset in K folds; this unit holds out fold `self.fold`
+                train_idx, val_idx = cv_folds(real.labels.numpy(), real.groups, int(c["cv"]), self.seed)[self.fold]
             self.val_items = [manifest["train"]["items"][i] for i in val_idx]
             self.train_items = [manifest["train"]["items"][i] for i in train_idx]
             val = RealImages(real.images[val_idx], real.labels[val_idx], real.classes, [])
@@ -102,6 +109,11 @@ class Replicate:
         self.steps_per_epoch = math.ceil(len(self.train_x) / e.settings.batch_size)
 
     def validation_plan(self) -> str:
+        if self.fold is not None:
+            unit = "patient-disjoint" if self.train_items and "group" in self.train_items[0] else "image-level"
+            return (f"{self.e.config['cv']}-fold cross-validation of the labelled subset (stratified, {unit}, "
+                    "seeded per replicate): each fold's held-out part selects the epoch of classifiers trained, "
+                    "and generators fitted, on the other folds")
         if self.manifest.get("validation"):
             return (f"the source's own val split, {self.manifest['validation']['count']} images "
                     f"({self.e.n_val} per class, seeded draw)")
@@ -111,7 +123,10 @@ class Replicate:
     # -- stage 2: generators and samples (generation.py) ---------------------------------------
     @cached_property
     def synthetic_sets(self) -> dict[str, dict[int, torch.Tensor]]:
-        return {s: {label: generation.synthetic(self, s, label) for label in self.e.labels} for s in self.sources}
+        """Every synthetic set per class, through the run's preprocessing step like the real images."""
+        rule = IntensityRule.parse(self.manifest["intensity"])
+        return {s: {label: rule.finish(generation.synthetic(self, s, label)) for label in self.e.labels}
+                for s in self.sources}
 
     # -- stage 3: acceptance -------------------------------------------------------------------
     def decisions(self, source: str) -> dict:
@@ -221,26 +236,38 @@ class Replicate:
         return out
 
     # -- stage 4: classifier runs ----------------------------------------------------------------
-    def arm_result(self, arm: Arm, k: int) -> dict:
-        path = self.folder / "classifiers" / arm.slug / f"seed-{k}.json"
+    def result_path(self, arm: Arm, k: int, arch: str | None = None):
+        """`classifiers/<arm>/seed-<k>.json` for the first architecture, `<arch>-seed-<k>.json` for others."""
+        arch = arch or self.e.architectures[0]
+        stem = f"seed-{k}" if arch == self.e.architectures[0] else f"{arch}-seed-{k}"
+        return self.folder / "classifiers" / arm.slug / f"{stem}.json"
+
+    def arm_result(self, arm: Arm, k: int, arch: str | None = None) -> dict:
+        arch = arch or self.e.architectures[0]
+        path = self.result_path(arm, k, arch)
         if path.exists():
             return read_json(path)
         e = self.e
         (x, y), extra = arm.data(self)
         steps_per_epoch = self.steps_per_epoch  # the baseline's budget, whatever the arm adds
-        trained = train_classifier(x, y, self.val_x, self.val_y, len(e.classes), arm.settings(e.settings, e.config),
+        settings = replace(arm.settings(e.settings, e.config), classifier=arch)
+        trained = train_classifier(x, y, self.val_x, self.val_y, len(e.classes), settings,
                                    self.classifier_seed(k), steps_per_epoch, e.device, extra=extra)
         probs = predict_proba(trained.model, self.test_x, e.device)
         if e.config["save_models"] == "all" or (e.config["save_models"] == "first" and k == 0):
-            save_classifier(trained.model, path.with_suffix(".safetensors"), e.settings.classifier, e.classes,
+            save_classifier(trained.model, path.with_suffix(".safetensors"), arch, e.classes,
                             e.image_size, int(x.shape[1]),
-                            extra={"arm": arm.name, "replicate": self.index, "seed_index": k, "data": e.data,
-                                   "fit": self.manifest["fit"], "intensity": self.manifest["intensity"]})
-        result = {"arm": arm.name, "replicate": self.index, "seed_index": k, "seed": self.classifier_seed(k),
+                            extra={"arm": arm.name, "replicate": self.index, "fold": self.fold, "seed_index": k,
+                                   "data": e.data,
+                                   "fit": self.manifest["fit"], "intensity": self.manifest["intensity"],
+                                   "pretrained": settings.pretrained, "finetune": settings.finetune})
+        result = {"arm": arm.name, "classifier": arch, "replicate": self.index, "fold": self.fold, "seed_index": k,
+                  "seed": self.classifier_seed(k),
                   "n_real_train": len(x), "n_extra": len(extra[0]) if extra is not None else 0,
                   "optimizer_steps": trained.optimizer_steps, "images_seen": trained.images_seen,
                   "best_epoch": trained.best_epoch, "history": trained.history,
-                  "test": classification_metrics(self.test_y.numpy(), probs, e.classes)}
+                  "test": classification_metrics(self.test_y.numpy(), probs, e.classes),
+                  "test_probs": np.round(probs, 6).tolist()}  # for ensembles
         write_json(path, result)
         return result
 

@@ -15,7 +15,7 @@ from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
 from . import experiment as exp
-from .stats import SCALAR_METRICS
+from .stats import SCALAR_METRICS, with_composite
 
 PACKAGES = ("genaug", "torch", "torchvision", "diffusers", "accelerate", "torch-fidelity", "scipy", "scikit-learn")
 
@@ -31,9 +31,28 @@ def _versions() -> dict:
 
 
 def collect(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> list[dict]:
-    """Every classifier run's result, in (replicate, seed, arm) order."""
-    return [read_json(rep.folder / "classifiers" / arm.slug / f"seed-{k}.json")
-            for rep in replicates for k in range(int(e.config["seeds"])) for arm in e.arms]
+    """Every classifier run's result, in (replicate, seed, arm, architecture) order."""
+    results = [{"classifier": arch, **read_json(rep.result_path(arm, k, arch))}
+               for rep in replicates for k in range(int(e.config["seeds"])) for arm in e.arms
+               for arch in e.architectures]
+    return [{**r, "test": with_composite(r["test"])} for r in results]
+
+
+def _ensemble_block(results: list[dict], test_labels: dict, classes: list[str], arm_names: list[str],
+                    primary: str, n_rep: int, cv: bool) -> dict:
+    ens = analysis.ensembles(results, test_labels, classes)
+    units = analysis.ensemble_units(ens, n_rep, cv)
+    return {"runs": [{k: v for k, v in row.items() if k != "test"} | {m: row["test"][m] for m in SCALAR_METRICS}
+                     for row in ens],
+            "summary": analysis.summaries(units),
+            "vs_baseline": analysis.comparisons(units, arm_names, primary).get("baseline", {})}
+
+
+def _architecture_block(results: list[dict], n_replicates: int, cv: bool, arm_names: list[str], primary: str) -> dict:
+    """Summary and paired differences to the baseline of one further architecture's single models."""
+    unit, units = analysis.unit_values(analysis.rows_of(results), n_replicates, cv)
+    return {"unit_of_inference": unit, "summary": analysis.summaries(units),
+            "vs_baseline": analysis.comparisons(units, arm_names, primary).get("baseline", {})}
 
 
 def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict:
@@ -41,21 +60,27 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
 
     c = e.config
     primary = c["primary_metric"]
-    results = collect(e, replicates)
+    every_run = collect(e, replicates)
+    results = [r for r in every_run if r["classifier"] == e.architectures[0]]  # the headline architecture
     rows = analysis.rows_of(results)
-    unit, units = analysis.unit_values(rows, len(replicates))
+    n_rep, cv = int(c["replicates"]), bool(c["cv"])
+    unit, units = analysis.unit_values(rows, n_rep, cv)
     arm_names = [a.name for a in e.arms]
     summ = analysis.summaries(units)
     comps = analysis.comparisons(units, arm_names, primary)
     max_count = max(c["synthetic_per_class"])
     arm_of = {a.source: a.name for a in e.arms if a.kind == "synthetic" and a.count == max_count}
-    quality = ({s: [{**rep.quality(s), "replicate": rep.index} for rep in replicates] for s in replicates[0].sources}
+    quality = ({s: [{**rep.quality(s), "replicate": rep.index, "fold": rep.fold} for rep in replicates]
+                for s in replicates[0].sources}
                if c["quality"] else {})
     first = replicates[0]
+    for rep in replicates:
+        rep.real_data()  # cached: loads the manifest's test labels if this process did not train
+    test_labels = {rep.index: rep.test_y.numpy() for rep in replicates}
     report = {
         "answer": analysis.answer(comps, arm_names, primary, unit, len(next(iter(units.values()))[primary])),
         "protocol": exp.__doc__.split("Protocol (also written into every report):")[1].split("Every stage")[0].strip(),
-        "design": {"replicates": len(replicates), "seeds": int(c["seeds"]), "unit_of_inference": unit,
+        "design": {"replicates": n_rep, "cv_folds": c["cv"], "seeds": int(c["seeds"]), "unit_of_inference": unit,
                    "primary_metric": primary, "secondary_metrics": [m for m in SCALAR_METRICS if m != primary],
                    "history": e.history},
         "config": c,
@@ -70,15 +95,28 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
                           "runs": [_run_summary(r) for r in results if r["arm"] == a.name],
                           "summary": summ.get(a.name, {})} for a in e.arms},
         "comparisons": comps,
+        "classifiers": {"architectures": e.architectures, "pretrained": bool(c["pretrained"]),
+                        "finetune": bool(c["finetune"]),
+                        "others": {arch: _architecture_block([r for r in every_run if r["classifier"] == arch],
+                                                             n_rep, cv, arm_names, primary)
+                                   for arch in e.architectures[1:]}},
+        "ensembles": _ensemble_block(results, test_labels, e.classes, arm_names, primary, n_rep, cv),
+        "ensembles_all_architectures": (_ensemble_block(every_run, test_labels, e.classes, arm_names, primary,
+                                                        n_rep, cv)
+                                        if len(e.architectures) > 1 else {}),
         "generators": {s: {cls: [read_json(rep.folder / "synthetic" / s / slug(cls) / "samples.json")["model_sha256"]
                                  for rep in replicates] for cls in e.classes}
                        for s, spec in first.source_specs.items() if "family" in spec},
-        "acceptance": {s: [{"replicate": rep.index, **row} for rep in replicates for row in rep.decisions(s)["rows"]]
+        "acceptance": {s: [{"replicate": rep.index, "fold": rep.fold, **row} for rep in replicates
+                           for row in rep.decisions(s)["rows"]]
                        for s in first.sources},
-        "memorization_gate": ([{"replicate": rep.index, **rep.gate_check()} for rep in replicates]
+        "memorization_gate": ([{"replicate": rep.index, "fold": rep.fold, **rep.gate_check()} for rep in replicates]
                               if (first.folder / "acceptance" / "gate.json").exists() else []),
         "quality": quality,
-        "quality_vs_gain": analysis.quality_vs_gain(quality, units, arm_of, primary) if quality else {},
+        "quality_vs_gain": (analysis.quality_vs_gain(quality, analysis.unit_values(rows, n_rep, cv, unit="cell")[1],
+                                                     arm_of, primary) if quality else {}),
+        "folds": _fold_table(rows, arm_names, primary) if cv else {},
+        "pair_confusion": analysis.pair_confusion(results, e.classes, arm_names),
         "dose_response": _dose(e, comps, primary),
         "scarcity_gap_recovered": analysis.scarcity_gap(summ, primary),
         "collapsed_runs": _collapsed(results, len(e.classes)),
@@ -95,8 +133,21 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
     return report
 
 
+def _fold_table(rows: list[dict], arm_names: list[str], primary: str) -> dict:
+    """{arm: {"replicate/fold": mean over seeds}} on the primary metric, with mean and std over folds."""
+    _, cells = analysis.unit_values(rows, 1, True, unit="cell")
+    out = {}
+    for arm in arm_names:
+        by = cells.get(arm, {}).get(primary, {})
+        values = list(by.values())
+        out[arm] = {"cells": {f"{r}/{f}": v for (r, f), v in sorted(by.items())},
+                    "mean": float(np.mean(values)) if values else math.nan,
+                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan}
+    return out
+
+
 def _run_summary(r: dict) -> dict:
-    return {"replicate": r["replicate"], "seed": r["seed"], "best_epoch": r["best_epoch"], "n_extra": r["n_extra"],
+    return {"replicate": r["replicate"], "fold": r.get("fold"), "seed": r["seed"], "best_epoch": r["best_epoch"], "n_extra": r["n_extra"],
             "n_real_train": r["n_real_train"], "optimizer_steps": r["optimizer_steps"],
             "images_seen": r["images_seen"], **{m: r["test"][m] for m in SCALAR_METRICS},
             "per_class": r["test"]["per_class"], "confusion_matrix": r["test"]["confusion_matrix"]}
@@ -124,7 +175,7 @@ def _dose(e: "exp.Experiment", comps: dict, primary: str) -> dict:
 
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["replicate", "arm", "seed", "metric", "value"])
+    writer = csv.DictWriter(buf, fieldnames=["replicate", "fold", "arm", "seed", "metric", "value"])
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -143,6 +194,11 @@ def _p(x) -> str:
 
 
 def _intensity_text(rule: dict) -> str:
+    step = rule.get("preprocess")
+    return _rule_text(rule) + (f"; then {step} on every image, real and synthetic" if step else "")
+
+
+def _rule_text(rule: dict) -> str:
     if rule["rule"] == "dataset" and rule["window"] is None:
         return "8-bit images, unchanged"
     if rule["rule"] == "image":
@@ -157,9 +213,12 @@ def render_markdown(r: dict) -> str:
     lines = ["# augment-and-train report", "", "## Answer", "", *r["answer"], ""]
     lines += _notes(r)
     lines += ["## Design", "",
-              f"{design['replicates']} replicate(s) x {design['seeds']} classifier seed(s); unit of inference: "
+              f"{design['replicates']} replicate(s) x "
+              + (f"{design['cv_folds']} cross-validation folds x " if design.get("cv_folds") else "")
+              + f"{design['seeds']} classifier seed(s); unit of inference: "
               f"{unit}. Primary metric (declared before the run): `{primary}`; secondary: "
-              f"{', '.join(design['secondary_metrics'])}. " + _history_text(design["history"]), "",
+              f"{', '.join(design['secondary_metrics'])}. " + _classifier_text(r.get("classifiers")) +
+              _history_text(design["history"]), "",
               "## Protocol", "", r["protocol"], "", "## Data", "",
               f"Source `{d['source']}` ({d['kind']}), classes {', '.join(d['classes'])}, {d['image_size']} px, "
               f"{d['channels']} channel(s). Per replicate: {d['n_real_train']} real training images "
@@ -168,6 +227,11 @@ def render_markdown(r: dict) -> str:
               f"{_intensity_text(d['intensity'])}. Horizontal flips: {'on' if d['hflip'] else 'off'}.", ""]
     lines += _arm_table(r, primary, unit)
     lines += _comparison_tables(r, primary)
+    lines += _fold_section(r, primary)
+    lines += _pair_confusion_table(r)
+    lines += _architecture_tables(r, primary)
+    lines += _ensemble_table(r, primary, "ensembles", "each arm's seeds")
+    lines += _ensemble_table(r, primary, "ensembles_all_architectures", "each arm's seeds and architectures")
     lines += _quality_tables(r, primary)
     lines += _acceptance_table(r)
     lines += _explain_section(r.get("explain"))
@@ -194,6 +258,16 @@ def _explain_section(x: dict | None) -> list[str]:
         lines += [f"| {arm} | " + " | ".join("–" if v is None else f"{v:.2f}" for v in row.values()) + " |"
                   for arm, row in agreement.items()]
     return [*lines, ""]
+
+
+def _classifier_text(x: dict | None) -> str:
+    if not x:
+        return ""
+    archs = x["architectures"]
+    how = ("pretrained, fine-tuned" if x["finetune"] else "pretrained, frozen with a trained linear head")
+    kinds = [f"{a} ({how})" if a == "inception-v3" or x["pretrained"] else f"{a} (from scratch)" for a in archs]
+    return (f"Classifier: {kinds[0]}" + (f"; also {', '.join(kinds[1:])}, reported after the headline tables"
+                                         if len(kinds) > 1 else "") + ". ")
 
 
 def _history_text(history: list[dict]) -> str:
@@ -267,6 +341,69 @@ def _comparison_tables(r: dict, primary: str) -> list[str]:
                   "The exact Wilcoxon test cannot reach a p-value below its minimum with n nonzero paired "
                   "differences (2 / 2^n: 0.25 with 3, 0.0625 with 5).", ""]
     return lines
+
+
+def _pair_confusion_table(r: dict, most: int = 10) -> list[str]:
+    """The class pairs the baseline confuses most, and how each arm does on them."""
+    pc = r.get("pair_confusion") or {}
+    if "baseline" not in pc or len(pc["baseline"]) < 2:
+        return []  # two classes: the pair's rate is 1 - accuracy, already in the tables
+    pairs = sorted(pc["baseline"], key=lambda k: -pc["baseline"][k])[:most]
+    lines = ["## Confusion between class pairs (share of the pair's test images predicted as the other; "
+             "mean over runs)", "", "| arm | " + " | ".join(pairs) + " |", "|---|" + "---|" * len(pairs)]
+    lines += [f"| {arm} | " + " | ".join(_f(row.get(p)) for p in pairs) + " |" for arm, row in pc.items()]
+    if len(pc["baseline"]) > most:
+        lines += ["", f"The {most} pairs the baseline confuses most of {len(pc['baseline'])}; all in `report.json`."]
+    return [*lines, ""]
+
+
+def _fold_section(r: dict, primary: str) -> list[str]:
+    """Per cross-validation fold (mean over seeds), and mean ± std over folds."""
+    folds = r.get("folds") or {}
+    if not folds:
+        return []
+    cells = list(next(iter(folds.values()))["cells"])
+    lines = [f"## Cross-validation folds ({primary}, mean over seeds; columns replicate/fold)", "",
+             "| arm | " + " | ".join(cells) + " | mean ± std |", "|---|" + "---|" * (len(cells) + 1)]
+    for arm, row in folds.items():
+        lines.append(f"| {arm} | " + " | ".join(_f(row["cells"].get(k)) for k in cells) +
+                     f" | {_f(row['mean'])} ± {_f(row['std'])} |")
+    return [*lines, ""]
+
+
+def _architecture_tables(r: dict, primary: str) -> list[str]:
+    """Single-model figures of the architectures after the first (the headline one)."""
+    lines = []
+    for arch, block in (r.get("classifiers") or {}).get("others", {}).items():
+        lines += [f"## Architecture {arch} (single models, mean over {block['unit_of_inference']}s)", "",
+                  f"| arm | {primary} (95% CI) | {primary} − baseline (95% CI) | final_score |", "|---|---|---|---|"]
+        for arm, s in block["summary"].items():
+            p, c = s[primary], block["vs_baseline"].get(arm, {}).get(primary)
+            diff = f"{_f(c['mean_diff'])} [{_f(c['ci_low'])}, {_f(c['ci_high'])}]" if c else "–"
+            lines.append(f"| {arm} | {_f(p['mean'])} ({_f(p['ci_low'])}, {_f(p['ci_high'])}) | {diff} | "
+                         f"{_f(s['final_score']['mean'])} |")
+        lines.append("")
+    return lines
+
+
+def _ensemble_table(r: dict, primary: str, key: str, what: str) -> list[str]:
+    """Ensembles (mean probabilities) beside the headline architecture's single models."""
+    ens = r.get(key) or {}
+    if not ens.get("summary"):
+        return []
+    lines = [f"## Ensembles of {what} (mean probabilities; unit: the replicate)", "",
+             f"| arm | members | single models: {primary} | ensemble: {primary} (95% CI) | ensemble − baseline "
+             f"ensemble (95% CI) | ensemble final_score |", "|---|---|---|---|---|---|"]
+    members = {row["arm"]: row["members"] for row in ens["runs"]}
+    for arm, s in ens["summary"].items():
+        p, single = s[primary], r["arms"][arm]["summary"][primary]["mean"]
+        c = ens["vs_baseline"].get(arm, {}).get(primary)
+        diff = f"{_f(c['mean_diff'])} [{_f(c['ci_low'])}, {_f(c['ci_high'])}]" if c else "–"
+        lines.append(f"| {arm} | {members[arm]} | {_f(single)} | {_f(p['mean'])} ({_f(p['ci_low'])}, "
+                     f"{_f(p['ci_high'])}) | {diff} | {_f(s['final_score']['mean'])} |")
+    if next(iter(ens["summary"].values()))[primary]["n"] < 2:
+        lines += ["", "One replicate: one ensemble per arm, so no interval; use `--replicates 3` or more."]
+    return [*lines, ""]
 
 
 def _quality_tables(r: dict, primary: str) -> list[str]:

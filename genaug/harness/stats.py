@@ -8,12 +8,25 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
-SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "cohen_kappa")
+SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "cohen_kappa", "final_score")
+
+
+def composite_score(macro_f1: float, cohen_kappa: float, roc_auc: float) -> float:
+    """The ODIR fundus challenge's final score: (macro-F1 + Cohen's kappa + ROC AUC) / 3."""
+    return float((macro_f1 + cohen_kappa + roc_auc) / 3)
+
+
+def with_composite(test: dict) -> dict:
+    """A run's test metrics with `final_score` filled in (results written before it existed lack it)."""
+    if "final_score" in test:
+        return test
+    return {**test, "final_score": composite_score(test["macro_f1"], test["cohen_kappa"], test["roc_auc_ovr"])}
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """Accuracy, balanced accuracy, macro-F1, per-class sensitivity/specificity, OvR ROC AUC,
-    Cohen's kappa and the confusion matrix (rows: true class, columns: predicted)."""
+    Cohen's kappa, the composite `final_score` and the confusion matrix (rows: true class, columns:
+    predicted)."""
     labels = list(range(len(classes)))
     y_pred = probs.argmax(1)
     cm = skm.confusion_matrix(y_true, y_pred, labels=labels)
@@ -31,12 +44,15 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
         auc = float(skm.roc_auc_score(y_true, probs[:, 1]))
     else:
         auc = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
+    f1 = float(skm.f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0))
+    kappa = float(skm.cohen_kappa_score(y_true, y_pred, labels=labels))
     return {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)),
+        "macro_f1": f1,
         "roc_auc_ovr": auc,
-        "cohen_kappa": float(skm.cohen_kappa_score(y_true, y_pred, labels=labels)),
+        "cohen_kappa": kappa,
+        "final_score": composite_score(f1, kappa, auc),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
         "n_test": int(len(y_true)),

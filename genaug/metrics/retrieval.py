@@ -43,7 +43,7 @@ def nearest(query: str, gallery: str, out: str | Path, k: int = 5, features: str
     if features == "classifier":
         if model is None:
             raise GenaugError("--features classifier needs --model FILE (a classifier saved by augment-and-train)")
-        from ..harness.classifier import embed as embed_images, load_classifier
+        from ..harness.models import embed as embed_images, load_classifier
 
         net, meta = load_classifier(model)
         image_size = meta["image_size"]
