@@ -10,6 +10,8 @@ go in as uint8 at their own size and torch-fidelity resizes them to 299 px.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import warnings
 from dataclasses import dataclass
@@ -111,6 +113,13 @@ def compute_metrics(a: ImageSet, b: ImageSet, kid: bool = False, prc: bool = Fal
     return result
 
 
+@functools.lru_cache(maxsize=2)
+def _pool3_network(weights_path: str, weights_sha: str, cuda: bool) -> InceptionPool3:
+    """One loaded network per weights file and device in a process (it runs in inference mode only)."""
+    model = InceptionPool3(_extractor_name(weights_sha), ["2048"], feature_extractor_weights_path=weights_path)
+    return model.cuda() if cuda else model
+
+
 def inception_features(images: torch.Tensor, batch_size: int = 64, device: str = "auto",
                        cache_dir: str | Path | None = None, weights: str | Path | None = None) -> torch.Tensor:
     """2048-d pool3 features of uint8 images (for nearest-neighbour checks)."""
@@ -118,8 +127,6 @@ def inception_features(images: torch.Tensor, batch_size: int = 64, device: str =
 
     weights_path, weights_sha = ensure_weights(Path(cache_dir or default_cache_dir()), weights)
     cuda = resolve_device(device).type == "cuda"
-    model = InceptionPool3(_extractor_name(weights_sha), ["2048"], feature_extractor_weights_path=str(weights_path))
-    if cuda:
-        model = model.cuda()
+    model = _pool3_network(str(weights_path), weights_sha, cuda)
     feats = get_featuresdict_from_dataset(_RGBUint8(images), model, batch_size, cuda, True, False)
     return feats["2048"].double()

@@ -141,6 +141,18 @@ def feature_difference(weights_path: Path, ts_path: Path | None = None) -> float
     return float((ours - theirs).abs().max())
 
 
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256 already checked in this process
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a weights file, hashed once per process unless the file changes."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_file(path)
+    return _VERIFIED[key]
+
+
 def ensure_weights(cache_dir: Path | None = None, override: str | Path | None = None) -> tuple[Path, str]:
     """Path and sha256 of the Inception weights: `override`, or converted once into the cache.
 
@@ -151,12 +163,12 @@ def ensure_weights(cache_dir: Path | None = None, override: str | Path | None = 
         path = Path(override)
         if not path.is_file():
             raise GenaugError(f"Inception weights file not found: {override}")
-        return path, sha256_file(path)
+        return path, _digest(path)
     cache_dir = Path(cache_dir or default_cache_dir())
     path = cache_dir / WEIGHTS_FILE
     checksum = path.with_suffix(".sha256")
     if path.exists() and checksum.exists():
-        digest = sha256_file(path)
+        digest = _digest(path)
         if digest == checksum.read_text().strip():
             return path, digest
     with atomic_path(path) as tmp:
