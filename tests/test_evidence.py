@@ -37,6 +37,13 @@ def _json(path):
     return json.loads(path.read_text())
 
 
+def _no_quality(folder):
+    """A config without the quality stage (FIDs), for tests of other stages."""
+    path = folder / "no-quality.yaml"
+    path.write_text("quality: false\n")
+    return path
+
+
 # -- statistics -------------------------------------------------------------------------------
 
 def test_holm_on_a_hand_example():
@@ -77,7 +84,10 @@ def test_replicates_redraw_subset_generators_and_samples(tiny):
 
 
 def test_rerun_reproduces_and_a_kill_mid_replicate_resumes_to_the_same_results(tiny, tmp_path):
+    import shutil
+
     out = tmp_path / "again"
+    shutil.copytree(tiny / "rep-0", out / "rep-0")  # replicate 0 as finished; replicate 1 redone from nothing
     cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *map(str, TINY), "--out", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     deadline = time.time() + 600
@@ -162,8 +172,8 @@ def _external(folder, names):
 
 def test_external_synthetic_folder_goes_through_acceptance_and_arms(tmp_path):
     _external(tmp_path / "ext", ["normal", "PNEUMONIA"])  # class folders match case-insensitively
-    args = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
-            "--synthetic", f"mine={tmp_path / 'ext'}", "--synthetic-per-class", "6", "--controls", "none",
+    args = ["augment-and-train", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
+            "--generator", "none", "--synthetic", f"mine={tmp_path / 'ext'}", "--synthetic-per-class", "6", "--controls", "none",
             "--seeds", "2", "--epochs", "1", "--no-progress", "--device", "cpu", "--out", tmp_path / "exp"]
     r = run_cli(*args)
     assert r.exit_code == 0, r.output
@@ -183,8 +193,8 @@ def test_runs_from_genaug_train_are_reused_and_incompatible_ones_refused(tmp_pat
               "--no-progress", "--device", "cpu"]
     # per class 10 with 20% validation from the source's val split: 8 training images per class
     assert run_cli("train", "vae", *common, "--per-class", "8", "--out", tmp_path / "R").exit_code == 0
-    exp = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "vae",
-           "--synthetic-per-class", "4", "--controls", "none", "--seeds", "1", "--epochs", "1",
+    exp = ["augment-and-train", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
+           "--generator", "vae", "--synthetic-per-class", "4", "--controls", "none", "--seeds", "1", "--epochs", "1",
            "--no-progress", "--device", "cpu"]
     r = run_cli(*exp, "--runs", tmp_path / "R", "--out", tmp_path / "exp")
     assert r.exit_code == 0, r.output
@@ -202,7 +212,7 @@ def test_runs_from_genaug_train_are_reused_and_incompatible_ones_refused(tmp_pat
 def test_an_arm_whose_images_were_all_rejected_is_marked(tmp_path):
     _external(tmp_path / "ext", ["normal", "pneumonia"])
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("accept: [fid-gate]\nacceptance: {fid_max: 0.0}\n")  # no set can pass: every image rejected
+    cfg.write_text("accept: [fid-gate]\nacceptance: {fid_max: 0.0}\nquality: false\n")  # every image rejected
     r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
                 "--synthetic", f"mine={tmp_path / 'ext'}", "--synthetic-per-class", "6", "--controls", "none",
                 "--seeds", "1", "--epochs", "1", "--no-progress", "--device", "cpu", "--out", tmp_path / "exp")
