@@ -48,7 +48,8 @@ def unit_values(rows: list[dict], replicates: int, cv: bool = False, unit: str |
                   for arm, metrics in cells.items()}
 
 
-def _paired(a: dict, b: dict) -> tuple[list[float], list[float]]:
+def paired_values(a: dict, b: dict) -> tuple[list[float], list[float]]:
+    """The values of the units present in both, in one order."""
     keys = sorted(set(a) & set(b))
     return [a[k] for k in keys], [b[k] for k in keys]
 
@@ -83,7 +84,7 @@ def comparisons(units: dict, arms: list[str], primary: str) -> dict:
         for arm in arms:
             if arm == ref or arm not in units or arm == "full-real" or (ref != "baseline" and not arm.startswith("+")):
                 continue
-            block[arm] = {m: paired_difference(*_paired(units[arm][m], units[ref][m])) for m in SCALAR_METRICS}
+            block[arm] = {m: paired_difference(*paired_values(units[arm][m], units[ref][m])) for m in SCALAR_METRICS}
         adjusted = holm({arm: c[primary]["p_ttest"] for arm, c in block.items()})
         for arm, p in adjusted.items():
             block[arm][primary]["p_holm"] = p

@@ -50,18 +50,13 @@ def compare_experiments(first: str | Path, second: str | Path, metric: str | Non
                                         bool(report["design"].get("cv_folds")))
         units.append(by)
     arms = [arm for arm in a["arms"] if arm in b["arms"]]
-    diffs = {arm: {m: paired_difference(*_paired(units[1][arm][m], units[0][arm][m])) for m in SCALAR_METRICS}
+    diffs = {arm: {m: paired_difference(*analysis.paired_values(units[1][arm][m], units[0][arm][m])) for m in SCALAR_METRICS}
              for arm in arms}
     for arm, p in holm({arm: d[metric]["p_ttest"] for arm, d in diffs.items()}).items():
         diffs[arm][metric]["p_holm"] = p
     return {"first": str(first), "second": str(second), "differs_in": _settings_diff(a, b), "metric": metric,
             "unit_of_inference": unit, "arms": diffs,
             "pair_confusion": {"first": a.get("pair_confusion", {}), "second": b.get("pair_confusion", {})}}
-
-
-def _paired(x: dict, y: dict) -> tuple[list[float], list[float]]:
-    keys = sorted(set(x) & set(y), key=str)
-    return [x[k] for k in keys], [y[k] for k in keys]
 
 
 def render(result: dict) -> str:

@@ -65,6 +65,7 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
     rows = analysis.rows_of(results)
     n_rep, cv = int(c["replicates"]), bool(c["cv"])
     unit, units = analysis.unit_values(rows, n_rep, cv)
+    cells = analysis.unit_values(rows, n_rep, cv, unit="cell")[1]  # one value per (replicate, fold)
     arm_names = [a.name for a in e.arms]
     summ = analysis.summaries(units)
     comps = analysis.comparisons(units, arm_names, primary)
@@ -113,9 +114,8 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
         "memorization_gate": ([{"replicate": rep.index, "fold": rep.fold, **rep.gate_check()} for rep in replicates]
                               if (first.folder / "acceptance" / "gate.json").exists() else []),
         "quality": quality,
-        "quality_vs_gain": (analysis.quality_vs_gain(quality, analysis.unit_values(rows, n_rep, cv, unit="cell")[1],
-                                                     arm_of, primary) if quality else {}),
-        "folds": _fold_table(rows, arm_names, primary) if cv else {},
+        "quality_vs_gain": analysis.quality_vs_gain(quality, cells, arm_of, primary) if quality else {},
+        "folds": _fold_table(cells, arm_names, primary) if cv else {},
         "pair_confusion": analysis.pair_confusion(results, e.classes, arm_names),
         "dose_response": _dose(e, comps, primary),
         "scarcity_gap_recovered": analysis.scarcity_gap(summ, primary),
@@ -133,9 +133,8 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
     return report
 
 
-def _fold_table(rows: list[dict], arm_names: list[str], primary: str) -> dict:
+def _fold_table(cells: dict, arm_names: list[str], primary: str) -> dict:
     """{arm: {"replicate/fold": mean over seeds}} on the primary metric, with mean and std over folds."""
-    _, cells = analysis.unit_values(rows, 1, True, unit="cell")
     out = {}
     for arm in arm_names:
         by = cells.get(arm, {}).get(primary, {})
