@@ -101,9 +101,9 @@ class DDPM(GenerativeModel):
         optimizer = torch.optim.AdamW(self.unet.parameters(), lr=c["learning_rate"], weight_decay=c["weight_decay"])
         lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=c["lr_warmup_steps"])
         self.unet, self.optimizer, self.lr_scheduler = accelerator.prepare(self.unet, optimizer, lr_scheduler)
-        self.ema = EMAModel(accelerator.unwrap_model(self.unet).parameters(), decay=c["ema_decay"],
+        self.ema = EMAModel(bare(self.unet).parameters(), decay=c["ema_decay"],
                             use_ema_warmup=True, model_cls=UNet2DModel,
-                            model_config=accelerator.unwrap_model(self.unet).config)
+                            model_config=bare(self.unet).config)
         self.ema.to(accelerator.device)
         self.ema_state = EMAOnDevice(self.ema, accelerator.device)
         accelerator.register_for_checkpointing(self.ema_state)
@@ -123,7 +123,7 @@ class DDPM(GenerativeModel):
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.step(accelerator.unwrap_model(self.unet).parameters())
+        self.ema.step(bare(self.unet).parameters())
         return {"loss": float(loss.detach())}
 
     def _training_labels(self, labels, rng, device):
@@ -162,7 +162,7 @@ class DDPM(GenerativeModel):
         return x.clamp(-1, 1)
 
     def save_pretrained(self, folder, accelerator=None):
-        unet = accelerator.unwrap_model(self.unet) if accelerator else self._bare_unet()
+        unet = self._bare_unet()
         ema_unet = self._build_unet()
         ema_unet.load_state_dict(unet.state_dict())
         self.ema.copy_to(ema_unet.parameters())

@@ -43,7 +43,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "keep_checkpoints": 2,
     "mixed_precision": "auto",  # auto: bf16 (fp16 without bf16) on CUDA, full precision elsewhere; or no|bf16|fp16
     "channels_last": False,  # NHWC memory format for the networks and batches
-    "compile": False,  # torch.compile (inductor) through accelerate
+    "compile": False,  # torch.compile through accelerate: true = inductor, or a dynamo backend's name (eager, ...)
     "select_by_fid": False,  # keep the kept checkpoint (and DCGAN raw/EMA weights) with the best FID
 }
 CHECKPOINTS = "checkpoints"
@@ -133,6 +133,20 @@ def mixed_precision_for(setting: str, device: torch.device) -> str:
     return "no"
 
 
+def dynamo_backend(setting: bool | str) -> str:
+    """accelerate's dynamo backend for the `compile` setting."""
+    if setting is True:
+        return "inductor"
+    if setting in (False, None, "no"):
+        return "no"
+    from accelerate.utils import DynamoBackend
+
+    names = [b.value.lower() for b in DynamoBackend]
+    if str(setting).lower() not in names:
+        raise GenaugError(f"compile must be true, false or a dynamo backend ({', '.join(names)}); got {setting!r}")
+    return str(setting).lower()
+
+
 class Trainer:
     """Trains one family on one class of real images inside a run folder."""
 
@@ -150,7 +164,7 @@ class Trainer:
         self.accelerator = Accelerator(
             cpu=target.type == "cpu", mixed_precision=mixed_precision_for(self.config["mixed_precision"], target),
             kwargs_handlers=[DistributedDataParallelKwargs(**family_cls.ddp_kwargs)],
-            dynamo_backend="inductor" if self.config["compile"] else "no")
+            dynamo_backend=dynamo_backend(self.config["compile"]))
         acc = self.accelerator
         check_global_batch(self.config["batch_size"], acc.num_processes)
         self.progress = progress

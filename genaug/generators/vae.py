@@ -104,7 +104,7 @@ class VAE(GenerativeModel):
         return out.float()
 
     def save_pretrained(self, folder, accelerator=None):
-        vae = accelerator.unwrap_model(self.vae) if accelerator else self.vae
+        vae = bare(self.vae)
         vae.save_pretrained(Path(folder) / "vae")
 
     @classmethod
