@@ -25,11 +25,16 @@ from diffusers.training_utils import EMAModel
 from ..errors import GenaugError
 from .base import EMAOnDevice, GenerativeModel, bare, ema_weights, latents, register_family
 
+# Pixel-space models: DDPM and DDIM clip each step's predicted clean image to [-1, 1] (clip_sample, from
+# the training config); DPM-Solver++ and UniPC do the same through thresholding with a maximum of 1.
+# Measured on a per-class PneumoniaMNIST DDPM (100 samples): FID 203 -> 156 (DPM-Solver++ 20) and
+# 217 -> 183 (UniPC 10) with it.
+PIXEL_THRESHOLD = {"thresholding": True, "sample_max_value": 1.0}
 SAMPLERS = {  # name: (scheduler class, settings over the training scheduler's config, default steps)
     "ddpm": (DDPMScheduler, {"timestep_spacing": "trailing"}, 1000),
     "ddim": (DDIMScheduler, {"timestep_spacing": "trailing"}, 50),
-    "dpm-solver": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}, 20),
-    "unipc": (UniPCMultistepScheduler, {}, 10),
+    "dpm-solver": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", **PIXEL_THRESHOLD}, 20),
+    "unipc": (UniPCMultistepScheduler, dict(PIXEL_THRESHOLD), 10),
     "heun": (HeunDiscreteScheduler, {}, 20),
 }
 
