@@ -355,6 +355,13 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
                    "[default: baseline-strong,dup]")
 @click.option("--full-real", is_flag=True, default=None,
               help="Also train on every real training image of the split: the ceiling.")
+@click.option("--unlabeled", default=None,
+              help="N (or all) unlabelled images of the source's train split for --semi arms: outside the labelled, "
+                   "validation and test items and their patients; labels dropped.")
+@click.option("--unlabeled-data", default=None, help="A folder of unlabelled images for --semi arms, instead.")
+@click.option("--semi", default=None,
+              help="Semi-supervised arms: pseudo (pseudo-labelling), mpl (Meta Pseudo Labels; also +mpl+<source> "
+                   "with each synthetic source), comma list; needs --unlabeled or --unlabeled-data.")
 @click.option("--replicates", type=click.IntRange(min=1), default=None,
               help="Repeats of the whole pipeline (subset, generators, samples, acceptance); the unit of inference "
                    "(3 or more for conclusions)  [default: 1]")
@@ -402,14 +409,15 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @split_options
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
 def augment_and_train(data, classes, per_class, generators, guidance, synthetic, synthetic_per_class, synthetic_ratio, controls,
-                      full_real, replicates, cv, seeds, primary_metric, out, classifier, pretrained, finetune, epochs,
+                      full_real, unlabeled, unlabeled_data, semi, replicates, cv, seeds, primary_metric, out, classifier, pretrained, finetune, epochs,
                       batch_size,
                       accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
                       device, no_progress, group_by, test_fraction, fit, intensity, preprocess, data_root):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics.
 
-    Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, and
-    optionally full-real; all share the step budget, epoch selection and seeds. Re-run the same
+    Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, the
+    semi-supervised ones (+pseudo, +mpl, +mpl+<source>) with unlabelled images, and optionally
+    full-real; all share the step budget, epoch selection and seeds. Re-run the same
     command to resume; --replicates and --seeds may grow on a re-run (recorded in the report).
     """
     from .harness.experiment import Experiment, experiment_config
@@ -421,7 +429,7 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         "data": data, "classes": classes, "per_class": per_class, "generators": generators, "guidance": guidance,
         "synthetic": list(synthetic) or None, "synthetic_per_class": synthetic_per_class,
         "synthetic_ratio": synthetic_ratio, "controls": controls, "full_real": full_real or None,
-        "replicates": replicates, "cv": cv,
+        "unlabeled": unlabeled, "unlabeled_data": unlabeled_data, "semi": semi, "replicates": replicates, "cv": cv,
         "primary_metric": primary_metric,
         "seeds": seeds, "classifier": classifier, "pretrained": pretrained, "finetune": finetune, "epochs": epochs,
         "batch_size": batch_size, "accept": accept,

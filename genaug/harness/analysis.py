@@ -126,8 +126,11 @@ def answer(comps: dict, arms: list[str], primary: str, unit: str, n_units: int) 
     if helped:
         lines.append(f"{', '.join(helped)} beat {refs} with 95% intervals above zero.")
     else:
-        lines.append(f"**No synthetic arm beat {refs} with a 95% interval above zero: on this data and budget, "
-                     "the synthetic images did not help beyond what the reference arms give.**")
+        semi = any(a in ("+pseudo", "+mpl") or a.startswith("+mpl+") for a in synthetic)
+        what = "synthetic or semi-supervised arm" if semi else "synthetic arm"
+        added = "the added images (synthetic or unlabelled) did not help" if semi else "the synthetic images did not help"
+        lines.append(f"**No {what} beat {refs} with a 95% interval above zero: on this data and budget, "
+                     f"{added} beyond what the reference arms give.**")
     return lines
 
 

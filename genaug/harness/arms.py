@@ -11,6 +11,9 @@ what that difference causes:
   generator beat "more images" alone?
 - `+<name>`: the real training part plus the accepted images of a generator family or of an
   external set (`+<name>@<count>` when several synthetic counts are compared).
+- `+pseudo`, `+mpl`, `+mpl+<name>` (with `semi`): the real training part plus unlabelled real
+  images through pseudo-labelling or Meta Pseudo Labels (`semi.py`), the last with a source's
+  accepted synthetic images added to the labelled set.
 - `full-real` (opt-in): every real training image of the split, the ceiling.
 """
 
@@ -31,9 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass(frozen=True)
 class Arm:
     name: str
-    kind: str  # baseline | control | synthetic | ceiling
+    kind: str  # baseline | control | synthetic | semi | ceiling
     source: str | None = None  # synthetic set (generator family or external name)
     count: int | None = None  # synthetic images per class drawn (before acceptance)
+    method: str | None = None  # semi-supervised method (pseudo, mpl) of a semi arm
 
     @property
     def slug(self) -> str:
@@ -50,7 +54,7 @@ class Arm:
             return rep.full_real(), None
         if self.name == "+dup":
             return (rep.train_x, rep.train_y), rep.duplicates()
-        if self.kind == "synthetic":
+        if self.kind == "synthetic" or (self.kind == "semi" and self.source):
             return (rep.train_x, rep.train_y), rep.accepted_at(self.source, self.count)
         return (rep.train_x, rep.train_y), None
 
@@ -67,6 +71,10 @@ def plan_arms(config: dict) -> list[Arm]:
         for count in counts:
             name = f"+{source}" if len(counts) == 1 else f"+{source}@{count}"
             arms.append(Arm(name, "synthetic", source, count))
+    for method in config["semi"]:
+        arms.append(Arm(f"+{method}", "semi", method=method))
+    if "mpl" in config["semi"]:
+        arms += [Arm(f"+mpl+{source}", "semi", source, max(counts), method="mpl") for source in sources]
     if config["full_real"]:
         arms.append(Arm("full-real", "ceiling"))
     return arms

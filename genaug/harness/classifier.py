@@ -109,8 +109,6 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
     `extra` (synthetic or duplicated images) joins the real training images: drawn in proportion
     to its size (`synthetic_ratio` None), or as a fixed share of every batch.
     """
-    from sklearn.metrics import balanced_accuracy_score
-
     if settings.loss not in ("ce", "cr"):
         raise GenaugError(f"unknown loss {settings.loss!r}; choose ce or cr")
     if settings.mix and settings.loss == "cr":
@@ -120,16 +118,8 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
         raise GenaugError(f"synthetic_ratio must be in [0, 1) (got {ratio})")
     dev = resolve_device(device)
     torch.manual_seed(seed)
-    model = build_classifier(settings.classifier, train_x.shape[1], n_classes, train_x.shape[-1],
-                             pretrained=settings.pretrained).to(dev)
-    frozen = is_pretrained(settings.classifier, settings.pretrained) and not settings.finetune
-    params = freeze_backbone(model) if frozen else list(model.parameters())
-    optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
-    size = train_x.shape[-1]
-    augment = (classical_augmentation(size, settings.rotation, settings.crop_padding, settings.hflip)
-               if settings.augment == "classical" else
-               strong_augmentation(size, settings.crop_padding, settings.hflip, settings.augment))
+    model, optimizer, scheduler, frozen = build_training(settings, train_x.shape[1], n_classes, train_x.shape[-1], dev)
+    augment = augmenter(settings, train_x.shape[-1])
     mixer = (v2.RandomChoice([v2.CutMix(num_classes=n_classes), v2.MixUp(num_classes=n_classes)])
              if settings.mix else None)
     has_extra = extra is not None and len(extra[0]) > 0
@@ -143,8 +133,7 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
     real_stream = _Stream(len(pool_x), order)
     extra_stream = _Stream(len(extra[0]), order) if n_extra_per_batch else None
     seen = {"real": 0, "extra": 0}
-    best = (-math.inf, math.inf)
-    best_state, best_epoch, history = None, 0, []
+    selector = EpochSelector(val_x, val_y, device)
     cr = None
     for epoch in range(settings.epochs):
         train_mode(model, frozen)
@@ -176,13 +165,49 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
             cm += torch.bincount((y * n_classes + logits.argmax(1)).cpu(), minlength=n_classes ** 2).view(n_classes, -1)
         scheduler.step()
         cr = confusion_rates(cm)
-        probs = predict_proba(model, val_x, device)
-        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp(min=1e-12)), val_y))
-        val_bacc = float(balanced_accuracy_score(val_y.numpy(), probs.argmax(1)))
-        history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch,
-                        "val_balanced_accuracy": val_bacc, "val_loss": val_loss})
-        if (val_bacc, -val_loss) > (best[0], -best[1]):
-            best, best_epoch = (val_bacc, val_loss), epoch + 1
-            best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return TrainedClassifier(model.cpu(), best_epoch, history, settings.epochs * steps_per_epoch, seen)
+        selector.after_epoch(model, {"train_loss": total_loss / steps_per_epoch})
+    return selector.finish(model, settings.epochs * steps_per_epoch, seen)
+
+
+def build_training(settings: TrainSettings, channels: int, n_classes: int, size: int, dev: torch.device):
+    """A fresh classifier on `dev` with its Adam optimizer and StepLR schedule; a pretrained backbone
+    is frozen (only the new head trains) unless `settings.finetune`. Returns (model, optimizer,
+    scheduler, frozen)."""
+    model = build_classifier(settings.classifier, channels, n_classes, size, pretrained=settings.pretrained).to(dev)
+    frozen = is_pretrained(settings.classifier, settings.pretrained) and not settings.finetune
+    params = freeze_backbone(model) if frozen else list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
+    return model, optimizer, scheduler, frozen
+
+
+def augmenter(settings: TrainSettings, size: int) -> v2.Compose:
+    """The arm's augmentation of uint8 training images (classical, or the strong recipe)."""
+    if settings.augment == "classical":
+        return classical_augmentation(size, settings.rotation, settings.crop_padding, settings.hflip)
+    return strong_augmentation(size, settings.crop_padding, settings.hflip, settings.augment)
+
+
+class EpochSelector:
+    """Scores the model on the real validation part after each epoch (balanced accuracy, then lower
+    loss) and keeps the best epoch's weights."""
+
+    def __init__(self, val_x: torch.Tensor, val_y: torch.Tensor, device: str):
+        self.val_x, self.val_y, self.device = val_x, val_y, device
+        self.best, self.best_state, self.best_epoch, self.history = (-math.inf, math.inf), None, 0, []
+
+    def after_epoch(self, model: nn.Module, logged: dict) -> None:
+        from sklearn.metrics import balanced_accuracy_score
+
+        probs = predict_proba(model, self.val_x, self.device)
+        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp(min=1e-12)), self.val_y))
+        val_bacc = float(balanced_accuracy_score(self.val_y.numpy(), probs.argmax(1)))
+        self.history.append({"epoch": len(self.history) + 1, **logged,
+                             "val_balanced_accuracy": val_bacc, "val_loss": val_loss})
+        if (val_bacc, -val_loss) > (self.best[0], -self.best[1]):
+            self.best, self.best_epoch = (val_bacc, val_loss), len(self.history)
+            self.best_state = copy.deepcopy(model.state_dict())
+
+    def finish(self, model: nn.Module, optimizer_steps: int, seen: dict) -> TrainedClassifier:
+        model.load_state_dict(self.best_state)
+        return TrainedClassifier(model.cpu(), self.best_epoch, self.history, optimizer_steps, seen)

@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "generator_configs": {}, "generator_steps": None, "sampler": None, "sample_steps": None,
     "guidance": [1.0],  # classifier-free guidance weights of class-conditional generators (ddpm-cond): one source each
     "acceptance": dict(acceptance.DEFAULTS), "quality": True,
+    # unlabelled real images and the semi-supervised arms (semi.py): +pseudo, +mpl, +mpl+<source>
+    "unlabeled": None, "unlabeled_data": None, "semi": [], "semi_settings": {},
     # arms beside the synthetic ones
     "controls": ["baseline-strong", "dup"], "full_real": False, "synthetic_ratio": None,
     "strong_augment": "trivialaugment", "strong_mix": True,
@@ -73,6 +75,29 @@ def synthetic_sources(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def check_semi(config: dict[str, Any]) -> None:
+    """Semi-supervised arms need unlabelled images, and unlabelled images need an arm that uses them."""
+    from . import semi
+    from ..data.unlabeled import parse_count
+
+    config["unlabeled"] = parse_count(config["unlabeled"])
+    for method in config["semi"]:
+        if method not in semi.METHODS:
+            raise GenaugError(f"unknown semi-supervised method {method!r}; choose from {', '.join(semi.METHODS)}")
+    has_pool = config["unlabeled"] is not None or config["unlabeled_data"]
+    if config["unlabeled"] is not None and config["unlabeled_data"]:
+        raise GenaugError("give --unlabeled (images of the source's train split) or --unlabeled-data (a folder), "
+                          "not both")
+    if config["semi"] and not has_pool:
+        raise GenaugError(f"--semi {','.join(config['semi'])} needs unlabelled images: --unlabeled N|all or "
+                          "--unlabeled-data DIR")
+    if has_pool and not config["semi"]:
+        raise GenaugError("unlabelled images are only used by semi-supervised arms: add --semi pseudo,mpl")
+    checked = semi.check_options(dict(config["semi_settings"] or {}), int(config["epochs"]))
+    if config["semi"]:  # filled with defaults only where used: older experiment folders resume unchanged
+        config["semi_settings"] = checked
+
+
 def parse_synthetic(items) -> dict[str, str]:
     """`NAME=DIR` strings (or a mapping) to {name: dir}."""
     if isinstance(items, dict):
@@ -97,7 +122,7 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
                  for k in unknown]
         raise GenaugError(f"unknown setting(s) in {config_file}: {', '.join(hints)}")
     config = merge(merge(DEFAULTS, loaded), {k: v for k, v in overrides.items() if k in DEFAULTS})
-    for key in ("generators", "accept", "controls"):
+    for key in ("generators", "accept", "controls", "semi"):
         config[key] = [v for v in _as_list(config[key]) if str(v).lower() != "none"]
     config["synthetic"] = parse_synthetic(config["synthetic"])
     try:
@@ -120,6 +145,7 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         if control not in CONTROLS:
             raise GenaugError(f"unknown control arm {control!r}; choose from {', '.join(CONTROLS)}")
     acceptance.parse_policies(config["accept"])
+    check_semi(config)
     config["preprocess"] = check_preprocess(config["preprocess"])
     names = _as_list(config["classifier"])
     for name in names:

@@ -171,6 +171,23 @@ class Experiment:
         return self._external[name]
 
     # -- the run ------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Refuse, before anything is written, unlabelled images that cannot be had."""
+        c = self.config
+        if c["unlabeled_data"]:
+            folder = Path(c["unlabeled_data"])
+            if not folder.is_dir() or not image_files(folder):
+                raise GenaugError(f"--unlabeled-data {folder}: " +
+                                  ("no images in it" if folder.is_dir() else "folder not found"))
+        if isinstance(c["unlabeled"], int):
+            train = self.source.split("train")
+            in_scope = sum(1 for y in train.labels if int(y) in self.source_labels)
+            left = in_scope - int(c["per_class"]) * len(self.source_labels)
+            if c["unlabeled"] > left:
+                raise GenaugError(f"--unlabeled {c['unlabeled']}: the train split of {self.data} has {in_scope} images "
+                                  f"of these classes; after {c['per_class']} labelled per class at most {max(left, 0)} "
+                                  "are left (fewer when patients are kept apart)")
+
     def replicate(self, index: int, fold: int | None = None) -> Replicate:
         return Replicate(self, index, fold)
 
@@ -182,6 +199,7 @@ class Experiment:
     def run(self) -> dict:
         from .report import write_report
 
+        self.preflight()
         self.check_settings()
         replicates = self.units()
         seeds = int(self.config["seeds"])

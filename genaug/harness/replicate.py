@@ -17,10 +17,11 @@ from ..data import RealImages, draw_subset, reload_subset
 from ..data.imagesets import slug
 from ..data.intensity import IntensityRule
 from ..data.splits import carve_validation, cv_folds
+from ..data import unlabeled
 from ..data.subsets import MANIFEST_NAME, load_manifest
 from ..errors import GenaugError
 from ..io import read_json, write_json
-from . import acceptance, generation, quality
+from . import acceptance, generation, quality, semi
 from .arms import Arm
 from .classifier import predict_proba, train_classifier
 from .models import save_classifier
@@ -101,12 +102,29 @@ class Replicate:
                 raise GenaugError(f"too few images for the train/validation split: class {e.classes[label]!r} "
                                   f"needs at least 2 real images (per_class {c['per_class']}, "
                                   f"val_fraction {c['val_fraction']})")
-        write_json(path, manifest)
         self.manifest = manifest
+        self._pool = None
+        if (c["unlabeled"] is not None or c["unlabeled_data"]) and "unlabeled" not in manifest:
+            self._pool, manifest["unlabeled"] = self._draw_unlabeled()
+        write_json(path, manifest)
         self.train_x, self.train_y = real.images, real.labels
         self.val_x, self.val_y = val.images, val.labels
         self.test_x, self.test_y = e.test_set(manifest)
         self.steps_per_epoch = math.ceil(len(self.train_x) / e.settings.batch_size)
+
+    def _draw_unlabeled(self):
+        c = self.e.config
+        if c["unlabeled_data"]:
+            return unlabeled.folder_pool(c["unlabeled_data"], self.manifest)
+        return unlabeled.draw_unlabeled(self.e.source, self.e.source_labels, c["unlabeled"], self.seed,
+                                        self.manifest, self.val_items)
+
+    @property
+    def unlabeled(self) -> torch.Tensor:
+        """The replicate's unlabelled images (drawn once, recorded in its manifest by id and hash)."""
+        if self._pool is None:
+            self._pool = unlabeled.reload_unlabeled(self.e.source, self.manifest)
+        return self._pool.images
 
     def validation_plan(self) -> str:
         if self.fold is not None:
@@ -251,8 +269,15 @@ class Replicate:
         (x, y), extra = arm.data(self)
         steps_per_epoch = self.steps_per_epoch  # the baseline's budget, whatever the arm adds
         settings = replace(arm.settings(e.settings, e.config), classifier=arch)
-        trained = train_classifier(x, y, self.val_x, self.val_y, len(e.classes), settings,
-                                   self.classifier_seed(k), steps_per_epoch, e.device, extra=extra)
+        args = (x, y, self.val_x, self.val_y, len(e.classes), settings, self.classifier_seed(k), steps_per_epoch,
+                e.device)
+        diagnostic = None
+        if arm.method:
+            outcome = semi.train_semi(arm.method, *args, pool=self.unlabeled, options=e.config["semi_settings"],
+                                      extra=extra, strong_policy=e.config["strong_augment"])
+            trained, diagnostic = outcome.trained, self.pseudo_label_check(outcome.pseudo_labels)
+        else:
+            trained = train_classifier(*args, extra=extra)
         probs = predict_proba(trained.model, self.test_x, e.device)
         if e.config["save_models"] == "all" or (e.config["save_models"] == "first" and k == 0):
             save_classifier(trained.model, path.with_suffix(".safetensors"), arch, e.classes,
@@ -268,8 +293,17 @@ class Replicate:
                   "best_epoch": trained.best_epoch, "history": trained.history,
                   "test": classification_metrics(self.test_y.numpy(), probs, e.classes),
                   "test_probs": np.round(probs, 6).tolist()}  # for ensembles
+        if arm.method:
+            result["pseudo_labels"] = diagnostic
         write_json(path, result)
         return result
+
+    def pseudo_label_check(self, pseudo: dict) -> dict | None:
+        """Pseudo-labels against the pool's withheld true labels (None for a folder without labels)."""
+        if "folder" in self.manifest["unlabeled"]:
+            return None
+        true = self.e.positions(torch.from_numpy(unlabeled.true_labels(self.e.source, self._pool.ids))).numpy()
+        return semi.pseudo_label_accuracy(pseudo, true, self.e.classes, len(true))
 
     # -- stage 5: quality of each synthetic set (quality.py) ------------------------------------
     def quality(self, source: str) -> dict:

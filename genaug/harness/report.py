@@ -14,6 +14,7 @@ import numpy as np
 from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
+from .semi_report import render_semi, semi_block
 from . import experiment as exp
 from .stats import SCALAR_METRICS, with_composite
 
@@ -120,6 +121,7 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
         "dose_response": _dose(e, comps, primary),
         "scarcity_gap_recovered": analysis.scarcity_gap(summ, primary),
         "collapsed_runs": _collapsed(results, len(e.classes)),
+        "semi": semi_block(e, results),
     }
     write_figures(e, replicates, report)
     if c.get("explain"):
@@ -228,6 +230,7 @@ def render_markdown(r: dict) -> str:
     lines += _comparison_tables(r, primary)
     lines += _fold_section(r, primary)
     lines += _pair_confusion_table(r)
+    lines += render_semi(r.get("semi", {}), _f)
     lines += _architecture_tables(r, primary)
     lines += _ensemble_table(r, primary, "ensembles", "each arm's seeds")
     lines += _ensemble_table(r, primary, "ensembles_all_architectures", "each arm's seeds and architectures")
