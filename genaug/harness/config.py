@@ -93,9 +93,9 @@ def check_semi(config: dict[str, Any]) -> None:
                           "--unlabeled-data DIR")
     if has_pool and not config["semi"]:
         raise GenaugError("unlabelled images are only used by semi-supervised arms: add --semi pseudo,mpl")
-    checked = semi.check_options(dict(config["semi_settings"] or {}), int(config["epochs"]))
     if config["semi"]:  # filled with defaults only where used: older experiment folders resume unchanged
-        config["semi_settings"] = checked
+        config["semi_settings"] = semi.check_options(dict(config["semi_settings"] or {}), int(config["epochs"]),
+                                                     "mpl" in config["semi"])
 
 
 def parse_synthetic(items) -> dict[str, str]:

@@ -56,7 +56,7 @@ class SemiResult:
     pseudo_labels: dict  # {"indices": pool positions labelled, "labels": their pseudo-labels}
 
 
-def check_options(options: dict, epochs: int) -> dict:
+def check_options(options: dict, epochs: int, mpl: bool = True) -> dict:
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise GenaugError(f"unknown semi_settings key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
@@ -65,7 +65,7 @@ def check_options(options: dict, epochs: int) -> dict:
         raise GenaugError(f"semi_settings threshold must be in [0, 1] (got {o['threshold']})")
     if int(o["rounds"]) < 1:
         raise GenaugError("semi_settings rounds must be at least 1")
-    if not 0 <= int(o["finetune_epochs"]) < epochs:
+    if mpl and not 0 <= int(o["finetune_epochs"]) < epochs:
         raise GenaugError(f"semi_settings finetune_epochs must be in [0, epochs) (got {o['finetune_epochs']}, "
                           f"epochs {epochs})")
     return o
