@@ -173,6 +173,9 @@ def test_offline_pretrained_from_the_cli_is_one_line(tmp_path, monkeypatch):
     assert_clean_error(r, "--pretrained resnet18", "resnet18-f37072fd.pth")
     assert_clean_error(run_cli("augment-and-train", "--data", PNEUMONIA, "--classifier", "resnet18,vgg",
                                "--out", tmp_path / "x"), "unknown classifier 'vgg'")
+    assert_clean_error(run_cli("augment-and-train", "--data", PNEUMONIA, "--finetune", "--out", tmp_path / "y"),
+                       "--finetune trains a pretrained backbone", "--pretrained")
+    assert not (tmp_path / "y").exists()
 
 
 # -- several architectures and their ensembles ---------------------------------------------------
