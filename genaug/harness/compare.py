@@ -14,6 +14,7 @@ from ..errors import GenaugError
 from ..io import read_json
 from . import analysis
 from .stats import SCALAR_METRICS, holm, paired_difference
+from .text import number, p_value
 
 
 def _report(folder: Path) -> dict:
@@ -67,14 +68,11 @@ def render(result: dict) -> str:
              f"| arm | {m}: mean diff (95% CI) | p paired t | p Holm | p Wilcoxon (min attainable) | pairs |",
              "|---|---|---|---|---|---|"]
 
-    def fmt(x):
-        return "–" if x is None or x != x else f"{x:.4g}"
-
     for arm, d in result["arms"].items():
         c = d[m]
-        lines.append(f"| {arm} | {c['mean_diff']:+.4f} [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}] | "
-                     f"{fmt(c['p_ttest'])} | {fmt(c.get('p_holm'))} | {fmt(c['p_wilcoxon'])} "
-                     f"({fmt(c['wilcoxon_min_p'])}) | {c['n']} |")
+        lines.append(f"| {arm} | {c['mean_diff']:+.4f} [{number(c['ci_low'])}, {number(c['ci_high'])}] | "
+                     f"{p_value(c['p_ttest'])} | {p_value(c.get('p_holm'))} | {p_value(c['p_wilcoxon'])} "
+                     f"({p_value(c['wilcoxon_min_p'])}) | {c['n']} |")
     pc = result["pair_confusion"]
     if pc["first"] and len(next(iter(pc["first"].values()))) > 1:
         pairs = list(next(iter(pc["first"].values())))

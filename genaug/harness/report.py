@@ -15,6 +15,7 @@ from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
 from .semi_report import render_semi, semi_block
+from .text import number as _f, p_value as _p
 from . import experiment as exp
 from .stats import SCALAR_METRICS, with_composite
 
@@ -184,16 +185,6 @@ def _csv(rows: list[dict]) -> str:
 
 # -- Markdown ----------------------------------------------------------------------------------
 
-def _f(x, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:.{digits}f}"
-
-
-def _p(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
-
-
 def _intensity_text(rule: dict) -> str:
     step = rule.get("preprocess")
     return _rule_text(rule) + (f"; then {step} on every image, real and synthetic" if step else "")
@@ -230,7 +221,7 @@ def render_markdown(r: dict) -> str:
     lines += _comparison_tables(r, primary)
     lines += _fold_section(r, primary)
     lines += _pair_confusion_table(r)
-    lines += render_semi(r.get("semi", {}), _f)
+    lines += render_semi(r.get("semi", {}))
     lines += _architecture_tables(r, primary)
     lines += _ensemble_table(r, primary, "ensembles", "each arm's seeds")
     lines += _ensemble_table(r, primary, "ensembles_all_architectures", "each arm's seeds and architectures")

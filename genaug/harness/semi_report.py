@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .text import number as fmt
+
 
 def semi_block(e, results: list[dict]) -> dict:
     """{arm: {"method", "unlabeled_pool", "labelled_share", "accuracy", "per_class": {class: {...}}}}, means over runs."""
@@ -34,7 +36,7 @@ def _mean(values) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def render_semi(block: dict, fmt) -> list[str]:
+def render_semi(block: dict) -> list[str]:
     if not block:
         return []
     classes = next((list(b["per_class"]) for b in block.values() if b.get("per_class")), [])
