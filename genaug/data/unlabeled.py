@@ -45,16 +45,20 @@ def parse_count(value) -> int | str | None:
 
 
 def candidates(source: Source, class_indices: list[int], manifest: dict, held_items: list[dict]) -> list:
-    """Train-split items of the experiment's classes that are neither labelled, validation nor test
+    """`held_items`: train-split items held out of the manifest's train block (a validation carve).
+    Train-split items of the experiment's classes that are neither labelled, validation nor test
     items, and share no patient with any of them. (Class membership only decides which images are
     in scope, as a team's unlabelled scans come from the same clinical question.)"""
     train = source.split("train")
     group_of = train.group_of()
-    blocks = [manifest["train"]["items"], held_items, manifest["test"]["items"]]
-    if manifest.get("validation"):
-        blocks.append(manifest["validation"]["items"])
-    used = {it["id"] for block in blocks for it in block}
-    used_groups = {it["group"] for block in blocks for it in block if "group" in it}
+    # ids name items within one split (an array source numbers each split from 0): only train-split blocks
+    same_split = [manifest["train"]["items"], held_items]
+    if manifest.get("validation", {}).get("split") == "train":
+        same_split.append(manifest["validation"]["items"])
+    every = same_split + [manifest["test"]["items"]] + ([manifest["validation"]["items"]]
+                                                        if manifest.get("validation") else [])
+    used = {it["id"] for block in same_split for it in block}
+    used_groups = {it["group"] for block in every for it in block if "group" in it}  # patients, across splits
     return [i for i, y in zip(train.ids, train.labels)
             if int(y) in class_indices and i not in used and group_of.get(i, object()) not in used_groups]
 

@@ -116,8 +116,9 @@ class Replicate:
         c = self.e.config
         if c["unlabeled_data"]:
             return unlabeled.folder_pool(c["unlabeled_data"], self.manifest)
+        carved = [] if self.manifest.get("validation") else self.val_items  # validation carved from train items
         return unlabeled.draw_unlabeled(self.e.source, self.e.source_labels, c["unlabeled"], self.seed,
-                                        self.manifest, self.val_items)
+                                        self.manifest, carved)
 
     @property
     def unlabeled(self) -> torch.Tensor:
