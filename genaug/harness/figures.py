@@ -78,8 +78,8 @@ def _metrics(report: dict, primary: str, path: Path) -> None:
     means = [report["arms"][a]["summary"][primary]["mean"] for a in arms]
     lows = [report["arms"][a]["summary"][primary]["ci_low"] for a in arms]
     err = [m - lo if not math.isnan(lo) else 0 for m, lo in zip(means, lows)]
-    ax.bar(arms, means, yerr=err, capsize=4,
-           color=["#888" if report["arms"][a]["kind"] != "synthetic" else "#3a7" for a in arms])
+    colours = {"synthetic": "#3a7", "semi": "#37a"}  # generated images green, unlabelled real images blue
+    ax.bar(arms, means, yerr=err, capsize=4, color=[colours.get(report["arms"][a]["kind"], "#888") for a in arms])
     ax.set_ylabel(primary)
     ax.set_ylim(max(0, min(means) - 0.15), min(1, max(means) + 0.1))
     ax.tick_params(axis="x", labelsize=8, rotation=30)
