@@ -46,13 +46,13 @@ def test_unlabeled_pool_is_disjoint_recorded_and_patient_disjoint(tmp_path):
     assert block["count"] == 48 == len(pool_ids) and set(block["items"][0]) == {"id", "sha256"}  # no labels kept
     labelled = {it["id"] for it in manifest["train"]["items"]}  # the train part; validation: the val split
     assert block["split"] == "train" and manifest["validation"]["split"] == "val" and not pool_ids & labelled
-    assert rep.unlabeled.shape == (48, 1, 28, 28)
+    assert rep.unlabeled_pool.images.shape == (48, 1, 28, 28)
     every = _experiment(tmp_path / "all", unlabeled="all").replicate(0)
     every.real_data()  # ids number each split from 0: test or val ids must not remove train images
     assert every.manifest["unlabeled"]["count"] == 4708 - 16
     again = e.replicate(0)
     again.real_data()
-    assert torch.equal(again.unlabeled, rep.unlabeled)  # reloaded from the manifest, same pixels
+    assert torch.equal(again.unlabeled_pool.images, rep.unlabeled_pool.images)  # reloaded from the manifest, same pixels
     other = _experiment(tmp_path / "other", seed=1).replicate(0)
     other.real_data()
     assert {it["id"] for it in other.manifest["unlabeled"]["items"]} != pool_ids  # seeded per replicate

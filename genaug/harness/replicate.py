@@ -16,8 +16,8 @@ import torch
 from ..data import RealImages, draw_subset, reload_subset
 from ..data.imagesets import slug
 from ..data.intensity import IntensityRule
-from ..data.splits import carve_validation, cv_folds
 from ..data import unlabeled
+from ..data.splits import carve_validation, cv_folds
 from ..data.subsets import MANIFEST_NAME, load_manifest
 from ..errors import GenaugError
 from ..io import read_json, write_json
@@ -45,6 +45,7 @@ class Replicate:
         self.sources = list(self.source_specs)
         self._feature_cache: dict[str, torch.Tensor] = {}
         self._filter_model = None
+        self._pool: unlabeled.UnlabeledPool | None = None  # drawn or reloaded on first use
 
     # seeds: every stage derives its own from (replicate, stage, unit)
     def generator_seed(self, label: int) -> int:
@@ -103,7 +104,6 @@ class Replicate:
                                   f"needs at least 2 real images (per_class {c['per_class']}, "
                                   f"val_fraction {c['val_fraction']})")
         self.manifest = manifest
-        self._pool = None
         if (c["unlabeled"] is not None or c["unlabeled_data"]) and "unlabeled" not in manifest:
             self._pool, manifest["unlabeled"] = self._draw_unlabeled()
         write_json(path, manifest)
@@ -121,11 +121,11 @@ class Replicate:
                                         self.manifest, carved)
 
     @property
-    def unlabeled(self) -> torch.Tensor:
-        """The replicate's unlabelled images (drawn once, recorded in its manifest by id and hash)."""
+    def unlabeled_pool(self) -> unlabeled.UnlabeledPool:
+        """The replicate's unlabelled images and ids (drawn once, recorded in its manifest by id and hash)."""
         if self._pool is None:
             self._pool = unlabeled.reload_unlabeled(self.e.source, self.manifest)
-        return self._pool.images
+        return self._pool
 
     def validation_plan(self) -> str:
         if self.fold is not None:
@@ -274,7 +274,7 @@ class Replicate:
                 e.device)
         diagnostic = None
         if arm.method:
-            outcome = semi.train_semi(arm.method, *args, pool=self.unlabeled, options=e.config["semi_settings"],
+            outcome = semi.train_semi(arm.method, *args, pool=self.unlabeled_pool.images, options=e.config["semi_settings"],
                                       extra=extra, strong_policy=e.config["strong_augment"])
             trained, diagnostic = outcome.trained, self.pseudo_label_check(outcome.pseudo_labels)
         else:
@@ -303,7 +303,8 @@ class Replicate:
         """Pseudo-labels against the pool's withheld true labels (None for a folder without labels)."""
         if "folder" in self.manifest["unlabeled"]:
             return None
-        true = self.e.positions(torch.from_numpy(unlabeled.true_labels(self.e.source, self._pool.ids))).numpy()
+        ids = self.unlabeled_pool.ids
+        true = self.e.positions(torch.from_numpy(unlabeled.true_labels(self.e.source, ids))).numpy()
         return semi.pseudo_label_accuracy(pseudo, true, self.e.classes, len(true))
 
     # -- stage 5: quality of each synthetic set (quality.py) ------------------------------------
