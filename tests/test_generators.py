@@ -305,3 +305,13 @@ def test_compiled_training_saves_loads_and_resumes(tmp_path, normal_class, famil
     again.fit()
     with pytest.raises(Exception, match="dynamo backend"):
         Trainer(family, normal_class[:16], tmp_path / "x", {**cfg, "compile": "nonsense"}, device="cpu")
+
+
+def test_runs_in_one_process_each_get_their_own_precision_and_compile_setting(tmp_path, normal_class):
+    """augment-and-train trains families with different configs in one process: accelerate's shared
+    state must not carry one run's mixed precision or compile setting into the next."""
+    plain = Trainer("vae", normal_class[:16], tmp_path / "a", _config("vae", 1), device="cpu", progress=False)
+    assert plain.accelerator.mixed_precision == "no" and not hasattr(plain.model.vae, "_orig_mod")
+    tuned = Trainer("vae", normal_class[:16], tmp_path / "b", _config("vae", 1, mixed_precision="bf16",
+                                                                      compile="eager"), device="cpu", progress=False)
+    assert tuned.accelerator.mixed_precision == "bf16" and hasattr(tuned.model.vae, "_orig_mod")

@@ -147,6 +147,17 @@ def dynamo_backend(setting: bool | str) -> str:
     return str(setting).lower()
 
 
+def fresh_accelerator_state() -> None:
+    """accelerate keeps one AcceleratorState per process: a second run in the same process would
+    silently keep the first run's dynamo backend and refuse another mixed precision. A single
+    process (several classes or families in a row) starts each run from a fresh state; under
+    `accelerate launch` the launched state is kept."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+
+
 class Trainer:
     """Trains one family on one class of real images inside a run folder."""
 
@@ -160,6 +171,7 @@ class Trainer:
         self.config = {**TRAIN_DEFAULTS, **config}
         self.run_dir = Path(run_dir)
         target = resolve_device(device)
+        fresh_accelerator_state()
         family_cls = get_family(family)
         self.accelerator = Accelerator(
             cpu=target.type == "cpu", mixed_precision=mixed_precision_for(self.config["mixed_precision"], target),
