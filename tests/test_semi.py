@@ -191,3 +191,28 @@ def test_bad_semi_input_is_refused_before_anything_is_written(tmp_path):
     assert_clean_error(run_cli(*common, "--semi", "fixmatch", "--unlabeled", "10", "--out", out), "fixmatch")
     assert_clean_error(run_cli(*common, "--semi", "pseudo", "--unlabeled", "lots", "--out", out), "whole number")
     assert not out.exists()
+
+
+def test_an_unlabelled_folder_is_recorded_and_reloaded(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    test_images = np.load(PNEUMONIA)["test_images"]
+    for i in range(5):
+        Image.fromarray(test_images[i]).save(folder / f"scan-{i}.png")
+    e = _experiment(tmp_path / "exp", unlabeled=None, unlabeled_data=str(folder), semi="pseudo")
+    rep = e.replicate(0)
+    rep.real_data()
+    block = rep.manifest["unlabeled"]
+    assert block["folder"] == str(folder) and [it["id"] for it in block["items"]] == [f"scan-{i}.png" for i in range(5)]
+    assert torch.equal(rep.unlabeled_pool.images[:, 0], torch.from_numpy(test_images[:5]))  # 28 px, unchanged
+    assert rep.pseudo_label_check({"indices": [], "labels": []}) is None  # no true labels for a folder
+    again = e.replicate(0)
+    again.real_data()
+    assert torch.equal(again.unlabeled_pool.images, rep.unlabeled_pool.images)
+    Image.fromarray(test_images[9]).save(folder / "scan-0.png")  # an image changed since it was recorded
+    changed = e.replicate(0)
+    changed.real_data()
+    with pytest.raises(GenaugError, match="changed since"):
+        changed.unlabeled_pool

@@ -80,12 +80,18 @@ def draw_unlabeled(source: Source, class_indices: list[int], count: int | str, s
     return UnlabeledPool(loaded.images, list(loaded.ids)), block
 
 
-def folder_pool(folder: str | Path, manifest: dict) -> tuple[UnlabeledPool, dict]:
-    """Every image directly in `folder` (`--unlabeled-data`), at the run's size, channels and intensity rule."""
+def folder_files(folder: str | Path) -> list[Path]:
+    """The image files of an `--unlabeled-data` folder; a one-line error when there are none."""
     folder = Path(folder)
     files = image_files(folder) if folder.is_dir() else []
     if not files:
         raise GenaugError(f"--unlabeled-data {folder}: " + ("no images in it" if folder.is_dir() else "folder not found"))
+    return files
+
+
+def folder_pool(folder: str | Path, manifest: dict) -> tuple[UnlabeledPool, dict]:
+    """Every image directly in `folder` (`--unlabeled-data`), at the run's size, channels and intensity rule."""
+    files = folder_files(folder)
     images = load_image_folder(folder, manifest["image_size"], manifest["fit"], manifest["intensity"])
     images = torch.stack([match_channels(img, manifest["channels"]) for img in images])
     block = {"folder": str(folder), "count": len(files),

@@ -47,6 +47,7 @@ from ..data import load_split, open_source
 from ..data.images import check_image_size, match_channels
 from ..data.imagesets import image_files, load_image_folder, slug
 from ..data.sources import CIFAR10_CLASSES
+from ..data.unlabeled import folder_files
 from ..errors import GenaugError
 from ..generators.training import TrainingInterrupted, main_thread, raise_interrupt
 from ..io import read_json, write_json
@@ -175,10 +176,7 @@ class Experiment:
         """Refuse, before anything is written, unlabelled images that cannot be had."""
         c = self.config
         if c["unlabeled_data"]:
-            folder = Path(c["unlabeled_data"])
-            if not folder.is_dir() or not image_files(folder):
-                raise GenaugError(f"--unlabeled-data {folder}: " +
-                                  ("no images in it" if folder.is_dir() else "folder not found"))
+            folder_files(c["unlabeled_data"])
         if isinstance(c["unlabeled"], int):
             train = self.source.split("train")
             in_scope = sum(1 for y in train.labels if int(y) in self.source_labels)
