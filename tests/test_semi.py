@@ -191,6 +191,12 @@ def test_bad_semi_input_is_refused_before_anything_is_written(tmp_path):
     assert_clean_error(run_cli(*common, "--semi", "fixmatch", "--unlabeled", "10", "--out", out), "fixmatch")
     assert_clean_error(run_cli(*common, "--semi", "pseudo", "--unlabeled", "lots", "--out", out), "whole number")
     assert not out.exists()
+    for settings, message in (({"threshold": "high"}, "threshold must be a number"),
+                              ({"rounds": 0}, "rounds must be at least 1"),
+                              ({"unlabeled_batch": 0}, "unlabeled_batch must be at least 1"),
+                              ({"finetune_epochs": 2}, "finetune_epochs must be in")):
+        with pytest.raises(GenaugError, match=message):
+            experiment_config(None, {**SETTINGS, "epochs": 2, "semi_settings": settings})
 
 
 def test_an_unlabelled_folder_is_recorded_and_reloaded(tmp_path):

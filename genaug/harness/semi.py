@@ -61,6 +61,17 @@ def check_options(options: dict, epochs: int, mpl: bool = True) -> dict:
     if unknown:
         raise GenaugError(f"unknown semi_settings key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
     o = {**DEFAULTS, **options}
+    for key, value in o.items():
+        if value is None and DEFAULTS[key] is None:
+            continue
+        kind = int if key in ("rounds", "finetune_epochs", "unlabeled_batch") else float
+        try:
+            o[key] = kind(value)
+        except (TypeError, ValueError):
+            raise GenaugError(f"semi_settings {key} must be a{'' if kind is float else ' whole'} number "
+                              f"(got {value!r})") from None
+    if o["unlabeled_batch"] is not None and o["unlabeled_batch"] < 1:
+        raise GenaugError("semi_settings unlabeled_batch must be at least 1")
     if not 0 <= float(o["threshold"]) <= 1:
         raise GenaugError(f"semi_settings threshold must be in [0, 1] (got {o['threshold']})")
     if int(o["rounds"]) < 1:
