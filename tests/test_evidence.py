@@ -21,7 +21,8 @@ from conftest import PNEUMONIA, assert_clean_error, run_cli
 
 TINY = ["--data", PNEUMONIA, "--per-class", "10", "--generator", "vae", "--synthetic-per-class", "8",
         "--replicates", "2", "--seeds", "2", "--epochs", "2", "--generator-steps", "15", "--accept", "all,memorization",
-        "--no-progress", "--device", "cpu"]
+        "--image-size", "16", "--no-progress", "--device", "cpu"]
+# 16 px: a third of ResNet18's time at 28 px, where scoring the 624 test images dominates this file
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,9 @@ def test_rerun_reproduces_and_a_kill_mid_replicate_resumes_to_the_same_results(t
     import shutil
 
     out = tmp_path / "again"
-    shutil.copytree(tiny / "rep-0", out / "rep-0")  # replicate 0 as finished; replicate 1 redone from nothing
+    shutil.copytree(tiny / "rep-0", out / "rep-0")  # replicate 0 as finished; replicate 1 up to its classifiers
+    shutil.copytree(tiny / "rep-1", out / "rep-1", ignore=shutil.ignore_patterns("classifiers"))
+    # (the same seed training the same generators bit for bit: test_generators' resume tests)
     cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *map(str, TINY), "--out", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     deadline = time.time() + 600
@@ -236,7 +239,7 @@ def test_saved_classifiers_reload_to_the_recorded_test_results(tiny):
     model, meta = load_classifier(tiny / "rep-1" / "classifiers" / "plus-vae" / "seed-0.safetensors")
     assert meta["arm"] == "+vae" and meta["replicate"] == 1 and meta["classes"] == ["normal", "pneumonia"]
     s = open_source(str(PNEUMONIA))
-    test = load_split(s, "test", [0, 1], 28, fit=meta["fit"], intensity=meta["intensity"])
+    test = load_split(s, "test", [0, 1], meta["image_size"], fit=meta["fit"], intensity=meta["intensity"])
     accuracy = float((predict_proba(model, test.images, "cpu").argmax(1) == test.labels.numpy()).mean())
     recorded = _json(tiny / "rep-1" / "classifiers" / "plus-vae" / "seed-0.json")["test"]["accuracy"]
     assert accuracy == pytest.approx(recorded, abs=1e-12)
