@@ -105,6 +105,8 @@ def test_pool_labels_never_reach_training_and_an_interrupted_run_resumes(tmp_pat
     assert result["optimizer_steps"] == 2 and result["images_seen"]["unlabeled"] == 16  # epoch 2 fine-tunes
     md = (a / "report.md").read_text()
     assert "## Unlabelled images: pseudo-label check" in md and "| +mpl |" in md
+    shown = round(pa["pseudo_labelled"])  # the arm table says what each semi-supervised arm added
+    assert f"| +pseudo | 0 + {shown} pseudo-labelled |" in md and f"| +mpl | 0 + unlabelled pool of {round(pa['pool'])} |" in md
 
 
 def test_mpl_teacher_step_matches_a_hand_computation():

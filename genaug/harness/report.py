@@ -288,6 +288,16 @@ def _notes(r: dict) -> list[str]:
     return [*notes, ""] if notes else []
 
 
+def _semi_extra(semi: dict | None) -> str:
+    """What a semi-supervised arm adds beyond its synthetic images: the pseudo-labelled images
+    (+pseudo, mean over runs) or the unlabelled pool the teacher labels (+mpl)."""
+    if not semi:
+        return ""
+    if semi.get("pseudo_labelled") is not None:
+        return f" + {semi['pseudo_labelled']:.0f} pseudo-labelled"
+    return f" + unlabelled pool of {semi['pool']:.0f}" if semi.get("pool") else ""
+
+
 def _arm_table(r: dict, primary: str, unit: str) -> list[str]:
     lines = [f"## Test metrics per arm (mean over {unit}s, 95% t interval; bootstrap interval for the primary)", "",
              f"| arm | extra images | {primary} (95% CI) [bootstrap] | " +
@@ -301,7 +311,7 @@ def _arm_table(r: dict, primary: str, unit: str) -> list[str]:
         label = f"{arm} (no accepted images)" if a["kind"] == "synthetic" and a["runs"] and extra == 0 else arm
         p = s[primary]
         cell = f"{_f(p['mean'])} ({_f(p['ci_low'])}, {_f(p['ci_high'])}) [{_f(p['boot_low'])}, {_f(p['boot_high'])}]"
-        lines.append(f"| {label} | {extra} | {cell} | " + " | ".join(
+        lines.append(f"| {label} | {extra}{_semi_extra(r.get('semi', {}).get(arm))} | {cell} | " + " | ".join(
             f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" for m in SCALAR_METRICS if m != primary) + " |")
     if r["scarcity_gap_recovered"]:
         lines += ["", "Share of the scarcity gap (baseline to full-real) recovered on the primary metric: " +
