@@ -64,6 +64,14 @@ def test_zero_variance_difference_gets_no_p_value_and_says_why():
     assert r["boot_low"] <= r["mean_diff"] <= r["boot_high"]
 
 
+def test_spearman_p_is_exact_for_a_handful_of_points():
+    from genaug.harness.analysis import spearman
+
+    assert spearman([1, 2, 3], [0.1, 0.2, 0.3]) == pytest.approx((1.0, 1 / 3))  # scipy's t approximation: p = 0
+    # rho = 1 - 6 sum d^2 / 120 >= 0.8 for 8 of the 120 orders (sum d^2 = 0: 1, 2: 4, 4: 3): two-sided 16 / 120
+    assert spearman([1, 2, 3, 4, 5], [1, 3, 2, 5, 4]) == pytest.approx((0.8, 16 / 120))
+
+
 # -- replicates -------------------------------------------------------------------------------
 
 def test_replicates_redraw_subset_generators_and_samples(tiny):

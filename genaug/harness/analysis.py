@@ -156,10 +156,26 @@ def quality_vs_gain(quality: dict[str, list[dict]], units: dict, arm_of: dict[st
         rho = p = None
         xs, ys = [pt["quality"] for pt in points], [pt["gain"] for pt in points]
         if len(points) >= 3 and np.std(xs) > 0 and np.std(ys) > 0:
-            res = stats.spearmanr(xs, ys)
-            rho, p = float(res.statistic), float(res.pvalue)
-        out[name] = {"points": points, "spearman_rho": rho, "p": p, "n": len(points)}
+            rho, p = spearman(xs, ys)
+        out[name] = {"points": points, "spearman_rho": rho, "p": p, "n": len(points),
+                     "p_method": "exact permutation" if len(points) <= EXACT_SPEARMAN_MAX else "t approximation"}
     return out
+
+
+EXACT_SPEARMAN_MAX = 7  # 7! = 5040 pairings: exact and quick; above, scipy's t approximation is fair
+
+
+def spearman(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Spearman's rho and its two-sided p. With a handful of points scipy's t approximation is
+    badly wrong (3 points in perfect order get p = 0; every pairing enumerated gives 2/6), so up to
+    EXACT_SPEARMAN_MAX points the p-value comes from all pairings (scipy's permutation test)."""
+    rho = float(stats.spearmanr(xs, ys).statistic)
+    if len(xs) > EXACT_SPEARMAN_MAX:
+        return rho, float(stats.spearmanr(xs, ys).pvalue)
+    ys = np.asarray(ys)
+    res = stats.permutation_test((np.asarray(xs),), lambda x: stats.spearmanr(x, ys).statistic,
+                                 permutation_type="pairings", n_resamples=math.factorial(len(xs)))
+    return rho, float(res.pvalue)
 
 
 def scarcity_gap(summ: dict, primary: str) -> dict:

@@ -433,7 +433,8 @@ def _quality_tables(r: dict, primary: str) -> list[str]:
         lines += [f"Which quality metric predicts the gain over the baseline ({primary}), across sources and "
                   "replicates (Spearman):", "", "| metric | rho | p | points |", "|---|---|---|---|"]
         lines += [f"| {m} | {_f(v['spearman_rho'], 3)} | {_p(v['p'])} | {v['n']} |" for m, v in qvg.items()]
-        lines.append("")
+        lines += ["", f"p: exact (every pairing of the points) up to {analysis.EXACT_SPEARMAN_MAX} points, else the t "
+                  "approximation; with 3 points no p-value falls below 1/3.", ""]
     return lines
 
 
