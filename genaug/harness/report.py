@@ -14,6 +14,7 @@ import numpy as np
 from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
+from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block
 from .text import number as _f, p_value as _p
 from . import experiment as exp
@@ -225,8 +226,8 @@ def render_markdown(r: dict) -> str:
     lines += _architecture_tables(r, primary)
     lines += _ensemble_table(r, primary, "ensembles", "each arm's seeds")
     lines += _ensemble_table(r, primary, "ensembles_all_architectures", "each arm's seeds and architectures")
-    lines += _quality_tables(r, primary)
-    lines += _acceptance_table(r)
+    lines += quality_tables(r, primary)
+    lines += acceptance_tables(r)
     lines += _explain_section(r.get("explain"))
     lines += ["Figures: `figures/forest.png` (paired differences), `figures/metrics.png`, "
               "`figures/quality-vs-gain.png`, `figures/dose-response.png` (several synthetic counts), "
@@ -406,105 +407,4 @@ def _ensemble_table(r: dict, primary: str, key: str, what: str) -> list[str]:
                      f"{_f(p['ci_high'])}) | {diff} | {_f(s['final_score']['mean'])} |")
     if next(iter(ens["summary"].values()))[primary]["n"] < 2:
         lines += ["", "One replicate: one ensemble per arm, so no interval; use `--replicates 3` or more."]
-    return [*lines, ""]
-
-
-def _quality_tables(r: dict, primary: str) -> list[str]:
-    if not r["quality"]:
-        return []
-    lines = ["## Quality of each synthetic set (accepted images against the real training part)", "",
-             "| source | replicates | n real / n synthetic | FID | KID | precision | recall | "
-             f"CAS {primary} |", "|---|---|---|---|---|---|---|---|"]
-    for source, per_rep in r["quality"].items():
-        def stat(get):
-            vals = [get(q) for q in per_rep if get(q) is not None]
-            return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else (
-                f"{vals[0]:.3f}" if vals else "–")
-        counts = f"{per_rep[0]['n_real']} / {int(np.mean([q['n_synthetic'] for q in per_rep]))}"
-        lines.append(f"| {source} | {len(per_rep)} | {counts} | {stat(lambda q: q.get('fid'))} | "
-                     f"{stat(lambda q: q.get('kid_mean'))} | {stat(lambda q: q.get('precision'))} | "
-                     f"{stat(lambda q: q.get('recall'))} | {stat(lambda q: (q.get('cas') or {}).get(primary))} |")
-    lines += ["", "FID/KID with this few images are biased upward: compare them only between sources of this "
-              "experiment (same counts). CAS: a classifier trained on the accepted synthetic images alone, with "
-              "the shared recipe, scored on the real test split.", ""]
-    lines += _class_fid_table(r)
-    qvg = r["quality_vs_gain"]
-    if qvg:
-        lines += [f"Which quality metric predicts the gain over the baseline ({primary}), across sources and "
-                  "replicates (Spearman):", "", "| metric | rho | p | points |", "|---|---|---|---|"]
-        lines += [f"| {m} | {_f(v['spearman_rho'], 3)} | {_p(v['p'])} | {v['n']} |" for m, v in qvg.items()]
-        lines += ["", f"p: exact (every pairing of the points) up to {analysis.EXACT_SPEARMAN_MAX} points, else the t "
-                  "approximation; with 3 points no p-value falls below 1/3.", ""]
-    return lines
-
-
-def _class_fid_table(r: dict) -> list[str]:
-    """FID per class against the class's real training images, beside the real-vs-real floor."""
-    rows = {}
-    for source, per_rep in r["quality"].items():
-        for q in per_rep:
-            for cls, row in (q.get("per_class") or {}).items():
-                rows.setdefault(cls, {}).setdefault(source, []).append(row)
-    if not rows:
-        return []
-
-    def cell(values):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "–"
-        return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
-
-    sources = list(r["quality"])
-    lines = ["FID per class against the class's real training images (mean ± sd over replicates), beside the "
-             "floor: the FID of as many other real images of the class (train split, never validation or test) "
-             "against the same real training images:", "",
-             "| class | n real | " + " | ".join(sources) + " | real-vs-real floor (n) |",
-             "|---|---|" + "---|" * (len(sources) + 1)]
-    for cls, by_source in rows.items():
-        first = next(iter(by_source.values()))
-        floor = cell([row.get("floor_fid") for row in first])
-        lines.append(f"| {cls} | {first[0]['n_real']} | "
-                     + " | ".join(cell([row["fid"] for row in by_source.get(s, [])]) for s in sources)
-                     + f" | {floor} ({first[0].get('n_floor', '–')}) |")
-    return lines + [""]
-
-
-def _acceptance_table(r: dict) -> list[str]:
-    if not r["acceptance"]:
-        return []
-    lines = ["## Acceptance of synthetic images (summed over replicates)", "",
-             "| source | class | policy | seen | kept | rejected |", "|---|---|---|---|---|---|"]
-    for source, rows in r["acceptance"].items():
-        totals: dict = {}
-        for row in rows:
-            key = (row["class"], row["policy"])
-            t = totals.setdefault(key, [0, 0, 0])
-            t[0], t[1], t[2] = t[0] + row["seen"], t[1] + row["kept"], t[2] + row["rejected"]
-        lines += [f"| {source} | {cls} | {policy} | {s} | {k} | {j} |" for (cls, policy), (s, k, j) in totals.items()]
-    return [*lines, "", *_gate_table(r.get("memorization_gate") or [])]
-
-
-def _gate_table(gates: list[dict]) -> list[str]:
-    """The memorisation gate's thresholds and how it does, per replicate and class."""
-    if not gates:
-        return []
-    kinds = gates[0]["near_copy_kinds"]
-    spaces = gates[0]["spaces"]
-    lines = ["### The memorisation gate", "",
-             "Calibrated per class on the validation images: the threshold is the one-sided "
-             f"{gates[0]['quantile']} prediction bound (Fisher z, Student t) for one more real image's nearest-"
-             f"neighbour similarity to the real training part, in {' and '.join(spaces)} space; a synthetic image "
-             "at or above it in any space is rejected. Measured per replicate: the share of near-copies of the "
-             "training images rejected, and the share of validation images rejected when the gate is calibrated "
-             "on the others (leave-one-out).", "",
-             "| replicate | class | n calib. | " + " | ".join(f"threshold {s}" for s in spaces) + " | "
-             + " | ".join(f"rejects {k}" for k in kinds) + " | false rejections (LOO) |",
-             "|---|---|---|" + "---|" * (len(spaces) + len(kinds) + 1)]
-    pct = lambda v: "–" if v is None else f"{100 * v:.0f}%"  # noqa: E731
-    for g in gates:
-        for cls, row in g["per_class"].items():
-            lines.append(f"| {g['replicate']} | {cls} | {row['n_calibration']} | "
-                         + " | ".join(f"{row['thresholds'][s]:.3f}" for s in spaces) + " | "
-                         + " | ".join(pct(row[f"rejects_{k}"]) for k in kinds)
-                         + f" | {pct(row['false_rejection_loo'])} |")
     return [*lines, ""]
