@@ -129,7 +129,7 @@ def mpl_step(teacher: nn.Module, student: nn.Module, t_opt, s_opt, xl, yl, xu_we
     t_opt.zero_grad(set_to_none=True)
     t_loss.backward()
     t_opt.step()
-    return {"student_loss": float(s_loss), "teacher_loss": float(t_loss), "reward": reward,
+    return {"student_loss": float(s_loss.detach()), "teacher_loss": float(t_loss.detach()), "reward": reward,
             "uda_mask": float(mask.mean())}
 
 
