@@ -102,6 +102,29 @@ def test_every_architecture_trains_a_step_at_every_size(name, size, channels):
     assert probs.shape == (4, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
+def test_stem_choice_sets_the_first_layers_and_survives_saving(tmp_path):
+    x = torch.rand(2, 3, 32, 32)
+    small, imagenet = (build_classifier("resnet18", 3, 10, 32, stem=s) for s in ("auto", "imagenet"))
+    assert small.conv1.stride == (1, 1) and isinstance(small.maxpool, torch.nn.Identity)
+    assert imagenet.conv1.stride == (2, 2) and isinstance(imagenet.maxpool, torch.nn.MaxPool2d)
+    assert build_classifier("resnet18", 3, 10, 64, stem="small").conv1.stride == (1, 1)  # auto would pick imagenet
+    assert build_classifier("efficientnet_b0", 1, 2, 28, stem="imagenet").features[0][0].stride == (2, 2)
+    imagenet.eval()
+    save_classifier(imagenet, tmp_path / "m.safetensors", "resnet18", [str(i) for i in range(10)], 32, 3,
+                    extra={"stem": "imagenet"})
+    loaded, meta = load_classifier(tmp_path / "m.safetensors")
+    assert meta["stem"] == "imagenet" and loaded.conv1.stride == (2, 2)
+    torch.testing.assert_close(loaded(x), imagenet(x))
+    with pytest.raises(GenaugError, match="unknown stem 'tiny'"):
+        build_classifier("resnet18", 3, 10, 32, stem="tiny")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stem: tiny\n")
+    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+                "--controls", "none", "--out", tmp_path / "exp")
+    assert_clean_error(r, "unknown stem 'tiny'; choose from auto, small, imagenet")
+    assert not (tmp_path / "exp").exists()
+
+
 def test_frozen_inception_trains_only_its_head_and_finetune_trains_all():
     x = torch.randint(0, 256, (4, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     y = torch.tensor([0, 1, 0, 1])

@@ -47,6 +47,7 @@ class TrainSettings:
     classifier: str = "resnet18"
     pretrained: bool = False  # torchvision ImageNet weights (inception-v3 is always pretrained)
     finetune: bool = False  # train a pretrained backbone too, not only its new linear head
+    stem: str = "auto"  # from-scratch networks: small (full resolution), imagenet (4x cheaper), auto (small < 64 px)
     epochs: int = 20
     batch_size: int = 32
     lr: float = 1e-3
@@ -173,7 +174,8 @@ def build_training(settings: TrainSettings, channels: int, n_classes: int, size:
     """A fresh classifier on `dev` with its Adam optimizer and StepLR schedule; a pretrained backbone
     is frozen (only the new head trains) unless `settings.finetune`. Returns (model, optimizer,
     scheduler, frozen)."""
-    model = build_classifier(settings.classifier, channels, n_classes, size, pretrained=settings.pretrained).to(dev)
+    model = build_classifier(settings.classifier, channels, n_classes, size, pretrained=settings.pretrained,
+                             stem=settings.stem).to(dev)
     frozen = is_pretrained(settings.classifier, settings.pretrained) and not settings.finetune
     params = freeze_backbone(model) if frozen else list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)

@@ -8,7 +8,7 @@ from typing import Any
 from ..config import load_config, merge
 from ..data.preprocess import check_preprocess
 from ..errors import GenaugError
-from .models import CLASSIFIERS, is_pretrained
+from .models import CLASSIFIERS, STEMS, is_pretrained
 from ..generators.base import get_family
 from . import acceptance
 from .stats import SCALAR_METRICS
@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     # the classifier recipe every arm shares
     "classifier": "resnet18",  # or a comma list: each architecture trains per seed, and their ensemble is scored
     "pretrained": False, "finetune": False,  # ImageNet weights (inception-v3 always); train the backbone too
+    "stem": "auto",  # from scratch: small (stride 1, full resolution), imagenet (stride 2 + max-pool), auto (small < 64 px)
     "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
     "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "rotation": 10.0, "crop_padding": 2, "hflip": None,
     # which trained classifiers are kept (safetensors, for `genaug explain` and `nearest --features classifier`)
@@ -154,6 +155,8 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
     if not names or len(set(names)) < len(names):
         raise GenaugError(f"classifier must name one or more different architectures (got {config['classifier']!r})")
     config["classifier"] = ",".join(names)  # a string, as older experiment folders recorded it
+    if config["stem"] not in STEMS:
+        raise GenaugError(f"unknown stem {config['stem']!r}; choose from {', '.join(STEMS)}")
     if config["finetune"] and not any(is_pretrained(n, bool(config["pretrained"])) for n in names):
         raise GenaugError(f"--finetune trains a pretrained backbone, and {config['classifier']} trains from scratch "
                           "(all of it already): add --pretrained, or use --classifier inception-v3")

@@ -92,10 +92,18 @@ def imagenet_weights(name: str):
     return weights
 
 
+STEMS = ("auto", "small", "imagenet")
+
+
 def build_classifier(name: str, in_channels: int, n_classes: int, image_size: int, pretrained: bool = False,
-                     load_weights: bool = True) -> nn.Module:
+                     load_weights: bool = True, stem: str = "auto") -> nn.Module:
     """A classifier for `in_channels` x `image_size`^2 images. `load_weights` False builds a
-    pretrained model's structure only (to load a saved classifier into)."""
+    pretrained model's structure only (to load a saved classifier into).
+
+    `stem` of a from-scratch network: `small` (3x3 stride-1 first convolution, no max-pool: full
+    resolution, the usual choice at 28-32 px), `imagenet` (torchvision's own stride-2 stem and
+    max-pool: 4x less resolution after it, about 8x cheaper for a ResNet18 at 32 px), or `auto`
+    (small below 64 px)."""
     if name not in CLASSIFIERS:
         raise GenaugError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
     if name == "inception-v3":
@@ -110,7 +118,9 @@ def build_classifier(name: str, in_channels: int, n_classes: int, image_size: in
             model.features[0][0] = nn.Sequential(adapter, model.features[0][0])
             model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
         return model
-    small = image_size < 64
+    if stem not in STEMS:
+        raise GenaugError(f"unknown stem {stem!r}; choose from {', '.join(STEMS)}")
+    small = image_size < 64 if stem == "auto" else stem == "small"
     model = getattr(torchvision.models, name)(weights=None, num_classes=n_classes)
     if name.startswith("resnet"):
         model.conv1 = (nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False) if small
@@ -186,7 +196,7 @@ def load_classifier(path) -> tuple[nn.Module, dict]:
     meta.update({k: json.loads(v) for k, v in raw.items()
                  if k not in ("genaug_classifier", "classes", "image_size", "in_channels")})
     model = build_classifier(meta["classifier"], meta["in_channels"], len(meta["classes"]), meta["image_size"],
-                             pretrained=bool(meta.get("pretrained")), load_weights=False)
+                             pretrained=bool(meta.get("pretrained")), load_weights=False, stem=meta.get("stem", "auto"))
     model.load_state_dict(load_file(str(path)))
     return model.eval(), meta
 

@@ -286,7 +286,8 @@ class Replicate:
                             extra={"arm": arm.name, "replicate": self.index, "fold": self.fold, "seed_index": k,
                                    "data": e.data,
                                    "fit": self.manifest["fit"], "intensity": self.manifest["intensity"],
-                                   "pretrained": settings.pretrained, "finetune": settings.finetune})
+                                   "pretrained": settings.pretrained, "finetune": settings.finetune,
+                                   "stem": settings.stem})
         result = {"arm": arm.name, "classifier": arch, "replicate": self.index, "fold": self.fold, "seed_index": k,
                   "seed": self.classifier_seed(k),
                   "n_real_train": len(x), "n_extra": len(extra[0]) if extra is not None else 0,

@@ -100,7 +100,7 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
                           "summary": summ.get(a.name, {})} for a in e.arms},
         "comparisons": comps,
         "classifiers": {"architectures": e.architectures, "pretrained": bool(c["pretrained"]),
-                        "finetune": bool(c["finetune"]),
+                        "finetune": bool(c["finetune"]), "stem": c.get("stem", "auto"),
                         "others": {arch: _architecture_block([r for r in every_run if r["classifier"] == arch],
                                                              n_rep, cv, arm_names, primary)
                                    for arch in e.architectures[1:]}},
@@ -259,7 +259,8 @@ def _classifier_text(x: dict | None) -> str:
         return ""
     archs = x["architectures"]
     how = ("pretrained, fine-tuned" if x["finetune"] else "pretrained, frozen with a trained linear head")
-    kinds = [f"{a} ({how})" if a == "inception-v3" or x["pretrained"] else f"{a} (from scratch)" for a in archs]
+    scratch = "from scratch" + {"small": ", small-image stem", "imagenet": ", ImageNet stem"}.get(x.get("stem", "auto"), "")
+    kinds = [f"{a} ({how})" if a == "inception-v3" or x["pretrained"] else f"{a} ({scratch})" for a in archs]
     return (f"Classifier: {kinds[0]}" + (f"; also {', '.join(kinds[1:])}, reported after the headline tables"
                                          if len(kinds) > 1 else "") + ". ")
 
