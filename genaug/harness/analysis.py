@@ -169,9 +169,10 @@ def spearman(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Spearman's rho and its two-sided p. With a handful of points scipy's t approximation is
     badly wrong (3 points in perfect order get p = 0; every pairing enumerated gives 2/6), so up to
     EXACT_SPEARMAN_MAX points the p-value comes from all pairings (scipy's permutation test)."""
-    rho = float(stats.spearmanr(xs, ys).statistic)
+    res = stats.spearmanr(xs, ys)
+    rho = float(res.statistic)
     if len(xs) > EXACT_SPEARMAN_MAX:
-        return rho, float(stats.spearmanr(xs, ys).pvalue)
+        return rho, float(res.pvalue)
     ys = np.asarray(ys)
     res = stats.permutation_test((np.asarray(xs),), lambda x: stats.spearmanr(x, ys).statistic,
                                  permutation_type="pairings", n_resamples=math.factorial(len(xs)))

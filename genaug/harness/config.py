@@ -8,7 +8,7 @@ from typing import Any
 from ..config import load_config, merge
 from ..data.preprocess import check_preprocess
 from ..errors import GenaugError
-from .models import CLASSIFIERS, STEMS, is_pretrained
+from .models import CLASSIFIERS, check_stem, is_pretrained
 from ..generators.base import get_family
 from . import acceptance
 from .stats import SCALAR_METRICS
@@ -155,8 +155,7 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
     if not names or len(set(names)) < len(names):
         raise GenaugError(f"classifier must name one or more different architectures (got {config['classifier']!r})")
     config["classifier"] = ",".join(names)  # a string, as older experiment folders recorded it
-    if config["stem"] not in STEMS:
-        raise GenaugError(f"unknown stem {config['stem']!r}; choose from {', '.join(STEMS)}")
+    check_stem(config["stem"])
     if config["finetune"] and not any(is_pretrained(n, bool(config["pretrained"])) for n in names):
         raise GenaugError(f"--finetune trains a pretrained backbone, and {config['classifier']} trains from scratch "
                           "(all of it already): add --pretrained, or use --classifier inception-v3")

@@ -95,6 +95,12 @@ def imagenet_weights(name: str):
 STEMS = ("auto", "small", "imagenet")
 
 
+def check_stem(stem: str) -> str:
+    if stem not in STEMS:
+        raise GenaugError(f"unknown stem {stem!r}; choose from {', '.join(STEMS)}")
+    return stem
+
+
 def build_classifier(name: str, in_channels: int, n_classes: int, image_size: int, pretrained: bool = False,
                      load_weights: bool = True, stem: str = "auto") -> nn.Module:
     """A classifier for `in_channels` x `image_size`^2 images. `load_weights` False builds a
@@ -118,9 +124,7 @@ def build_classifier(name: str, in_channels: int, n_classes: int, image_size: in
             model.features[0][0] = nn.Sequential(adapter, model.features[0][0])
             model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
         return model
-    if stem not in STEMS:
-        raise GenaugError(f"unknown stem {stem!r}; choose from {', '.join(STEMS)}")
-    small = image_size < 64 if stem == "auto" else stem == "small"
+    small = image_size < 64 if check_stem(stem) == "auto" else stem == "small"
     model = getattr(torchvision.models, name)(weights=None, num_classes=n_classes)
     if name.startswith("resnet"):
         model.conv1 = (nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False) if small

@@ -15,7 +15,7 @@ from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
 from .quality_report import acceptance_tables, quality_tables
-from .semi_report import render_semi, semi_block
+from .semi_report import render_semi, semi_block, semi_extra
 from .text import number as _f, p_value as _p
 from . import experiment as exp
 from .stats import SCALAR_METRICS, with_composite
@@ -100,7 +100,7 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
                           "summary": summ.get(a.name, {})} for a in e.arms},
         "comparisons": comps,
         "classifiers": {"architectures": e.architectures, "pretrained": bool(c["pretrained"]),
-                        "finetune": bool(c["finetune"]), "stem": c.get("stem", "auto"),
+                        "finetune": bool(c["finetune"]), "stem": c["stem"],
                         "others": {arch: _architecture_block([r for r in every_run if r["classifier"] == arch],
                                                              n_rep, cv, arm_names, primary)
                                    for arch in e.architectures[1:]}},
@@ -290,16 +290,6 @@ def _notes(r: dict) -> list[str]:
     return [*notes, ""] if notes else []
 
 
-def _semi_extra(semi: dict | None) -> str:
-    """What a semi-supervised arm adds beyond its synthetic images: the pseudo-labelled images
-    (+pseudo, mean over runs) or the unlabelled pool the teacher labels (+mpl)."""
-    if not semi:
-        return ""
-    if semi.get("pseudo_labelled") is not None:
-        return f" + {semi['pseudo_labelled']:.0f} pseudo-labelled"
-    return f" + unlabelled pool of {semi['pool']:.0f}" if semi.get("pool") else ""
-
-
 def _arm_table(r: dict, primary: str, unit: str) -> list[str]:
     lines = [f"## Test metrics per arm (mean over {unit}s, 95% t interval; bootstrap interval for the primary)", "",
              f"| arm | extra images | {primary} (95% CI) [bootstrap] | " +
@@ -313,7 +303,7 @@ def _arm_table(r: dict, primary: str, unit: str) -> list[str]:
         label = f"{arm} (no accepted images)" if a["kind"] == "synthetic" and a["runs"] and extra == 0 else arm
         p = s[primary]
         cell = f"{_f(p['mean'])} ({_f(p['ci_low'])}, {_f(p['ci_high'])}) [{_f(p['boot_low'])}, {_f(p['boot_high'])}]"
-        lines.append(f"| {label} | {extra}{_semi_extra(r.get('semi', {}).get(arm))} | {cell} | " + " | ".join(
+        lines.append(f"| {label} | {extra}{semi_extra(r.get('semi', {}).get(arm))} | {cell} | " + " | ".join(
             f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" for m in SCALAR_METRICS if m != primary) + " |")
     if r["scarcity_gap_recovered"]:
         lines += ["", "Share of the scarcity gap (baseline to full-real) recovered on the primary metric: " +

@@ -53,3 +53,13 @@ def render_semi(block: dict) -> list[str]:
     settings = next(iter(block.values()))["settings"]
     lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".", ""]
     return lines
+
+
+def semi_extra(semi: dict | None) -> str:
+    """What a semi-supervised arm adds beyond its synthetic images: the pseudo-labelled images
+    (+pseudo, mean over runs) or the unlabelled pool the teacher labels (+mpl)."""
+    if not semi:
+        return ""
+    if semi.get("pseudo_labelled") is not None:
+        return f" + {semi['pseudo_labelled']:.0f} pseudo-labelled"
+    return f" + unlabelled pool of {semi['pool']:.0f}" if semi.get("pool") else ""
