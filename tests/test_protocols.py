@@ -4,6 +4,7 @@ over architectures, and the composite score."""
 
 from __future__ import annotations
 
+import copy
 import json
 import urllib.error
 from dataclasses import replace
@@ -15,6 +16,7 @@ import torchvision
 from PIL import Image, ImageOps
 
 from genaug.data import draw_subset, load_split, open_source, reload_subset
+from genaug.data.images import to_model_range
 from genaug.data.intensity import IntensityRule
 from genaug.data.preprocess import preprocess
 from genaug.errors import GenaugError
@@ -322,3 +324,80 @@ def test_compare_two_recipes_pairs_replicates_and_refuses_other_subsets(tmp_path
                                                         for a, b in zip(ce, cr)])
     assert_clean_error(run_cli("compare", tmp_path / "ce", tmp_path / "other"), "different real subsets")
     assert_clean_error(run_cli("compare", tmp_path / "ce", tmp_path / "nothing"), "no report.json")
+
+
+def test_bf16_runs_the_forward_passes_in_bf16_keeps_fp32_weights_and_agrees_with_fp32(tmp_path):
+    s = open_source(str(PNEUMONIA))
+    real, _ = draw_subset(s, [0, 1], 8, 0, 28)
+    x, y = real.images, real.labels
+    seen = {}
+
+    def record(module, inputs, output):
+        seen.setdefault("dtype", output.dtype)
+
+    base = TrainSettings(classifier="resnet18", stem="imagenet", epochs=1, batch_size=8, crop_padding=0, rotation=0)
+    runs = {}
+    for precision in ("auto", "no", "bf16"):
+        seen.clear()
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: record(m, i, o) if isinstance(m, torch.nn.Conv2d) else None)
+        try:
+            runs[precision] = train_classifier(x, y, x, y, 2, replace(base, mixed_precision=precision), 0, 2, "cpu")
+        finally:
+            handle.remove()
+        runs[precision].conv_dtype = seen["dtype"]
+    assert runs["bf16"].conv_dtype == torch.bfloat16 and runs["no"].conv_dtype == torch.float32
+    assert runs["auto"].conv_dtype == torch.float32  # auto: bf16 on CUDA only
+    for name, tensor in runs["bf16"].model.state_dict().items():
+        assert tensor.dtype in (torch.float32, torch.int64), name
+    for a, b in zip(runs["auto"].model.state_dict().values(), runs["no"].model.state_dict().values()):
+        assert torch.equal(a, b)  # on a CPU auto is exactly full precision
+
+    # the frozen Inception backbone (the transfer run's headline) gives near-identical features in bf16
+    inception = build_classifier("inception-v3", 1, 2, 28).eval()
+    test = load_split(s, "test", [0, 1], 28)
+    images = to_model_range(test.images[torch.arange(0, len(test.images), 78)])  # 8 real test images
+    with torch.no_grad():
+        full = inception.avgpool(inception.features(images)).flatten(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = inception.avgpool(inception.features(images)).flatten(1).float()
+    cosine = torch.nn.functional.cosine_similarity(half, full)
+    assert cosine.min() > 0.995 and not torch.equal(half, full)  # bf16 keeps ~3 digits; it did run in bf16
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("mixed_precision: fp16\n")
+    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+                "--controls", "none", "--out", tmp_path / "exp")
+    assert_clean_error(r, "unknown classifier mixed_precision 'fp16'; choose from auto, no, bf16")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_channels_last_computes_the_same_outputs_and_gradients_and_saves_plainly(tmp_path):
+    s = open_source(str(PNEUMONIA))
+    real, _ = draw_subset(s, [0, 1], 8, 0, 28)
+    x = to_model_range(real.images)
+    plain = build_classifier("resnet18", 1, 2, 28, stem="imagenet")
+    nhwc = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    exact = copy.deepcopy(plain).double()  # the reference both are rounded versions of
+    for model, inputs in ((plain, x), (nhwc, x), (exact, x.double())):
+        torch.nn.functional.cross_entropy(model(inputs), real.labels).backward()
+    torch.testing.assert_close(nhwc(x), plain(x), rtol=1e-4, atol=1e-5)  # same maths, another loop order
+    for layer in ("conv1", "fc"):  # first and last layer: the whole backward pass
+        truth = getattr(exact, layer).weight.grad.float()
+        errors = [(getattr(m, layer).weight.grad - truth).abs().max() / truth.abs().max() for m in (plain, nhwc)]
+        assert errors[1] < 1e-4 and errors[0] < 1e-4, (layer, errors)  # both at fp32 rounding (~1e-5)
+
+    base = TrainSettings(classifier="resnet18", stem="imagenet", epochs=1, batch_size=8, crop_padding=0, rotation=0)
+    trained = train_classifier(real.images, real.labels, real.images, real.labels, 2,
+                               replace(base, channels_last=True), 0, 2, "cpu").model
+    assert trained.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    save_classifier(trained, tmp_path / "m.safetensors", "resnet18", ["a", "b"], 28, 1, extra={"stem": "imagenet"})
+    loaded, _ = load_classifier(tmp_path / "m.safetensors")
+    np.testing.assert_allclose(predict_proba(loaded, real.images, "cpu"), predict_proba(trained, real.images, "cpu"),
+                               atol=1e-5)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("channels_last: maybe\n")
+    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+                "--controls", "none", "--out", tmp_path / "exp")
+    assert_clean_error(r, "channels_last must be true or false (got 'maybe')")
+    assert not (tmp_path / "exp").exists()

@@ -179,6 +179,26 @@ def test_pseudo_with_threshold_one_is_the_baseline():
     assert len(some.pseudo_labels["indices"]) == 40 and some.trained.images_seen["extra"] > 0
 
 
+def test_mpl_in_bf16_runs_both_networks_forward_in_bf16_with_fp32_weights():
+    s = open_source(str(PNEUMONIA))
+    real, _ = draw_subset(s, [0, 1], 8, seed=0, image_size=28)
+    pool, _ = draw_subset(s, [0, 1], 8, seed=2, image_size=28)
+    dtypes = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: dtypes.append(o.dtype) if isinstance(m, torch.nn.Linear) else None)
+    try:
+        settings = TrainSettings(stem="imagenet", epochs=2, batch_size=8, mixed_precision="bf16")
+        out = semi.train_mpl(real.images, real.labels, real.images, real.labels, 2, settings, 0, 1, "cpu",
+                             pool=pool.images, options={**semi.DEFAULTS, "finetune_epochs": 1})
+    finally:
+        hook.remove()
+    # MPL epoch: teacher, student, student again (its new labelled loss); fine-tune epoch: student; each
+    # epoch's validation and the teacher's final labelling of the pool
+    assert dtypes and set(dtypes) == {torch.bfloat16} and len(dtypes) == 3 + 1 + 2 + 1
+    assert all(t.dtype == torch.float32 for t in out.trained.model.parameters())
+    assert out.trained.optimizer_steps == 2 and len(out.pseudo_labels["labels"]) == 16
+
+
 def test_bad_semi_input_is_refused_before_anything_is_written(tmp_path):
     common = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
               "--controls", "none", "--device", "cpu", "--no-progress"]

@@ -8,6 +8,7 @@ from typing import Any
 from ..config import load_config, merge
 from ..data.preprocess import check_preprocess
 from ..errors import GenaugError
+from .classifier import check_precision
 from .models import CLASSIFIERS, check_stem, is_pretrained
 from ..generators.base import get_family
 from . import acceptance
@@ -34,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "classifier": "resnet18",  # or a comma list: each architecture trains per seed, and their ensemble is scored
     "pretrained": False, "finetune": False,  # ImageNet weights (inception-v3 always); train the backbone too
     "stem": "auto",  # from scratch: small (stride 1, full resolution), imagenet (stride 2 + max-pool), auto (small < 64 px)
+    "mixed_precision": "auto",  # classifier forward passes in bf16: auto (on CUDA only), no, bf16
+    "channels_last": False,  # classifier weights and activations NHWC (faster convolutions at 224-299 px)
     "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
     "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "rotation": 10.0, "crop_padding": 2, "hflip": None,
     # which trained classifiers are kept (safetensors, for `genaug explain` and `nearest --features classifier`)
@@ -156,6 +159,9 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         raise GenaugError(f"classifier must name one or more different architectures (got {config['classifier']!r})")
     config["classifier"] = ",".join(names)  # a string, as older experiment folders recorded it
     check_stem(config["stem"])
+    check_precision(config["mixed_precision"])
+    if not isinstance(config["channels_last"], bool):
+        raise GenaugError(f"channels_last must be true or false (got {config['channels_last']!r})")
     if config["finetune"] and not any(is_pretrained(n, bool(config["pretrained"])) for n in names):
         raise GenaugError(f"--finetune trains a pretrained backbone, and {config['classifier']} trains from scratch "
                           "(all of it already): add --pretrained, or use --classifier inception-v3")

@@ -35,7 +35,7 @@ def assess(rep: Replicate, source: str) -> dict:
                                    kid=True, prc=True, device=e.device))
         trained = train_classifier(x, y, rep.val_x, rep.val_y, len(e.classes), e.settings,
                                    rep.classifier_seed(0), rep.steps_per_epoch, e.device)
-        probs = predict_proba(trained.model, rep.test_x, e.device)
+        probs = predict_proba(trained.model, rep.test_x, e.device, precision=e.settings.mixed_precision)
         out["cas"] = classification_metrics(rep.test_y.numpy(), probs, e.classes)
         out["classes_without_images"] = [e.classes[label] for label in e.labels if not (y == label).any()]
         out["per_class"] = class_fids(rep, x, y)

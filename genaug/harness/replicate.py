@@ -19,11 +19,12 @@ from ..data.intensity import IntensityRule
 from ..data import unlabeled
 from ..data.splits import carve_validation, cv_folds
 from ..data.subsets import MANIFEST_NAME, load_manifest
+from ..device import resolve_device
 from ..errors import GenaugError
 from ..io import read_json, write_json
 from . import acceptance, generation, quality, semi
 from .arms import Arm
-from .classifier import predict_proba, train_classifier
+from .classifier import predict_proba, train_classifier, uses_bf16
 from .models import save_classifier
 from .config import synthetic_sources
 from .stats import classification_metrics
@@ -223,7 +224,7 @@ class Replicate:
                 self._filter_model = train_classifier(
                     self.train_x, self.train_y, self.val_x, self.val_y, len(self.e.classes), self.e.settings,
                     self.classifier_seed(998), self.steps_per_epoch, self.e.device).model
-            return predict_proba(self._filter_model, images, self.e.device)
+            return predict_proba(self._filter_model, images, self.e.device, precision=self.e.settings.mixed_precision)
 
         settings = {**acceptance.DEFAULTS, **self.e.config["acceptance"]}
 
@@ -279,7 +280,7 @@ class Replicate:
             trained, diagnostic = outcome.trained, self.pseudo_label_check(outcome.pseudo_labels)
         else:
             trained = train_classifier(*args, extra=extra)
-        probs = predict_proba(trained.model, self.test_x, e.device)
+        probs = predict_proba(trained.model, self.test_x, e.device, precision=settings.mixed_precision)
         if e.config["save_models"] == "all" or (e.config["save_models"] == "first" and k == 0):
             save_classifier(trained.model, path.with_suffix(".safetensors"), arch, e.classes,
                             e.image_size, int(x.shape[1]),
@@ -289,7 +290,7 @@ class Replicate:
                                    "pretrained": settings.pretrained, "finetune": settings.finetune,
                                    "stem": settings.stem})
         result = {"arm": arm.name, "classifier": arch, "replicate": self.index, "fold": self.fold, "seed_index": k,
-                  "seed": self.classifier_seed(k),
+                  "seed": self.classifier_seed(k), "bf16": uses_bf16(resolve_device(e.device), settings.mixed_precision),
                   "n_real_train": len(x), "n_extra": len(extra[0]) if extra is not None else 0,
                   "optimizer_steps": trained.optimizer_steps, "images_seen": trained.images_seen,
                   "best_epoch": trained.best_epoch, "history": trained.history,

@@ -101,6 +101,7 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
         "comparisons": comps,
         "classifiers": {"architectures": e.architectures, "pretrained": bool(c["pretrained"]),
                         "finetune": bool(c["finetune"]), "stem": c["stem"],
+                        "bf16": any(r.get("bf16") for r in every_run), "channels_last": bool(c.get("channels_last")),
                         "others": {arch: _architecture_block([r for r in every_run if r["classifier"] == arch],
                                                              n_rep, cv, arm_names, primary)
                                    for arch in e.architectures[1:]}},
@@ -261,8 +262,10 @@ def _classifier_text(x: dict | None) -> str:
     how = ("pretrained, fine-tuned" if x["finetune"] else "pretrained, frozen with a trained linear head")
     scratch = "from scratch" + {"small": ", small-image stem", "imagenet": ", ImageNet stem"}.get(x.get("stem", "auto"), "")
     kinds = [f"{a} ({how})" if a == "inception-v3" or x["pretrained"] else f"{a} ({scratch})" for a in archs]
+    bf16 = " Forward passes in bf16 (autocast; fp32 weights)." if x.get("bf16") else ""
+    bf16 += " Channels-last memory format." if x.get("channels_last") else ""
     return (f"Classifier: {kinds[0]}" + (f"; also {', '.join(kinds[1:])}, reported after the headline tables"
-                                         if len(kinds) > 1 else "") + ". ")
+                                         if len(kinds) > 1 else "") + "." + bf16 + " ")
 
 
 def _history_text(history: list[dict]) -> str:

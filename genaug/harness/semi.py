@@ -23,6 +23,7 @@ against them afterwards, as a diagnostic.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +34,8 @@ import torch.nn.functional as F
 from ..data.images import to_model_range
 from ..device import resolve_device
 from ..errors import GenaugError
-from .classifier import (EpochSelector, TrainedClassifier, TrainSettings, _Stream, augmenter, build_training,
-                         predict_proba, strong_augmentation, train_classifier)
+from .classifier import (EpochSelector, TrainedClassifier, TrainSettings, _Stream, augmenter, autocast,
+                         build_training, predict_proba, strong_augmentation, train_classifier)
 from .models import train_mode
 
 METHODS = ("pseudo", "mpl")
@@ -89,7 +90,7 @@ def train_pseudo(train_x, train_y, val_x, val_y, n_classes: int, settings: Train
                                device, extra=extra)
     student, labelled = teacher, {"indices": [], "labels": []}
     for _ in range(int(options["rounds"])):
-        probs = predict_proba(student.model, pool, device)
+        probs = predict_proba(student.model, pool, device, precision=settings.mixed_precision)
         keep = np.flatnonzero(probs.max(1) > float(options["threshold"]))
         labels = torch.from_numpy(probs.argmax(1)[keep]).long()
         labelled = {"indices": keep.tolist(), "labels": labels.tolist()}
@@ -104,25 +105,28 @@ def train_pseudo(train_x, train_y, val_x, val_y, n_classes: int, settings: Train
 
 
 def mpl_step(teacher: nn.Module, student: nn.Module, t_opt, s_opt, xl, yl, xu_weak, xu_strong,
-             options: dict) -> dict:
-    """One Meta Pseudo Labels step on tensors already on the device; returns the logged losses."""
+             options: dict, cast=contextlib.nullcontext) -> dict:
+    """One Meta Pseudo Labels step on tensors already on the device; returns the logged losses.
+    `cast()` wraps the forward passes (bf16 autocast where the settings ask for it)."""
     smoothing = float(options["label_smoothing"])
-    t_logits_l, t_logits_uw, t_logits_us = teacher(torch.cat([xl, xu_weak, xu_strong])).split(
-        [len(xl), len(xu_weak), len(xu_strong)])
+    with cast():
+        t_logits = teacher(torch.cat([xl, xu_weak, xu_strong])).float()
+    t_logits_l, t_logits_uw, t_logits_us = t_logits.split([len(xl), len(xu_weak), len(xu_strong)])
     t_loss_l = F.cross_entropy(t_logits_l, yl, label_smoothing=smoothing)
     soft = F.softmax(t_logits_uw.detach() / float(options["temperature"]), dim=1)
     mask = (soft.max(1).values >= float(options["uda_threshold"])).float()
     t_loss_uda = (-(soft * F.log_softmax(t_logits_us, dim=1)).sum(1) * mask).mean()
     hard = t_logits_us.detach().argmax(1)
 
-    s_logits = student(torch.cat([xl, xu_strong]))
+    with cast():
+        s_logits = student(torch.cat([xl, xu_strong])).float()
     s_loss_l_old = F.cross_entropy(s_logits[: len(xl)].detach(), yl)
     s_loss = F.cross_entropy(s_logits[len(xl):], hard, label_smoothing=smoothing)
     s_opt.zero_grad(set_to_none=True)
     s_loss.backward()
     s_opt.step()
-    with torch.no_grad():
-        s_loss_l_new = F.cross_entropy(student(xl), yl)
+    with torch.no_grad(), cast():
+        s_loss_l_new = F.cross_entropy(student(xl).float(), yl)
     reward = float(s_loss_l_old - s_loss_l_new)  # > 0: the pseudo-labels helped the student on labelled data
     t_loss_mpl = reward * F.cross_entropy(t_logits_us, hard)
     t_loss = t_loss_l + float(options["uda_weight"]) * t_loss_uda + t_loss_mpl
@@ -150,8 +154,11 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
     l_stream, u_stream = _Stream(len(labelled_x), order), _Stream(len(pool), order)
     u_batch = int(options["unlabeled_batch"] or settings.batch_size)
     mpl_epochs = settings.epochs - int(options["finetune_epochs"])
-    selector = EpochSelector(val_x, val_y, device)
+    selector = EpochSelector(val_x, val_y, device, settings.mixed_precision)
     seen = {"real": 0, "extra": 0, "unlabeled": 0}
+
+    def cast():
+        return autocast(dev, settings.mixed_precision)
 
     def batch(images, augment):
         return to_model_range(torch.stack([augment(img) for img in images])).to(dev)
@@ -169,9 +176,11 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
                 uidx = u_stream.take(u_batch)
                 seen["unlabeled"] += len(uidx)
                 losses = mpl_step(teacher, student, t_opt, s_opt, xl, yl, batch(pool[uidx], weak),
-                                  batch(pool[uidx], strong), options)
+                                  batch(pool[uidx], strong), options, cast)
             else:  # the paper's last stage: the student fine-tuned on labelled images
-                loss = F.cross_entropy(student(xl), yl)
+                with cast():
+                    logits = student(xl).float()
+                loss = F.cross_entropy(logits, yl)
                 s_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 s_opt.step()
@@ -182,7 +191,7 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
         if epoch < mpl_epochs:
             t_sched.step()
         selector.after_epoch(student, {"train_loss": logged.pop("student_loss"), **logged})
-    probs = predict_proba(teacher, pool, device)
+    probs = predict_proba(teacher, pool, device, precision=settings.mixed_precision)
     labels = {"indices": list(range(len(pool))), "labels": probs.argmax(1).tolist()}
     return SemiResult(selector.finish(student, settings.epochs * steps_per_epoch, seen), labels)
 
