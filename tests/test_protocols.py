@@ -29,6 +29,16 @@ from conftest import PNEUMONIA, assert_clean_error, run_cli
 
 # -- the composite score ------------------------------------------------------------------------
 
+
+def assert_config_refused(tmp_path, setting: str, message: str) -> None:
+    """augment-and-train with `setting` in its config file ends in `message`, one line, nothing written."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(setting + "\n")
+    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+                "--controls", "none", "--out", tmp_path / "exp")
+    assert_clean_error(r, message)
+    assert not (tmp_path / "exp").exists()
+
 def test_composite_score_matches_a_hand_computation():
     y = np.array([0, 0, 0, 1, 1, 1])
     p1 = np.array([0.1, 0.4, 0.6, 0.3, 0.8, 0.9])  # predictions 0 0 1 0 1 1: TN 2, FP 1, FN 1, TP 2
@@ -119,12 +129,7 @@ def test_stem_choice_sets_the_first_layers_and_survives_saving(tmp_path):
     torch.testing.assert_close(loaded(x), imagenet(x))
     with pytest.raises(GenaugError, match="unknown stem 'tiny'"):
         build_classifier("resnet18", 3, 10, 32, stem="tiny")
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("stem: tiny\n")
-    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
-                "--controls", "none", "--out", tmp_path / "exp")
-    assert_clean_error(r, "unknown stem 'tiny'; choose from auto, small, imagenet")
-    assert not (tmp_path / "exp").exists()
+    assert_config_refused(tmp_path, "stem: tiny", "unknown stem 'tiny'; choose from auto, small, imagenet")
 
 
 def test_frozen_inception_trains_only_its_head_and_finetune_trains_all():
@@ -364,12 +369,8 @@ def test_bf16_runs_the_forward_passes_in_bf16_keeps_fp32_weights_and_agrees_with
     cosine = torch.nn.functional.cosine_similarity(half, full)
     assert cosine.min() > 0.995 and not torch.equal(half, full)  # bf16 keeps ~3 digits; it did run in bf16
 
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("mixed_precision: fp16\n")
-    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
-                "--controls", "none", "--out", tmp_path / "exp")
-    assert_clean_error(r, "unknown classifier mixed_precision 'fp16'; choose from auto, no, bf16")
-    assert not (tmp_path / "exp").exists()
+    assert_config_refused(tmp_path, "mixed_precision: fp16",
+                          "unknown classifier mixed_precision 'fp16'; choose from auto, no, bf16")
 
 
 def test_channels_last_computes_the_same_outputs_and_gradients_and_saves_plainly(tmp_path):
@@ -395,9 +396,4 @@ def test_channels_last_computes_the_same_outputs_and_gradients_and_saves_plainly
     loaded, _ = load_classifier(tmp_path / "m.safetensors")
     np.testing.assert_allclose(predict_proba(loaded, real.images, "cpu"), predict_proba(trained, real.images, "cpu"),
                                atol=1e-5)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("channels_last: maybe\n")
-    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
-                "--controls", "none", "--out", tmp_path / "exp")
-    assert_clean_error(r, "channels_last must be true or false (got 'maybe')")
-    assert not (tmp_path / "exp").exists()
+    assert_config_refused(tmp_path, "channels_last: maybe", "channels_last must be true or false (got 'maybe')")
