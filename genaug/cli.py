@@ -419,6 +419,8 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
     semi-supervised ones (+pseudo, +mpl, +mpl+<source>) with unlabelled images, and optionally
     full-real; all share the step budget, epoch selection and seeds. Re-run the same
     command to resume; --replicates and --seeds may grow on a re-run (recorded in the report).
+    Run the same command in several processes at once (one per GPU, or per machine sharing the
+    folder) to split the replicates (and folds) between them.
     """
     from .harness.experiment import Experiment, experiment_config
     from .harness.report import render_markdown
@@ -439,8 +441,13 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         "preprocess": preprocess})
     if not config.get("data"):
         raise click.UsageError("--data is required (on the command line or in --config)")
-    report = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,
-                        progress=not no_progress).run()
+    experiment = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,
+                            progress=not no_progress)
+    report = experiment.run()
+    if report is None:
+        click.echo("this process has finished its part; the report is written by the process that finishes the "
+                   "last unit (or run this command again once they are done):\n  " + "\n  ".join(experiment.elsewhere))
+        return
     md = render_markdown(report)
     click.echo(md[md.index("## Answer"):md.index("## Design")].rstrip())
     click.echo(f"\nreport: {Path(out) / 'report.md'}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 from genaug.data import load_split, open_source, save_png
+from genaug.harness.claims import CLAIM_NAME
 from genaug.harness.stats import holm, paired_difference, wilcoxon_min_p
 
 from conftest import PNEUMONIA, assert_clean_error, run_cli
@@ -93,8 +96,6 @@ def test_replicates_redraw_subset_generators_and_samples(tiny):
 
 
 def test_rerun_reproduces_and_a_kill_mid_replicate_resumes_to_the_same_results(tiny, tmp_path):
-    import shutil
-
     out = tmp_path / "again"
     shutil.copytree(tiny / "rep-0", out / "rep-0")  # replicate 0 as finished; replicate 1 up to its classifiers
     shutil.copytree(tiny / "rep-1", out / "rep-1", ignore=shutil.ignore_patterns("classifiers"))
@@ -110,12 +111,53 @@ def test_rerun_reproduces_and_a_kill_mid_replicate_resumes_to_the_same_results(t
     assert not (out / "report.json").exists()
     r = run_cli("augment-and-train", *TINY, "--out", out)
     assert r.exit_code == 0, r.output
+    assert results_table(out) == results_table(tiny)  # identical on re-run, interrupted or not
 
-    def table(folder):
-        with open(folder / "results.csv") as f:
-            return list(csv.DictReader(f))
 
-    assert table(out) == table(tiny)  # identical on re-run, interrupted or not
+def results_table(folder):
+    with open(folder / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _up_to_classifiers(tiny, out):
+    """Both replicates of the tiny experiment with their generators, samples, acceptance and quality
+    done and no classifier run yet."""
+    for rep in ("rep-0", "rep-1"):
+        shutil.copytree(tiny / rep, out / rep, ignore=shutil.ignore_patterns("classifiers"))
+
+
+def test_a_unit_claimed_by_a_live_process_is_left_to_it_and_a_dead_claim_is_taken_over(tiny, tmp_path):
+    out = tmp_path / "claimed"
+    _up_to_classifiers(tiny, out)
+    holder = subprocess.Popen(["sleep", "300"])  # a live process holding replicate 0
+    try:
+        (out / "rep-0" / CLAIM_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                            "since": "2026-01-01T00:00:00"}))
+        r = run_cli("augment-and-train", *TINY, "--out", out)
+        assert r.exit_code == 0, r.output
+        assert f"rep-0 is being run by process {holder.pid}" in r.output and "finished its part" in r.output
+        assert not list((out / "rep-0").glob("classifiers/*/*.json"))  # left to its holder
+        assert len(list((out / "rep-1").glob("classifiers/*/seed-*.json"))) == 8  # 4 arms x 2 seeds
+        assert not (out / "report.json").exists() and not (out / "rep-1" / CLAIM_NAME).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    r = run_cli("augment-and-train", *TINY, "--out", out)  # its holder is gone: taken over, report written
+    assert r.exit_code == 0, r.output
+    assert results_table(out) == results_table(tiny) and not list(out.glob("rep-*/" + CLAIM_NAME))
+
+
+def test_two_processes_on_one_folder_split_the_replicates_and_agree_with_one(tiny, tmp_path):
+    out = tmp_path / "together"
+    _up_to_classifiers(tiny, out)
+    cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *map(str, TINY), "--out", str(out)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert any("report:" in o for o, _ in outputs)  # the one that finished the last unit wrote the report
+    assert results_table(out) == results_table(tiny) and not list(out.glob("rep-*/" + CLAIM_NAME))
 
 
 def test_control_arms_image_counts_and_step_budget(tiny):
@@ -157,8 +199,6 @@ def test_control_arms_image_counts_and_step_budget(tiny):
 
 
 def test_more_replicates_and_seeds_on_a_rerun_are_recorded(tiny, tmp_path):
-    import shutil
-
     out = tmp_path / "grow"
     shutil.copytree(tiny, out)
     args = list(TINY)
@@ -264,8 +304,6 @@ def test_report_shows_the_calibrated_gate(tiny):
 
 
 def test_explain_an_experiment_and_the_report_section(tiny, tmp_path):
-    import shutil
-
     out = tmp_path / "explained"
     shutil.copytree(tiny, out)
     r = run_cli("explain", "--experiment", out, "--method", "cam", "--per-class", "1", "--mean-count", "4",

@@ -28,7 +28,9 @@ Protocol (also written into every report):
 
 Every stage writes its result into the output folder and is skipped on a re-run, so an
 interrupted experiment picks up where it stopped; replicates and seeds may be added later
-(recorded in `history.json` and the report).
+(recorded in `history.json` and the report). The same command may run in several processes at
+once (one per GPU, or per machine sharing the folder): each claims the units nobody else has
+(claims.py), and the one that finishes the last unit writes the report.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from ..errors import GenaugError
 from ..generators.training import TrainingInterrupted, main_thread, raise_interrupt
 from ..io import read_json, write_json
 from .arms import plan_arms
+from .claims import Claim, describe
 from .classifier import TrainSettings
 from .config import DEFAULTS, DESIGN_KEYS, OUTPUT_KEYS, architectures
 from .config import experiment_config  # noqa: F401 - part of this module's API
@@ -83,6 +86,7 @@ class Experiment:
         self._external: dict[str, dict[int, torch.Tensor]] = {}
         self._tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.n_val = self._validation_per_class()
+        self.elsewhere: list[str] = []  # after run(): units other processes were still running
 
     # -- settings and history -----------------------------------------------------------------
     def saved_config(self) -> dict[str, Any]:
@@ -194,31 +198,49 @@ class Experiment:
         folds = range(int(self.config["cv"])) if self.config["cv"] else [None]
         return [self.replicate(r, f) for r in range(int(self.config["replicates"])) for f in folds]
 
-    def run(self) -> dict:
+    def run(self) -> dict | None:
+        """Every unit this process can claim (see claims.py), then the report. Returns None, with
+        `self.elsewhere` naming the units other processes still run, when the report is theirs to write."""
         from .report import write_report
 
         self.preflight()
         self.check_settings()
         replicates = self.units()
         seeds = int(self.config["seeds"])
-        total = len(replicates) * len(self.arms) * seeds * len(self.architectures)
+        per_unit = len(self.arms) * seeds * len(self.architectures)
         previous = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread() else None
+        taken: dict[Path, dict] = {}  # units claimed by other processes: their holders
         try:
-            with tqdm(total=total, desc="classifier runs", unit="run", disable=not self.progress) as bar:
+            with tqdm(total=len(replicates) * per_unit, desc="classifier runs", unit="run",
+                      disable=not self.progress) as bar:
                 for rep in replicates:
-                    rep.prepare()
-                    for k in range(seeds):
-                        for arm in self.arms:
-                            for arch in self.architectures:
-                                rep.arm_result(arm, k, arch)
-                                bar.update(1)
-                    if self.config["quality"]:
-                        for source in rep.sources:
-                            rep.quality(source)
+                    claim = Claim(rep.folder)
+                    holder = claim.acquire()
+                    if holder is not None:
+                        taken[rep.folder] = holder
+                        bar.update(per_unit)
+                        continue
+                    try:
+                        self._run_unit(rep, seeds, bar)
+                    finally:
+                        claim.release()
         except (KeyboardInterrupt, TrainingInterrupted):
             raise TrainingInterrupted(f"interrupted; every finished stage is kept in {self.out}: run the same "
                                       "command again to continue where it stopped") from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-        return write_report(self, replicates)
+        self.elsewhere = [describe(rep.folder, taken[rep.folder]) for rep in replicates
+                          if rep.folder in taken and not rep.finished()]
+        return None if self.elsewhere else write_report(self, replicates)
+
+    def _run_unit(self, rep: Replicate, seeds: int, bar) -> None:
+        rep.prepare()
+        for k in range(seeds):
+            for arm in self.arms:
+                for arch in self.architectures:
+                    rep.arm_result(arm, k, arch)
+                    bar.update(1)
+        if self.config["quality"]:
+            for source in rep.sources:
+                rep.quality(source)

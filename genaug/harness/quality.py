@@ -18,11 +18,15 @@ if TYPE_CHECKING:
 FLOOR_SEED_UNIT = 997
 
 
+def quality_path(rep: Replicate, source: str):
+    return rep.folder / "quality" / f"{slug(source)}.json"
+
+
 def assess(rep: Replicate, source: str) -> dict:
     """FID, KID, precision/recall of the accepted images against the real training part, the
     Classification Accuracy Score (a classifier trained on them alone, tested on the real test split)
     and per-class FID; cached in `rep-<r>/quality/<source>.json`."""
-    path = rep.folder / "quality" / f"{slug(source)}.json"
+    path = quality_path(rep, source)
     if path.exists():
         return read_json(path)
     from ..metrics.fidelity import ImageSet, compute_metrics

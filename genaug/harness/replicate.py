@@ -312,3 +312,11 @@ class Replicate:
     # -- stage 5: quality of each synthetic set (quality.py) ------------------------------------
     def quality(self, source: str) -> dict:
         return quality.assess(self, source)
+
+    def finished(self) -> bool:
+        """Every classifier result of this unit, and its quality stage when asked, is on disk."""
+        e = self.e
+        results = all(self.result_path(arm, k, arch).exists() for k in range(int(e.config["seeds"]))
+                      for arm in e.arms for arch in e.architectures)
+        return results and (not e.config["quality"] or all(quality.quality_path(self, s).exists()
+                                                           for s in self.sources))
