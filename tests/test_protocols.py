@@ -377,6 +377,9 @@ def test_channels_last_computes_the_same_outputs_and_gradients_and_saves_plainly
     s = open_source(str(PNEUMONIA))
     real, _ = draw_subset(s, [0, 1], 8, 0, 28)
     x = to_model_range(real.images)
+    # a fixed initialisation: for some (1 in 8 tried) a max-pool tie or a ReLU at 0 sends an fp32 gradient,
+    # NCHW or NHWC alike, down another branch than float64's, a discrete jump rather than rounding
+    torch.manual_seed(0)
     plain = build_classifier("resnet18", 1, 2, 28, stem="imagenet")
     nhwc = copy.deepcopy(plain).to(memory_format=torch.channels_last)
     exact = copy.deepcopy(plain).double()  # the reference both are rounded versions of
