@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 CLAIM_NAME = ".claimed.json"
+UNWRITTEN = {"pid": None, "host": None, "since": None}  # a claim file created but not (yet) written
 
 
 def _alive(pid: int) -> bool:
@@ -34,7 +35,7 @@ def _read(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError):  # caught between creation and its first write
-        return {"pid": None, "host": None, "since": None}
+        return dict(UNWRITTEN)
 
 
 class Claim:
@@ -63,7 +64,7 @@ class Claim:
                            "since": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
             self.held = True
             return None
-        return _read(self.path) or {"pid": None, "host": None, "since": None}
+        return _read(self.path) or dict(UNWRITTEN)
 
     def _stale(self, holder: dict) -> bool:
         if holder.get("pid") is None:  # never written: its process died at once, or is writing it now
