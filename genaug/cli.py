@@ -399,7 +399,9 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
                    "seed of each arm and replicate, all, or none  [default: first]")
 @click.option("--explain", "explain_method", type=click.Choice(["gradcam", "gradcam++", "scorecam", "cam"]),
               default=None, help="Add heatmaps of every arm's saved classifier to the report (see `genaug explain`).")
-@click.option("--runs", "runs_dir", default=None, help="Reuse generators trained in RUNS/<family>/<class>.")
+@click.option("--runs", "runs_dir", default=None,
+              help="Reuse trained generators: RUNS/<family>/<class> with one replicate, "
+                   "RUNS/rep-<r>/<family>/<class> for each replicate with several.")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="Square size in pixels  [default: the source's own]")
 @click.option("--seed", type=int, default=None, help="Base seed of the subset, generators and classifiers  [default: 0]")
@@ -474,6 +476,37 @@ def compare(first, second, metric, out):
         write_text(Path(out), text)
         write_json(Path(out).with_suffix(".json"), result)
     click.echo(text.rstrip())
+
+
+@main.command()
+@click.option("--experiment", "experiment_dir", default=None,
+              help="A finished augment-and-train folder (a pilot): its results.csv and config.yaml.")
+@click.option("--sd", type=float, default=None, help="SD of the paired differences, without a pilot experiment.")
+@click.option("--effect", type=float, default=None,
+              help="Difference to detect on the primary metric  [default: the experiment's min_effect, or 0.03]")
+@click.option("--power", type=float, default=0.8, show_default=True, help="Power to detect it with.")
+@click.option("--alpha", type=float, default=None, help="Level of the decision rule  [default: the experiment's, or 0.05]")
+@click.option("--family", type=int, default=1, show_default=True,
+              help="With --sd: tests in the Holm family (augmented arms x references).")
+@click.option("--replicates", type=int, default=None,
+              help="Units to give the smallest detectable effect for  [default: the experiment's, or 6 with --sd]")
+def plan(experiment_dir, sd, effect, power, alpha, family, replicates):
+    """Power and replicates needed: from a finished experiment's paired differences, or from --sd."""
+    from .harness import planning
+    from .harness.power import check_power_inputs
+
+    if (experiment_dir is None) == (sd is None):
+        raise GenaugError("give --experiment DIR (a pilot) or --sd S, one of the two")
+    check_power_inputs(power=power, effect=effect, alpha=alpha)
+    if replicates is not None and replicates < 2:
+        raise GenaugError(f"replicates must be at least 2 for a paired test (got {replicates})")
+    if experiment_dir is not None:
+        result = planning.plan_from_experiment(experiment_dir, effect, power, replicates)
+    else:
+        result = planning.plan_from_sd(sd, effect if effect is not None else 0.03, power,
+                                       alpha if alpha is not None else 0.05, family, replicates or 6)
+    click.echo(planning.render_plan(result))
+
 
 if __name__ == "__main__":  # pragma: no cover - `python -m genaug.cli` (e.g. under accelerate launch)
     main()

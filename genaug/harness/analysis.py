@@ -15,9 +15,8 @@ from collections import defaultdict
 import numpy as np
 from scipy import stats
 
-from .stats import SCALAR_METRICS, holm, paired_difference, summarize, t_half_width
-
-REFERENCES = ("baseline", "baseline-strong", "+dup")
+from . import coverage
+from .stats import SCALAR_METRICS, summarize, t_half_width
 
 
 def rows_of(results: list[dict]) -> list[dict]:
@@ -55,7 +54,8 @@ def paired_values(a: dict, b: dict) -> tuple[list[float], list[float]]:
 
 
 def summaries(units: dict) -> dict:
-    """Per arm and metric: mean, std, t interval and (n >= 3) bootstrap interval over units."""
+    """Per arm and metric: mean, std, t interval and, where its simulated coverage allows it
+    (`coverage.py`), a BCa bootstrap interval over units."""
     out = {}
     for arm, metrics in units.items():
         out[arm] = {}
@@ -65,73 +65,12 @@ def summaries(units: dict) -> dict:
             if s["n"] > 1 and s["std"] > 1e-12:
                 half = t_half_width(s["std"], s["n"])
                 s.update(ci_low=s["mean"] - half, ci_high=s["mean"] + half)
-            if s["n"] >= 3 and s["std"] > 1e-12:
-                boot = stats.bootstrap((np.asarray(s["values"]),), np.mean, n_resamples=9999, method="percentile",
+            if coverage.bootstrap_allowed(s["n"]) and s["std"] > 1e-12:
+                boot = stats.bootstrap((np.asarray(s["values"]),), np.mean, n_resamples=9999, method="BCa",
                                        random_state=np.random.default_rng(0))
                 s.update(boot_low=float(boot.confidence_interval.low), boot_high=float(boot.confidence_interval.high))
             out[arm][m] = s
     return out
-
-
-def comparisons(units: dict, arms: list[str], primary: str) -> dict:
-    """Every arm against each reference arm present, on every metric; Holm over the arms compared
-    with the same reference, on the primary metric."""
-    out: dict = {}
-    for ref in REFERENCES:
-        if ref not in units:
-            continue
-        block = {}
-        for arm in arms:
-            if arm == ref or arm not in units or arm == "full-real" or (ref != "baseline" and not arm.startswith("+")):
-                continue
-            block[arm] = {m: paired_difference(*paired_values(units[arm][m], units[ref][m])) for m in SCALAR_METRICS}
-        adjusted = holm({arm: c[primary]["p_ttest"] for arm, c in block.items()})
-        for arm, p in adjusted.items():
-            block[arm][primary]["p_holm"] = p
-        out[ref] = block
-    return out
-
-
-def answer(comps: dict, arms: list[str], primary: str, unit: str, n_units: int) -> list[str]:
-    """The question answered in words, first lines of the report."""
-    synthetic = [a for a in arms if a.startswith("+") and a != "+dup"]
-    lines = [f"Primary metric: **{primary}**, paired over {n_units} {unit}s (the unit of inference)."]
-    if unit == "seed":
-        lines.append("With one replicate the intervals are over classifier seeds only: they are conditional on "
-                     "one real subset and one generator draw; use `--replicates 3` or more for conclusions.")
-    if unit == "fold":
-        lines.append("With one replicate the intervals are over cross-validation folds: the folds share most of "
-                     "their training images and one labelled subset, so the intervals are optimistic (no unbiased "
-                     "variance estimate of K-fold CV exists); use `--replicates 3` or more for conclusions.")
-    if not synthetic:
-        return lines + ["No synthetic arm was run."]
-    helped = []
-    for arm in synthetic:
-        parts = []
-        beats_all = True
-        for ref in REFERENCES:
-            c = comps.get(ref, {}).get(arm, {}).get(primary)
-            if c is None:
-                continue
-            ci = f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]" if not math.isnan(c["ci_low"]) else "no interval"
-            p = c.get("p_holm")
-            parts.append(f"vs {ref} {c['mean_diff']:+.4f} (95% CI {ci}" + (f", Holm p = {p:.3g})" if p is not None
-                                                                          else ")"))
-            beats_all &= not math.isnan(c["ci_low"]) and c["ci_low"] > 0
-        lines.append(f"- **{arm}**: " + "; ".join(parts) + ".")
-        if beats_all:
-            helped.append(arm)
-    present = [r for r in REFERENCES if r in comps]
-    refs = present[0] if len(present) == 1 else f"{', '.join(present[:-1])} and {present[-1]}"
-    if helped:
-        lines.append(f"{', '.join(helped)} beat {refs} with 95% intervals above zero.")
-    else:
-        semi = any(a in ("+pseudo", "+mpl") or a.startswith("+mpl+") for a in synthetic)
-        what = "synthetic or semi-supervised arm" if semi else "synthetic arm"
-        added = "the added images (synthetic or unlabelled) did not help" if semi else "the synthetic images did not help"
-        lines.append(f"**No {what} beat {refs} with a 95% interval above zero: on this data and budget, "
-                     f"{added} beyond what the reference arms give.**")
-    return lines
 
 
 def quality_vs_gain(quality: dict[str, list[dict]], units: dict, arm_of: dict[str, str], primary: str) -> dict:

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..errors import GenaugError
 from ..io import read_json
 from . import analysis
-from .stats import SCALAR_METRICS, holm, paired_difference
+from . import verdict
+from .stats import SCALAR_METRICS, paired_difference
 from .text import number, p_value
 
 
@@ -32,7 +33,8 @@ def _settings_diff(a: dict, b: dict) -> list[str]:
 
 def compare_experiments(first: str | Path, second: str | Path, metric: str | None = None) -> dict:
     """Per arm present in both: the paired difference (second − first) of `metric` (default: the
-    first's primary metric) over the unit of inference, on every metric; Holm over arms."""
+    first's primary metric) over the unit of inference, on every metric; on `metric`, the decision
+    rule of the reports (verdict.py) with Holm over the arms."""
     a, b = _report(first), _report(second)
     if a["data"]["manifest_sha256"] != b["data"]["manifest_sha256"]:
         raise GenaugError("the two experiments drew different real subsets (manifests differ): pair only "
@@ -53,8 +55,8 @@ def compare_experiments(first: str | Path, second: str | Path, metric: str | Non
     arms = [arm for arm in a["arms"] if arm in b["arms"]]
     diffs = {arm: {m: paired_difference(*analysis.paired_values(units[1][arm][m], units[0][arm][m])) for m in SCALAR_METRICS}
              for arm in arms}
-    for arm, p in holm({arm: d[metric]["p_ttest"] for arm, d in diffs.items()}).items():
-        diffs[arm][metric]["p_holm"] = p
+    alpha = float(a["config"].get("alpha", verdict.DEFAULT_ALPHA))
+    verdict.decide({arm: d[metric] for arm, d in diffs.items()}, alpha)  # Holm over the arms, intervals that agree
     return {"first": str(first), "second": str(second), "differs_in": _settings_diff(a, b), "metric": metric,
             "unit_of_inference": unit, "arms": diffs,
             "pair_confusion": {"first": a.get("pair_confusion", {}), "second": b.get("pair_confusion", {})}}
@@ -65,14 +67,16 @@ def render(result: dict) -> str:
     lines = [f"# {result['second']} − {result['first']}", "",
              f"Settings that differ: {', '.join(result['differs_in']) or 'none'}. Paired over "
              f"{result['unit_of_inference']}s (same subsets and synthetic images in both).", "",
-             f"| arm | {m}: mean diff (95% CI) | p paired t | p Holm | p Wilcoxon (min attainable) | pairs |",
-             "|---|---|---|---|---|---|"]
+             f"| arm | {m}: mean diff | Holm-adjusted CI (level) | 95% CI (t) | p paired t | p Holm | decision | "
+             "p Wilcoxon (min attainable) | pairs |", "|---|---|---|---|---|---|---|---|---|"]
 
     for arm, d in result["arms"].items():
         c = d[m]
-        lines.append(f"| {arm} | {c['mean_diff']:+.4f} [{number(c['ci_low'])}, {number(c['ci_high'])}] | "
-                     f"{p_value(c['p_ttest'])} | {p_value(c.get('p_holm'))} | {p_value(c['p_wilcoxon'])} "
-                     f"({p_value(c['wilcoxon_min_p'])}) | {c['n']} |")
+        adjusted = (f"[{number(c['adj_low'])}, {number(c['adj_high'])}] ({c['adj_confidence']:.2%})"
+                    if c.get("adj_confidence") else "–")
+        lines.append(f"| {arm} | {c['mean_diff']:+.4f} | {adjusted} | [{number(c['ci_low'])}, {number(c['ci_high'])}] | "
+                     f"{p_value(c['p_ttest'])} | {p_value(c.get('p_holm'))} | {c['decision']} | "
+                     f"{p_value(c['p_wilcoxon'])} ({p_value(c['wilcoxon_min_p'])}) | {c['n']} |")
     pc = result["pair_confusion"]
     if pc["first"] and len(next(iter(pc["first"].values()))) > 1:
         pairs = list(next(iter(pc["first"].values())))

@@ -61,12 +61,15 @@ def _forest(report: dict, primary: str, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.2))
     for i, (label, c) in enumerate(reversed(rows)):
-        lo, hi = c["ci_low"], c["ci_high"]
-        ax.plot([lo, hi] if not math.isnan(lo) else [c["mean_diff"]] * 2, [i, i], color="#345", lw=2)
-        ax.plot(c["mean_diff"], i, "o", color="#c33" if not math.isnan(lo) and lo > 0 else "#345")
+        adjusted = c.get("adj_confidence") is not None  # family pairs: the Holm-adjusted interval
+        lo, hi = (c["adj_low"], c["adj_high"]) if adjusted else (c["ci_low"], c["ci_high"])
+        ax.plot([lo, hi] if not math.isnan(lo) else [c["mean_diff"]] * 2, [i, i], color="#345" if adjusted else "#99a",
+                lw=2)
+        color = {"better": "#2a7", "worse": "#c33"}.get(c.get("decision"), "#345")
+        ax.plot(c["mean_diff"], i, "o", color=color)
     ax.axvline(0, color="#999", lw=1, ls="--")
     ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)], fontsize=8)
-    ax.set_xlabel(f"paired difference in {primary} (mean, 95% t interval)")
+    ax.set_xlabel(f"paired difference in {primary} (mean; Holm-adjusted t interval, grey: controls, 95% t)")
     fig.tight_layout()
     save_figure(fig, path)
 

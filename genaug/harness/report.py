@@ -17,7 +17,8 @@ from . import analysis
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
 from .text import number as _f, p_value as _p
-from . import experiment as exp
+from . import coverage, verdict
+from .protocol import protocol_text
 from .stats import SCALAR_METRICS, with_composite
 
 PACKAGES = ("genaug", "torch", "torchvision", "diffusers", "accelerate", "torch-fidelity", "scipy", "scikit-learn")
@@ -33,7 +34,7 @@ def _versions() -> dict:
     return out
 
 
-def collect(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> list[dict]:
+def collect(e, replicates: list) -> list[dict]:
     """Every classifier run's result, in (replicate, seed, arm, architecture) order."""
     results = [{"classifier": arch, **read_json(rep.result_path(arm, k, arch))}
                for rep in replicates for k in range(int(e.config["seeds"])) for arm in e.arms
@@ -42,23 +43,24 @@ def collect(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> list[dict
 
 
 def _ensemble_block(results: list[dict], test_labels: dict, classes: list[str], arm_names: list[str],
-                    primary: str, n_rep: int, cv: bool) -> dict:
+                    primary: str, n_rep: int, cv: bool, alpha: float) -> dict:
     ens = analysis.ensembles(results, test_labels, classes)
     units = analysis.ensemble_units(ens, n_rep, cv)
     return {"runs": [{k: v for k, v in row.items() if k != "test"} | {m: row["test"][m] for m in SCALAR_METRICS}
                      for row in ens],
             "summary": analysis.summaries(units),
-            "vs_baseline": analysis.comparisons(units, arm_names, primary).get("baseline", {})}
+            "vs_baseline": verdict.comparisons(units, arm_names, primary, alpha).get("baseline", {})}
 
 
-def _architecture_block(results: list[dict], n_replicates: int, cv: bool, arm_names: list[str], primary: str) -> dict:
+def _architecture_block(results: list[dict], n_replicates: int, cv: bool, arm_names: list[str], primary: str,
+                        alpha: float) -> dict:
     """Summary and paired differences to the baseline of one further architecture's single models."""
     unit, units = analysis.unit_values(analysis.rows_of(results), n_replicates, cv)
     return {"unit_of_inference": unit, "summary": analysis.summaries(units),
-            "vs_baseline": analysis.comparisons(units, arm_names, primary).get("baseline", {})}
+            "vs_baseline": verdict.comparisons(units, arm_names, primary, alpha).get("baseline", {})}
 
 
-def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict:
+def write_report(e, replicates: list) -> dict:
     from .figures import write_figures
 
     c = e.config
@@ -71,7 +73,9 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
     cells = analysis.unit_values(rows, n_rep, cv, unit="cell")[1]  # one value per (replicate, fold)
     arm_names = [a.name for a in e.arms]
     summ = analysis.summaries(units)
-    comps = analysis.comparisons(units, arm_names, primary)
+    alpha, min_effect = float(c["alpha"]), float(c["min_effect"])
+    judged = verdict.verdict_block(units, arm_names, primary, unit, alpha, min_effect, e.history)
+    comps = judged["comparisons"]
     max_count = max(c["synthetic_per_class"])
     arm_of = {a.source: a.name for a in e.arms if a.kind == "synthetic" and a.count == max_count}
     quality = ({s: [{**rep.quality(s), "replicate": rep.index, "fold": rep.fold} for rep in replicates]
@@ -82,11 +86,13 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
         rep.real_data()  # cached: loads the manifest's test labels if this process did not train
     test_labels = {rep.index: rep.test_y.numpy() for rep in replicates}
     report = {
-        "answer": analysis.answer(comps, arm_names, primary, unit, len(next(iter(units.values()))[primary])),
-        "protocol": exp.__doc__.split("Protocol (also written into every report):")[1].split("Every stage")[0].strip(),
+        "answer": judged["answer"],
+        "protocol": protocol_text(c, patients_known=first.patients_known, validation=first.validation_plan(),
+                                  seed_scheme=c["seed_scheme"], alpha=alpha, min_effect=min_effect),
         "design": {"replicates": n_rep, "cv_folds": c["cv"], "seeds": int(c["seeds"]), "unit_of_inference": unit,
                    "primary_metric": primary, "secondary_metrics": [m for m in SCALAR_METRICS if m != primary],
-                   "history": e.history},
+                   "alpha": alpha, "min_effect": min_effect, "select_metric": c["select_metric"] or primary,
+                   "seed_scheme": c["seed_scheme"], "intervals": judged["intervals"], "history": e.history},
         "config": c,
         "versions": _versions(),
         "data": {"source": e.data, "kind": e.source.kind, "classes": e.classes, "image_size": e.image_size,
@@ -99,15 +105,16 @@ def write_report(e: "exp.Experiment", replicates: list["exp.Replicate"]) -> dict
                           "runs": [_run_summary(r) for r in results if r["arm"] == a.name],
                           "summary": summ.get(a.name, {})} for a in e.arms},
         "comparisons": comps,
+        "power": judged["power"],
         "classifiers": {"architectures": e.architectures, "pretrained": bool(c["pretrained"]),
                         "finetune": bool(c["finetune"]), "stem": c["stem"],
                         "bf16": any(r.get("bf16") for r in every_run), "channels_last": bool(c.get("channels_last")),
                         "others": {arch: _architecture_block([r for r in every_run if r["classifier"] == arch],
-                                                             n_rep, cv, arm_names, primary)
+                                                             n_rep, cv, arm_names, primary, alpha)
                                    for arch in e.architectures[1:]}},
-        "ensembles": _ensemble_block(results, test_labels, e.classes, arm_names, primary, n_rep, cv),
+        "ensembles": _ensemble_block(results, test_labels, e.classes, arm_names, primary, n_rep, cv, alpha),
         "ensembles_all_architectures": (_ensemble_block(every_run, test_labels, e.classes, arm_names, primary,
-                                                        n_rep, cv)
+                                                        n_rep, cv, alpha)
                                         if len(e.architectures) > 1 else {}),
         "generators": {s: {cls: [read_json(rep.folder / "synthetic" / s / slug(cls) / "samples.json")["model_sha256"]
                                  for rep in replicates] for cls in e.classes}
@@ -164,7 +171,7 @@ def _collapsed(results: list[dict], n_classes: int) -> list[dict]:
             for r in results if r["test"]["balanced_accuracy"] <= 1 / n_classes + 0.02]
 
 
-def _dose(e: "exp.Experiment", comps: dict, primary: str) -> dict:
+def _dose(e, comps: dict, primary: str) -> dict:
     counts = e.config["synthetic_per_class"]
     if len(counts) < 2:
         return {}
@@ -271,7 +278,8 @@ def _classifier_text(x: dict | None) -> str:
 def _history_text(history: list[dict]) -> str:
     if len(history) < 2:
         return ""
-    steps = "; ".join(f"{h['time']}: {h['replicates']} replicate(s) x {h['seeds']} seed(s)" for h in history)
+    steps = "; ".join(f"{h['time']}: {h['replicates']} replicate(s) x {h['seeds']} seed(s)"
+                      + (" (post hoc: after a report existed)" if h.get("after_report") else "") for h in history)
     return f"The design grew on re-runs (results so far were kept): {steps}."
 
 
@@ -294,8 +302,10 @@ def _notes(r: dict) -> list[str]:
 
 
 def _arm_table(r: dict, primary: str, unit: str) -> list[str]:
-    lines = [f"## Test metrics per arm (mean over {unit}s, 95% t interval; bootstrap interval for the primary)", "",
-             f"| arm | extra images | {primary} (95% CI) [bootstrap] | " +
+    boot = bool((r["design"].get("intervals") or {}).get("bootstrap"))
+    lines = [f"## Test metrics per arm (mean over {unit}s, 95% t interval"
+             + ("; BCa bootstrap interval for the primary)" if boot else ")"), "",
+             f"| arm | extra images | {primary} (95% CI)" + (" [bootstrap]" if boot else "") + " | " +
              " | ".join(m for m in SCALAR_METRICS if m != primary) + " |",
              "|---|---|---|" + "---|" * (len(SCALAR_METRICS) - 1)]
     for arm, a in r["arms"].items():
@@ -305,40 +315,85 @@ def _arm_table(r: dict, primary: str, unit: str) -> list[str]:
         extra = int(np.mean([run["n_extra"] for run in a["runs"]])) if a["runs"] else 0
         label = f"{arm} (no accepted images)" if a["kind"] == "synthetic" and a["runs"] and extra == 0 else arm
         p = s[primary]
-        cell = f"{_f(p['mean'])} ({_f(p['ci_low'])}, {_f(p['ci_high'])}) [{_f(p['boot_low'])}, {_f(p['boot_high'])}]"
+        cell = f"{_f(p['mean'])} ({_f(p['ci_low'])}, {_f(p['ci_high'])})"
+        cell += f" [{_f(p['boot_low'])}, {_f(p['boot_high'])}]" if boot else ""
         lines.append(f"| {label} | {extra}{semi_extra(r.get('semi', {}).get(arm))} | {cell} | " + " | ".join(
             f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" for m in SCALAR_METRICS if m != primary) + " |")
-    if r["scarcity_gap_recovered"]:
-        lines += ["", "Share of the scarcity gap (baseline to full-real) recovered on the primary metric: " +
-                  ", ".join(f"{a} {v:.0%}" for a, v in r["scarcity_gap_recovered"].items() if not math.isnan(v)) + "."]
+    lines += _ceiling_text(r)
     return [*lines, ""]
 
 
+def _ceiling_text(r: dict) -> list[str]:
+    """The share of the scarcity gap recovered, with the ceiling's budget, and a sentence when it passes 100%."""
+    gap = {a: v for a, v in r["scarcity_gap_recovered"].items() if not math.isnan(v)}
+    if not gap:
+        return []
+    runs = r["arms"]["full-real"]["runs"]
+    budget = (f"full-real trained {int(np.mean([x['optimizer_steps'] for x in runs]))} optimizer steps on "
+              f"{int(np.mean([x['n_real_train'] for x in runs]))} images (the baseline's epochs over its own data)"
+              if runs else "")
+    lines = ["", "Share of the scarcity gap (baseline to full-real) recovered on the primary metric: " +
+             ", ".join(f"{a} {v:.0%}" for a, v in gap.items()) + (f"; {budget}." if budget else ".")]
+    over = [a for a, v in gap.items() if v > 1]
+    if over:
+        lines.append(f"{', '.join(over)} passed the ceiling (over 100%): full-real is the mean of its own runs, "
+                     "not a bound, and with few units the means are noisy; read it as 'about as good as all "
+                     "the real images', not as better than them.")
+    return lines
+
+
 def _comparison_tables(r: dict, primary: str) -> list[str]:
+    boot = bool((r["design"].get("intervals") or {}).get("bootstrap"))
     lines = []
     for ref, block in r["comparisons"].items():
         if not block:
             continue
         lines += [f"## Paired differences to {ref} (arm − {ref})", "",
-                  "| arm | metric | mean diff | 95% CI (t) | bootstrap CI | p paired t | p Holm | p Wilcoxon "
-                  "(min attainable) | pairs |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| arm | metric | mean diff | Holm-adjusted CI (level) | 95% CI (t) |"
+                  + (" BCa bootstrap CI |" if boot else "") + " p paired t | p Holm | decision | p Wilcoxon "
+                  "(min attainable) | pairs |", "|---|---|---|---|---|" + ("---|" if boot else "") + "---|---|---|---|---|"]
         for arm, comp in block.items():
             for m in [primary] + [x for x in SCALAR_METRICS if x != primary]:
                 c = comp[m]
                 tag = f"**{m}**" if m == primary else m
-                lines.append(f"| {arm} | {tag} | {_f(c['mean_diff'])} | [{_f(c['ci_low'])}, {_f(c['ci_high'])}] | "
-                             f"[{_f(c['boot_low'])}, {_f(c['boot_high'])}] | {_p(c['p_ttest'])} | "
-                             f"{_p(c.get('p_holm'))} | {_p(c['p_wilcoxon'])} ({_p(c['wilcoxon_min_p'])}) | {c['n']} |")
+                adjusted = (f"[{_f(c['adj_low'])}, {_f(c['adj_high'])}] ({c['adj_confidence']:.2%})"
+                            if c.get("adj_confidence") else "–")
+                lines.append(f"| {arm} | {tag} | {_f(c['mean_diff'])} | {adjusted} | [{_f(c['ci_low'])}, "
+                             f"{_f(c['ci_high'])}] |" + (f" [{_f(c['boot_low'])}, {_f(c['boot_high'])}] |" if boot else "")
+                             + f" {_p(c['p_ttest'])} | {_p(c.get('p_holm'))} | {c.get('decision', '')} | "
+                             f"{_p(c['p_wilcoxon'])} ({_p(c['wilcoxon_min_p'])}) | {c['n']} |")
         notes = sorted({c[m]["note"] for c in block.values() for m in SCALAR_METRICS if c[m].get("note")})
         lines += ["", *[f"- {n}" for n in notes]] if notes else []
         lines.append("")
     if lines:
-        lines += ["The t interval is the one to read: with fewer than about ten units a percentile bootstrap "
-                  "interval is too narrow (it cannot reach beyond the observed differences). "
-                  "Holm's correction runs over the arms compared with the same reference, on the primary metric. "
+        iv = r["design"].get("intervals") or {}
+        lines += ["The decision uses the Holm-adjusted interval: the paired t interval at the confidence of the "
+                  "pair's Holm step (1 − alpha / d), so it lies above zero exactly when Holm rejects; the family is "
+                  "every augmented arm x reference on the primary metric (controls against the baseline are shown "
+                  "outside it). Secondary metrics are unadjusted. Interval methods: " + (iv.get("t") or "t interval")
+                  + (f"; {iv['bootstrap']}" if iv.get("bootstrap") else "")
+                  + (f". Left out: {iv['bootstrap_left_out']}" if iv.get("bootstrap_left_out") else "") + ". "
                   "The exact Wilcoxon test cannot reach a p-value below its minimum with n nonzero paired "
-                  "differences (2 / 2^n: 0.25 with 3, 0.0625 with 5).", ""]
-    return lines
+                  "differences (2 / 2^n: 0.25 with 3, 0.0625 with 5, 0.031 with 6).", ""]
+    return lines + _power_table(r)
+
+
+def _power_table(r: dict) -> list[str]:
+    power = r.get("power") or {}
+    rows = [(ref, arm, p) for ref, block in power.items() for arm, p in block.items()]
+    if not rows:
+        return []
+    p0 = rows[0][2]
+    lines = [f"## Power (paired t-test at level {p0['alpha']:g} / {p0['family']} after Holm, "
+             f"{p0['power_target']:.0%} power)", "",
+             f"| arm | reference | SD of paired differences | smallest detectable difference | power at min_effect "
+             f"{p0['min_effect']:g} | units needed for it (t-test; with the exact-test floor) |", "|---|---|---|---|---|---|"]
+    for ref, arm, p in rows:
+        need = p.get("units_needed") or {}
+        lines.append(f"| {arm} | {ref} | {_f(p['sd'])} | {_f(p['min_detectable_effect'])} | "
+                     f"{_f(p['power_at_min_effect'], 2)} | "
+                     + (f"{need['t_test']}; {need['needed']}" if need.get("needed") else "–") + " |")
+    return [*lines, "", "`genaug plan --experiment DIR` prints the same for planning a study from this one.", ""]
 
 
 def _pair_confusion_table(r: dict, most: int = 10) -> list[str]:

@@ -8,6 +8,8 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
+from .coverage import bootstrap_allowed
+
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "cohen_kappa", "final_score")
 
 
@@ -82,8 +84,8 @@ def wilcoxon_min_p(n: int) -> float:
 
 def paired_difference(treated: list[float], baseline: list[float], confidence: float = 0.95,
                       bootstrap_resamples: int = 9999) -> dict:
-    """Paired difference (treated - baseline) over units (replicates): mean, t and bootstrap
-    confidence intervals, paired t-test and exact Wilcoxon signed-rank p-values, the number of pairs
+    """Paired difference (treated - baseline) over units (replicates): mean, the t interval and,
+    where its simulated coverage holds (`coverage.bootstrap_allowed`), a BCa bootstrap interval; paired t-test and exact Wilcoxon signed-rank p-values, the number of pairs
     and the smallest p-value Wilcoxon can reach with that many. A difference with zero variance
     gets no p-value: a note says why."""
     a, b = np.asarray(treated, float), np.asarray(baseline, float)
@@ -100,7 +102,7 @@ def paired_difference(treated: list[float], baseline: list[float], confidence: f
         return {**out, **nan, "note": "one unit: no interval or test (use at least 3)"}
     sd = d.std(ddof=1)
     if np.allclose(d, d[0], rtol=0, atol=1e-12):  # equal up to float noise (metrics are ratios of counts)
-        return {**out, **nan, "ci_low": float(d.mean()), "ci_high": float(d.mean()),
+        return {**out, **nan,
                 "note": f"every paired difference equals {d[0]:.4g}: zero variance, so no interval or test "
                         "is meaningful (identical runs, or too coarse a metric)"}
     half = t_half_width(sd, n, confidence)
@@ -109,9 +111,9 @@ def paired_difference(treated: list[float], baseline: list[float], confidence: f
                p_wilcoxon=float(stats.wilcoxon(a, b, method="exact" if n <= 50 else "auto").pvalue)
                if np.any(d != 0) else 1.0)
     out.update(boot_low=math.nan, boot_high=math.nan)
-    if n >= 3:  # a percentile bootstrap of two values is no interval
+    if bootstrap_allowed(n):  # only where the BCa bootstrap's simulated coverage holds (coverage.py)
         boot = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=bootstrap_resamples,
-                               method="percentile", random_state=np.random.default_rng(0))
+                               method="BCa", random_state=np.random.default_rng(0))
         out.update(boot_low=float(boot.confidence_interval.low), boot_high=float(boot.confidence_interval.high))
     return out
 

@@ -1,0 +1,123 @@
+"""`genaug plan`, and the verdict of a finished experiment recomputed from its long results table.
+
+Both read only what an experiment folder (or a committed copy of its report) keeps as data:
+`results.csv` (rows of replicate, fold, arm, seed, metric, value), `config.yaml` and, where
+present, `history.json`; so they also serve folders written by earlier genaug versions.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import yaml
+
+from ..errors import GenaugError
+from ..io import read_json
+from . import analysis, verdict
+from .power import check_power_inputs, design_power
+from .text import number
+
+
+def read_results(folder: str | Path) -> dict:
+    """The long table and the settings of an experiment folder: {"rows", "arms", "config", "history"}."""
+    folder = Path(folder)
+    table, config = folder / "results.csv", folder / "config.yaml"
+    if not folder.is_dir() or not table.is_file() or not config.is_file():
+        raise GenaugError(f"{folder} is not a finished augment-and-train experiment (no results.csv and config.yaml)")
+    rows, arms = [], []
+    with table.open(newline="") as f:
+        for row in csv.DictReader(f):
+            rows.append({"replicate": int(row["replicate"]), "fold": int(row["fold"]) if row["fold"] else None,
+                         "arm": row["arm"], "seed": int(row["seed"]), "metric": row["metric"],
+                         "value": float(row["value"])})
+            if row["arm"] not in arms:
+                arms.append(row["arm"])
+    history_path = folder / "history.json"
+    return {"rows": rows, "arms": arms, "config": yaml.safe_load(config.read_text()) or {},
+            "history": read_json(history_path) if history_path.exists() else []}
+
+
+def rejudge(folder: str | Path, alpha: float | None = None, min_effect: float | None = None) -> dict:
+    """The decision rule, power table and answer over a finished experiment's results.csv."""
+    found = read_results(folder)
+    c = found["config"]
+    primary = c.get("primary_metric", "balanced_accuracy")
+    alpha = float(alpha if alpha is not None else c.get("alpha", verdict.DEFAULT_ALPHA))
+    min_effect = float(min_effect if min_effect is not None else c.get("min_effect", verdict.DEFAULT_MIN_EFFECT))
+    replicates = len({r["replicate"] for r in found["rows"]})
+    unit, units = analysis.unit_values(found["rows"], replicates, bool(c.get("cv")))
+    out = verdict.verdict_block(units, found["arms"], primary, unit, alpha, min_effect, found["history"])
+    return {**out, "primary_metric": primary, "unit": unit, "alpha": alpha, "min_effect": min_effect,
+            "arms": found["arms"]}
+
+
+def plan_from_experiment(folder: str | Path, effect: float | None = None, power: float = verdict.POWER_TARGET,
+                         replicates: int | None = None) -> dict:
+    """Per family pair of a pilot experiment: its SD, the smallest effect detectable with its units
+    (or `replicates`) and the units `effect` (default: its min_effect) needs."""
+    check_power_inputs(power=power, effect=effect)
+    judged = rejudge(folder, min_effect=effect)
+    rows = []
+    for ref, block in judged["comparisons"].items():
+        for arm, comp in block.items():
+            c = comp[judged["primary_metric"]]
+            if not c.get("in_family"):
+                continue
+            sd = float(analysis.summarize(c["diffs"])["std"]) if c["n"] > 1 else None
+            n = replicates or c["n"]
+            rows.append({"arm": arm, "reference": ref, "mean_diff": c["mean_diff"],
+                         **design_power(sd, n, judged["alpha"], c["family_size"], judged["min_effect"], power)})
+    return {"source": str(folder), "primary_metric": judged["primary_metric"], "unit": judged["unit"],
+            "effect": judged["min_effect"], "power": power, "alpha": judged["alpha"], "rows": rows}
+
+
+def plan_from_sd(sd: float, effect: float = verdict.DEFAULT_MIN_EFFECT, power: float = verdict.POWER_TARGET,
+                 alpha: float = verdict.DEFAULT_ALPHA, family: int = 1, replicates: int = 6) -> dict:
+    check_power_inputs(power=power, effect=effect, sd=sd, alpha=alpha, family=family)
+    if replicates < 2:
+        raise GenaugError(f"replicates must be at least 2 for a paired test (got {replicates})")
+    return {"source": None, "primary_metric": None, "unit": "replicate", "effect": effect, "power": power,
+            "alpha": alpha, "rows": [{"arm": None, "reference": None, "mean_diff": None,
+                                      **design_power(sd, replicates, alpha, family, effect, power)}]}
+
+
+def render_plan(plan: dict) -> str:
+    p0 = plan["rows"][0] if plan["rows"] else None
+    head = (f"Plan for {plan['source']} ({plan['primary_metric']}, paired over {plan['unit']}s)"
+            if plan["source"] else "Plan from a given SD of the paired differences")
+    lines = [head + f": effect {plan['effect']:g} at {plan['power']:.0%} power, two-sided paired t-test at "
+             f"alpha {plan['alpha']:g} / family size (Holm's first step); a claim also needs the exact-test floor "
+             f"(2 / 2^n <= {plan['alpha']:g}).", ""]
+    if p0 is None:
+        return "\n".join(lines + ["No augmented arm against a reference: nothing to plan."])
+    lines += ["| arm | reference | SD | family | units | smallest detectable effect | power at effect | units needed "
+              "(t-test) | units needed (with floor) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in plan["rows"]:
+        need = r.get("units_needed") or {}
+        lines.append(f"| {r['arm'] or '–'} | {r['reference'] or '–'} | {number(r['sd'])} | {r['family']} | {r['n']} | "
+                     f"{number(r['min_detectable_effect'])} | {number(r['power_at_min_effect'], 2)} | "
+                     f"{need.get('t_test') or '–'} | {need.get('needed') or '–'} |")
+    return "\n".join(lines)
+
+
+def render_verdict(judged: dict, title: str) -> str:
+    """A finished experiment's verdict under the current decision rule, as Markdown."""
+    primary = judged["primary_metric"]
+    lines = [f"# Verdict: {title}", "", *judged["answer"], "",
+             f"## Paired differences on {primary} (Holm family of augmented arm x reference)", "",
+             "| arm | reference | mean diff | Holm-adjusted CI (level) | 95% CI (t) | p t | p Holm | decision |",
+             "|---|---|---|---|---|---|---|---|"]
+    for ref, block in judged["comparisons"].items():
+        for arm, comp in block.items():
+            c = comp[primary]
+            adjusted = (f"[{number(c['adj_low'])}, {number(c['adj_high'])}] ({c['adj_confidence']:.2%})"
+                        if c.get("adj_confidence") else "–")
+            p_holm = "–" if c.get("p_holm") is None else f"{c['p_holm']:.3g}"
+            p_t = "–" if c.get("p_ttest") is None else f"{c['p_ttest']:.3g}"
+            lines.append(f"| {arm} | {ref} | {number(c['mean_diff'])} | {adjusted} | [{number(c['ci_low'])}, "
+                         f"{number(c['ci_high'])}] | {p_t} | {p_holm} | {c['decision']} |")
+    iv = judged["intervals"]
+    lines += ["", f"Interval methods: {iv['t']}" + (f"; {iv['bootstrap']}" if iv.get("bootstrap") else "")
+              + (f". Left out: {iv['bootstrap_left_out']}" if iv.get("bootstrap_left_out") else "") + "."]
+    return "\n".join(lines) + "\n"

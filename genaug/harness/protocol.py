@@ -1,0 +1,33 @@
+"""The protocol paragraph of a report: what this experiment did, stating only what was checked."""
+
+from __future__ import annotations
+
+
+def protocol_text(config: dict, *, patients_known: bool, validation: str, seed_scheme: str, alpha: float,
+                  min_effect: float) -> str:
+    c = config
+    seeds = ("seeds derived with numpy's SeedSequence from (experiment seed, replicate, stage, unit), so no two "
+             "stages, replicates or experiments share a random stream" if seed_scheme == "sequence" else
+             "legacy seeds (experiment seed + replicate), as this folder was started with")
+    test = ("Test images share no patient with the training or validation images (patient ids known and checked)."
+            if patients_known else
+            "No patient ids are known for this source, so whether test images share a patient with training "
+            "images was not checked (the split is by image).")
+    steps = ("Every arm has the baseline's optimizer-step budget" +
+             ("; full-real, the ceiling, trains the same number of epochs over its own, larger data (so more steps)"
+              if c.get("full_real") else "") + ", the same epoch selection and the same seeds.")
+    select = c.get("select_metric") or c["primary_metric"]
+    return "\n".join([
+        f"1. Replicates repeat everything random: each draws its own {c['per_class']} labelled real images per "
+        "class, its own validation part, trains its own generators, draws its own samples and makes its own "
+        f"acceptance decisions; {seeds}. Inside each replicate, {c['seeds']} classifier seed(s) are shared by "
+        "every arm. The unit of inference is the replicate: its seeds are averaged, and arms are paired within it.",
+        f"2. Validation (epoch selection by `{select}`): {validation}. Generators and classifiers train on the "
+        f"rest (the real training part). {test}",
+        f"3. Acceptance policies ({', '.join(c['accept'])}) filter each synthetic set per class.",
+        f"4. Arms: baseline, the controls ({', '.join(c['controls']) or 'none'}), the synthetic and semi-supervised "
+        f"arms. {steps}",
+        f"5. One primary metric, declared before the run (`{c['primary_metric']}`), with the decision rule of the "
+        f"answer (Holm over every augmented arm x reference, alpha {alpha:g}, step-down t intervals that agree with "
+        f"it); the smallest effect of interest, declared before the run: {min_effect:g}.",
+    ])

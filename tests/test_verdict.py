@@ -1,0 +1,208 @@
+"""The decision rule, interval coverage, power, seeds and the planning command: no training, hand examples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from genaug.errors import GenaugError
+from genaug.harness import coverage, planning, power, verdict
+from genaug.harness.seeds import STAGES, Seeds
+
+from conftest import REPO, assert_clean_error, run_cli
+
+BASE = [0.70, 0.72, 0.68, 0.75, 0.71, 0.69]
+
+
+def _units(arms: dict[str, list[float]], metric: str = "balanced_accuracy") -> dict:
+    """{arm: {metric: {replicate: value}}} with every secondary metric equal to the primary."""
+    from genaug.harness.stats import SCALAR_METRICS
+
+    return {arm: {m: dict(enumerate(values)) for m in SCALAR_METRICS} for arm, values in arms.items()}
+
+
+def test_two_arms_at_p_003_make_no_claim_after_holm():
+    """The issue's first example: each unadjusted interval is above zero (the old answer said both
+    helped), but Holm over the family of two gives p > 0.05, so neither is claimed."""
+    d1 = np.array([0.02, 0.05, 0.01, 0.04, -0.005, 0.03])
+    d2 = np.array([0.03, 0.01, 0.045, 0.02, -0.004, 0.035])
+    units = _units({"baseline": BASE, "+a": list(np.add(BASE, d1)), "+b": list(np.add(BASE, d2))})
+    comps = verdict.comparisons(units, ["baseline", "+a", "+b"], "balanced_accuracy")
+    for arm, d in (("+a", d1), ("+b", d2)):
+        c = comps["baseline"][arm]["balanced_accuracy"]
+        assert 0.02 < c["p_ttest"] < 0.05 and c["ci_low"] > 0  # unadjusted: "above zero"
+        assert c["p_holm"] > 0.05 and c["adj_low"] < 0 and c["decision"] == "no difference shown"
+    text = "\n".join(verdict.answer(comps, ["baseline", "+a", "+b"], "balanced_accuracy", "replicate", 6))
+    assert "**No synthetic arm beat baseline by the decision rule" in text
+
+
+def test_a_constant_difference_is_no_win_and_has_no_interval():
+    units = _units({"baseline": [0.50, 0.60, 0.70], "+x": [0.55, 0.65, 0.75]})
+    comps = verdict.comparisons(units, ["baseline", "+x"], "balanced_accuracy")
+    c = comps["baseline"]["+x"]["balanced_accuracy"]
+    assert c["decision"] == "no claim" and "zero variance" in c["reason"]
+    assert math.isnan(c["ci_low"]) and math.isnan(c["adj_low"]) and c["p_holm"] is None
+    text = "\n".join(verdict.answer(comps, ["baseline", "+x"], "balanced_accuracy", "replicate", 3))
+    assert "No synthetic arm beat" in text and "zero variance" in text
+
+
+def test_decision_agrees_with_holm_and_needs_the_exact_test_floor():
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        n = int(rng.integers(6, 12))
+        arms = {"baseline": list(rng.normal(0.7, 0.03, n))}
+        refs = {"baseline-strong": list(np.add(arms["baseline"], rng.normal(0.01, 0.02, n)))}
+        for k in range(3):
+            arms[f"+g{k}"] = list(np.add(arms["baseline"], rng.normal(rng.choice([0, 0.02, 0.05]), 0.02, n)))
+        names = ["baseline", "baseline-strong", *[a for a in arms if a.startswith("+")]]
+        comps = verdict.comparisons(_units({**arms, **refs}), names, "balanced_accuracy")
+        for ref, block in comps.items():
+            for arm, comp in block.items():
+                c = comp["balanced_accuracy"]
+                if not c["in_family"]:
+                    continue
+                assert c["family_size"] == 6  # 3 augmented arms x 2 references
+                outside = c["adj_low"] > 0 or c["adj_high"] < 0
+                assert outside == (c["p_holm"] < 0.05), (trial, arm, ref, c)
+                assert (c["decision"] in ("better", "worse")) == outside
+    # five units: a clear gain, but no exact test can reach 0.05 with 5 (floor 0.0625): no claim
+    five = _units({"baseline": BASE[:5], "+g": [v + 0.05 + 0.001 * i for i, v in enumerate(BASE[:5])]})
+    c = verdict.comparisons(five, ["baseline", "+g"], "balanced_accuracy")["baseline"]["+g"]["balanced_accuracy"]
+    assert c["p_holm"] < 0.001 and c["decision"] == "no claim" and "at least 6" in c["reason"]
+
+
+def test_coverage_simulation_decides_the_intervals():
+    """t intervals cover at 3 units (normal and skewed); percentile and BCa bootstraps do not (about
+    75%), so the report prints no bootstrap interval at the replicate counts genaug runs."""
+    assert 0.93 <= coverage.simulate("t", 3, "normal", sims=3000) <= 0.97
+    assert 0.92 <= coverage.simulate("t", 5, "skewed", sims=3000) <= 0.97
+    assert coverage.simulate("percentile", 3, "normal", sims=2000, resamples=999) < 0.8
+    assert coverage.simulate("bca", 5, "skewed", sims=2000, resamples=999) < 0.88
+    table = coverage.committed()["coverage"]
+    assert table["t"]["normal"]["3"] == pytest.approx(coverage.simulate("t", 3, "normal", sims=20000), abs=0.01)
+    assert not any(coverage.bootstrap_allowed(n) for n in (3, 5, 10, 20))
+    assert "at 5 units" in coverage.describe("t", 6) and "95.1% normal" in coverage.describe("t", 5)
+    from genaug.harness.stats import paired_difference
+
+    r = paired_difference([0.61, 0.72, 0.80], [0.5, 0.6, 0.7])
+    assert math.isnan(r["boot_low"]) and not math.isnan(r["ci_low"])  # no bootstrap interval at 3 units
+
+
+def test_power_against_the_noncentral_t_by_hand_and_by_simulation():
+    sd, n, effect, alpha, m = 0.02, 8, 0.025, 0.05, 3
+    crit = stats.t.ppf(1 - alpha / m / 2, n - 1)
+    nc = effect * math.sqrt(n) / sd
+    hand = 1 - stats.nct.cdf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)
+    assert power.power_of(effect, sd, n, alpha, m) == pytest.approx(hand, rel=1e-9)
+    rng = np.random.default_rng(0)
+    d = rng.normal(effect, sd, size=(20000, n))
+    simulated = np.mean(stats.ttest_1samp(d, 0, axis=1).pvalue < alpha / m)
+    assert simulated == pytest.approx(hand, abs=0.015)
+    mde = power.min_detectable_effect(sd, n, alpha, m, 0.8)
+    assert power.power_of(mde, sd, n, alpha, m) == pytest.approx(0.8, abs=1e-6)
+    need = power.units_needed(effect, sd, alpha, m, 0.8)
+    assert power.power_of(effect, sd, need["t_test"], alpha, m) >= 0.8 > power.power_of(effect, sd, need["t_test"] - 1, alpha, m)
+    assert power.floor_units(0.05) == 6 and power.units_needed(1.0, 0.01)["needed"] == 6  # the exact-test floor
+    with pytest.raises(GenaugError, match="power must be between 0 and 1"):
+        power.min_detectable_effect(sd, n, power=1.0)
+
+
+def test_no_seed_serves_two_stages_replicates_or_experiments():
+    seen: dict[int, tuple] = {}
+    ranges = []
+    for experiment in (0, 1):
+        for replicate in range(3):
+            s = Seeds(experiment, replicate)
+            for stage in STAGES:
+                for unit in range(4):
+                    value = s.of(stage, unit)
+                    if stage == "sample":
+                        ranges.append((value, value + 1_000_000, (experiment, replicate, unit)))
+                        continue
+                    assert value not in seen, (value, seen.get(value), (experiment, replicate, stage, unit))
+                    seen[value] = (experiment, replicate, stage, unit)
+    ranges.sort()
+    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))  # image seeds of two classes never meet
+    assert not any(lo <= v < hi for v in seen for lo, hi, _ in ranges)
+    # the offsets this replaces: --seed 0 replicate 1 is --seed 1 replicate 0, and classifier k = generator k
+    old0, old1 = Seeds(0, 1, "offset"), Seeds(1, 0, "offset")
+    assert old0.of("subset") == old1.of("subset") and old0.of("classifier", 2) == old0.of("generator", 2)
+
+
+def test_carve_takes_the_declared_validation_share():
+    from genaug.data.splits import carve_validation
+
+    labels = np.repeat([0, 1], 20)
+    for fraction in (0.2, 0.25, 0.3, 0.4, 0.5):
+        train, val = carve_validation(labels, None, fraction, seed=3)
+        assert len(val) == round(fraction * 40) and np.bincount(labels[val]).tolist() == [len(val) // 2] * 2
+        assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 40
+    groups = [f"p{i // 2}" for i in range(40)]  # two images per patient
+    train, val = carve_validation(labels, groups, 0.4, seed=3)
+    assert len(val) == 16 and not {groups[i] for i in train} & {groups[i] for i in val}
+
+
+def test_plan_on_a_finished_experiment_and_from_an_sd():
+    result = planning.plan_from_experiment(REPO / "samples" / "reports" / "cifar-100-semi")
+    rows = {(r["arm"], r["reference"]): r for r in result["rows"]}
+    assert set(rows) == {("+dcgan", "baseline"), ("+pseudo", "baseline"), ("+mpl", "baseline"),
+                         ("+mpl+dcgan", "baseline")}
+    r = rows[("+dcgan", "baseline")]
+    assert r["n"] == 3 and r["family"] == 4 and r["units_needed"]["needed"] == 6  # SD 0.0018: the floor decides
+    assert r["min_detectable_effect"] == pytest.approx(power.min_detectable_effect(r["sd"], 3, 0.05, 4))
+    out = run_cli("plan", "--experiment", REPO / "samples" / "reports" / "cifar-100-semi", "--effect", "0.05")
+    assert out.exit_code == 0 and "| +mpl | baseline |" in out.output and "effect 0.05" in out.output
+    out = run_cli("plan", "--sd", "0.042", "--family", "9")
+    assert out.exit_code == 0 and "| 0.0420 | 9 | 6 |" in out.output and "| 30 | 30 |" in out.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sd", "0.02", "--effect", "-0.1"], "the effect must be above 0"),
+    (["--sd", "0.02", "--power", "1.5"], "power must be between 0 and 1"),
+    (["--sd", "0.02", "--power", "0"], "power must be between 0 and 1"),
+    (["--experiment", "/tmp"], "is not a finished augment-and-train experiment"),
+    ([], "give --experiment DIR"),
+])
+def test_plan_bad_input_is_one_line(args, message):
+    assert_clean_error(run_cli("plan", *args), message, code=1)
+
+
+def test_mpl_reward_is_exactly_zero_when_the_student_does_not_move():
+    """The reward compares the student before and after its step on the same batch composition, with
+    its batch-norm running statistics untouched by the reward pass."""
+    from genaug.harness import semi
+    from genaug.harness.classifier import TrainSettings, build_training
+
+    torch.manual_seed(0)
+    settings = TrainSettings(classifier="resnet18", stem="small")
+    dev = torch.device("cpu")
+    teacher, t_opt, _, _ = build_training(settings, 1, 2, 16, dev)
+    student, _, _, _ = build_training(settings, 1, 2, 16, dev)
+    s_opt = torch.optim.Adam(student.parameters(), lr=0.0)
+    teacher.train(), student.train()
+    g = torch.Generator().manual_seed(1)
+    xl, xu = torch.randn(6, 1, 16, 16, generator=g), torch.randn(6, 1, 16, 16, generator=g) + 0.5
+    yl = torch.tensor([0, 1, 0, 1, 0, 1])
+    bn = next(m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    logged = semi.mpl_step(teacher, student, t_opt, s_opt, xl, yl, xu, xu, dict(semi.DEFAULTS))
+    assert logged["reward"] == 0.0
+    after_step = bn.running_mean.clone(), int(bn.num_batches_tracked)
+    assert after_step[1] == 1  # the training forward updated them once; the reward pass did not
+    with semi.running_stats_kept(student):
+        student(torch.cat([xl, xu]))
+    assert torch.equal(bn.running_mean, after_step[0]) and int(bn.num_batches_tracked) == 1
+
+
+def test_config_refuses_bad_decision_settings():
+    from genaug.harness.config import experiment_config
+
+    for key, value, message in (("alpha", 1.5, "alpha must be a number between 0 and 1"),
+                                ("min_effect", -0.01, "min_effect must be a number above 0"),
+                                ("select_metric", "auc", "unknown select_metric"),
+                                ("seed_scheme", "random", "seed_scheme must be one of")):
+        with pytest.raises(GenaugError, match=message):
+            experiment_config(None, {key: value})
