@@ -1,14 +1,15 @@
-"""Measure the calibrated memorisation gate on real data, beside the old fixed Inception threshold.
+"""Measure the calibrated memorisation gate (the rank bound of genaug/metrics/memorization.py) on real data.
 
 Draws what an `augment-and-train` replicate has (`--per-class` labelled images per class: the
 real training part plus a validation part of `--val-fraction`, from the source's val split when
 it has one), calibrates the gate on the validation part exactly as the harness does, and
 measures per class:
-- the share of near-copies of the training images it rejects (mirror images when flips are
-  plausible for the data, shifts of 1-3 px, Gaussian noise of 5 grey levels, JPEG at quality 75);
+- the share of near-copies of the training images it rejects: those the pixel similarity searches
+  over (mirror images when flips are plausible for the data, shifts of 1-3 px) and those it does
+  not (rotation by 3-5 degrees, 90-110% rescale with a crop, brightness and contrast by 10%,
+  Gaussian blur, JPEG at quality 50), with Gaussian noise of 5 grey levels and JPEG at 75;
 - the share of held-out real images it falsely rejects: `--heldout` test-split images per class
   that calibrated nothing, and leave-one-out inside the validation part.
-The same rates for the previous gate (Inception cosine similarity >= 0.97) come beside them.
 Repeated over `--replicates` draws (seed + r). Prints one JSON line.
 
     python scripts/gate_rates.py --data medmnist:pneumoniamnist --data-root ../shared/data
@@ -18,6 +19,7 @@ Repeated over `--replicates` draws (seed + r). Prints one JSON line.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import click
@@ -29,8 +31,6 @@ from genaug.data import RealImages, draw_subset, load_split, open_source
 from genaug.data.splits import carve_validation
 from genaug.metrics import memorization as gate
 from genaug.metrics.similarity import similarity_matrix
-
-OLD_THRESHOLD = 0.97  # the uncalibrated gate this replaces: Inception cosine similarity
 
 
 def _draw(source, labels, per_class, val_fraction, seed, size):
@@ -58,11 +58,15 @@ def _draw(source, labels, per_class, val_fraction, seed, size):
 @click.option("--replicates", default=3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--quantile", default=gate.DEFAULTS["quantile"], show_default=True)
+@click.option("--robust", default=gate.DEFAULTS["robust"], show_default=True,
+              help="highest held-out similarities that never set the threshold")
 @click.option("--max-shift", default=gate.DEFAULTS["max_shift"], show_default=True)
 @click.option("--flips/--no-flips", default=False, help="mirror images count as copies (natural images)")
 @click.option("--device", default="auto")
-def main(data, data_root, per_class, val_fraction, heldout, replicates, seed, quantile, max_shift, flips, device):
+def main(data, data_root, per_class, val_fraction, heldout, replicates, seed, quantile, robust, max_shift, flips,
+         device):
     _quiet_libraries()
+    settings = gate.GateSettings(quantile=quantile, robust=robust)
     source = open_source(data, data_root)
     labels = source.resolve_classes("all")
     classes = [source.classes[i] for i in labels]
@@ -83,27 +87,18 @@ def main(data, data_root, per_class, val_fraction, heldout, replicates, seed, qu
         pick = torch.cat([torch.nonzero(test_y_all == c).flatten()[torch.randperm(int((test_y_all == c).sum()),
                                                                                    generator=g)[:heldout]]
                           for c in range(len(classes))])
-        rates = gate.gate_rates(train_x, train_y, val_x, val_y, classes, similarity, list(gate.SPACES), quantile,
+        rates = gate.gate_rates(train_x, train_y, val_x, val_y, classes, similarity, list(gate.SPACES), settings,
                                 flips, test.images[pick], test_y_all[pick], seed=seed + r)
-        # the old gate: one fixed Inception threshold for every class
-        old = {}
-        for kind in rates["near_copy_kinds"]:
-            sims = similarity(gate.near_copies(train_x, kind, seed + r), train_x, "inception").max(dim=1).values
-            old[f"rejects_{kind}"] = float((sims >= OLD_THRESHOLD).double().mean())
-        sims = similarity(test.images[pick], train_x, "inception").max(dim=1).values
-        old["false_rejection_heldout"] = float((sims >= OLD_THRESHOLD).double().mean())
-        reps.append({"replicate": r, "n_train": len(train_x), "n_val": len(val_x), **rates,
-                     "old_gate": {"inception_threshold": OLD_THRESHOLD, **old}})
+        reps.append({"replicate": r, "n_train": len(train_x), "n_val": len(val_x), **rates})
+        print(json.dumps({"progress": r, "seconds": round(time.time() - start, 1)}), file=sys.stderr)
     summary = {}
     for name in classes:
         rows = [rep["per_class"][name] for rep in reps]
         keys = [k for k in rows[0] if k.startswith(("rejects_", "false_rejection"))]
-        summary[name] = {k: float(np.mean([row[k] for row in rows])) for k in keys}
+        summary[name] = {k: float(np.mean([row[k] for row in rows if row[k] is not None])) for k in keys}
     print(json.dumps({"bench": "memorization_gate", "data": data, "per_class": per_class, "val_fraction": val_fraction,
                       "heldout_per_class": heldout, "replicates": replicates, "quantile": quantile,
-                      "max_shift": max_shift, "flips": flips, "mean_over_replicates": summary,
-                      "old_gate_mean": {k: float(np.mean([rep["old_gate"][k] for rep in reps]))
-                                        for k in reps[0]["old_gate"] if k != "inception_threshold"},
+                      "robust": robust, "max_shift": max_shift, "flips": flips, "mean_over_replicates": summary,
                       "replicate_rows": reps, "torch": torch.__version__, "seconds": round(time.time() - start, 1)}))
 
 

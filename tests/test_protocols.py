@@ -264,13 +264,17 @@ def test_cv_folds_are_disjoint_stratified_and_patient_disjoint():
 
 
 def test_cv_experiment_generators_never_see_a_folds_held_out_images(tmp_path):
+    """Also with --explain: the heatmaps of the first fold's classifiers and report.json are written
+    (this ended in "not a genaug run folder" after all training)."""
     out = tmp_path / "exp"
     (tmp_path / "no-quality.yaml").write_text("quality: false\n")  # FIDs per fold are not what is tested here
     r = run_cli("augment-and-train", "--config", tmp_path / "no-quality.yaml", "--data", PNEUMONIA, "--per-class",
                 "9", "--cv", "3", "--generator", "vae", "--generator-steps", "5", "--synthetic-per-class", "4",
                 "--accept", "all", "--controls", "none", "--seeds", "1", "--epochs", "1", "--no-progress",
-                "--device", "cpu", "--out", out)
+                "--explain", "cam", "--device", "cpu", "--out", out)
     assert r.exit_code == 0, r.output
+    assert (out / "explain" / "heatmaps-cam.png").stat().st_size > 0 and (out / "report.json").exists()
+    assert json.loads((out / "report.json").read_text())["explain"]["models"] == ["baseline", "plus-vae"]
     held_out, subset = [], None
     for f in range(3):
         unit = out / "rep-0" / f"fold-{f}"

@@ -108,20 +108,30 @@ def hash_split(ids: list, labels: np.ndarray, groups: list[str] | None, test_fra
 
 def carve_validation(labels: np.ndarray, groups: list[str] | None, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, stratified, group-disjoint carve: (train positions, validation positions)."""
+    """Seeded, stratified, group-disjoint carve: (train positions, validation positions).
+
+    The fraction is written as j / K (K at most 20: 0.4 = 2/5, 0.3 = 3/10) and the carve is j of the
+    K seeded folds of scikit-learn's `StratifiedGroupKFold`, so 0.4 carves 40% (up to the rounding of
+    folds and patients), not the 50% that `round(1 / fraction)` folds would give; 1/K fractions carve
+    exactly as before."""
+    from fractions import Fraction
+
     from sklearn.model_selection import StratifiedGroupKFold
 
     if not 0 < fraction <= 0.5:
         raise GenaugError(f"val_fraction must be above 0 and at most 0.5 (got {fraction})")
     labels = np.asarray(labels)
     group_ids = np.asarray(groups if groups is not None else np.arange(len(labels)).astype(str))
-    n_splits = max(2, round(1.0 / fraction))
+    share = Fraction(fraction).limit_denominator(20)
+    held, n_splits = max(1, share.numerator), max(2, share.denominator)
     if len(np.unique(group_ids)) < n_splits:
         raise GenaugError(f"too few {'patients' if groups is not None else 'images'} "
-                          f"({len(np.unique(group_ids))}) for a {fraction:.0%} validation carve")
+                          f"({len(np.unique(group_ids))}) for a {fraction:.0%} validation carve "
+                          f"({held} of {n_splits} folds)")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train, val = next(splitter.split(np.zeros(len(labels)), labels, group_ids))
-    return np.sort(train), np.sort(val)
+    folds = [val for _, val in splitter.split(np.zeros(len(labels)), labels, group_ids)]
+    val = np.sort(np.concatenate(folds[:held]))
+    return np.setdiff1d(np.arange(len(labels)), val), val
 
 
 def cv_folds(labels: np.ndarray, groups: list[str] | None, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

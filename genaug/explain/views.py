@@ -99,7 +99,10 @@ def explain_experiment(experiment: str | Path, out: str | Path | None = None, me
     experiment = Path(experiment)
     paths = saved_models(experiment, replicate)
     config = yaml.safe_load((experiment / "config.yaml").read_text())
-    manifest = load_manifest(experiment / f"rep-{replicate}")
+    unit = experiment / f"rep-{replicate}"
+    if not (unit / "manifest.json").exists() and (unit / "fold-0" / "manifest.json").exists():
+        unit = unit / "fold-0"  # cross-validation: the first fold's classifiers and manifest (saved_models)
+    manifest = load_manifest(unit)
     source = open_source(config["data"], data_root, group_by=config.get("group_by"),
                          test_fraction=config.get("test_fraction"))
     labels = source.resolve_classes(str(config["classes"]))

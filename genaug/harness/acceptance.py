@@ -9,8 +9,9 @@ class how many images it saw, kept and rejected:
   training images exceeds `fid_max`.
 - `memorization`: reject an image that comes closer to a real training image than independent
   real images of its class do: per class and space (`memorization_spaces`: Inception features,
-  shift-tolerant pixels), the threshold is the `memorization_quantile` of the held-out real
-  images' nearest-neighbour similarities to the training part (see `metrics/memorization.py`).
+  shift-tolerant pixels), the threshold is a rank bound at `memorization_quantile` on the held-out
+  real images' nearest-neighbour similarities to the training part, robust to
+  `memorization_robust` outliers, with suspected duplicates left out (see `metrics/memorization.py`).
   Near-copies of patient images add no information and are not safe to share.
 """
 
@@ -26,8 +27,8 @@ from ..errors import GenaugError
 from ..metrics import memorization as gate
 
 POLICIES = ("all", "confidence", "fid-gate", "memorization")
-DEFAULTS = {"confidence_tau": 0.7, "fid_max": 150.0, "memorization_quantile": gate.DEFAULTS["quantile"],
-            "memorization_spaces": gate.DEFAULTS["spaces"], "memorization_max_shift": gate.DEFAULTS["max_shift"]}
+DEFAULTS = {"confidence_tau": 0.7, "fid_max": 150.0,
+            **{f"memorization_{k}": v for k, v in gate.DEFAULTS.items()}}  # quantile, spaces, robust, duplicate, ...
 
 
 @dataclass
@@ -52,9 +53,12 @@ class AcceptanceContext:
             if self.heldout_images is None or self.similarity is None:
                 raise GenaugError("the memorization policy needs held-out real images to calibrate on")
             nearest = gate.nearest_similarity(self.similarity, self.heldout_images, self.real_images, self.spaces)
-            self._gate = gate.calibrate(nearest, self.heldout_labels.numpy(), self.classes,
-                                        float(self.settings["memorization_quantile"]))
+            self._gate = gate.calibrate(nearest, self.heldout_labels.numpy(), self.classes, self.gate_settings)
         return self._gate
+
+    @property
+    def gate_settings(self) -> gate.GateSettings:
+        return gate.GateSettings.from_settings(self.settings)
 
     @property
     def spaces(self) -> list[str]:
@@ -91,8 +95,11 @@ def _memorization(images, label, ctx):
     nearest = gate.nearest_similarity(ctx.similarity, images, ctx.real_images, ctx.spaces)
     reject = gate.rejected(nearest, label, thresholds, ctx.classes)
     detail = {f"{space}_similarity": sims.tolist() for space, sims in nearest.items()}
-    return ~reject, {**detail, "thresholds": thresholds.thresholds[ctx.classes[label]],
-                     "n_calibration": thresholds.calibration_counts[ctx.classes[label]]}
+    name = ctx.classes[label]
+    return ~reject, {**detail, "thresholds": thresholds.thresholds[name],
+                     "n_calibration": thresholds.calibration_counts[name],
+                     "false_rejection_bound": thresholds.guarantees[name],
+                     "suspected_duplicates": len(thresholds.duplicates[name])}
 
 
 RULES = {"all": lambda images, label, ctx: (np.ones(len(images), bool), {}),

@@ -23,6 +23,7 @@ from ..device import resolve_device
 from ..errors import GenaugError
 from .losses import confusion_rates, cr_cross_entropy
 from .models import build_classifier, freeze_backbone, is_pretrained, train_mode
+from .stats import SCALAR_METRICS, classification_metrics
 
 PRECISIONS = ("auto", "no", "bf16")
 
@@ -86,6 +87,7 @@ class TrainSettings:
     synthetic_ratio: float | None = None  # share of each batch drawn from the extra images; None: proportional
     mixed_precision: str = "auto"  # bf16 forward passes: auto (on CUDA), no, bf16
     channels_last: bool = False  # NHWC weights and activations: faster convolutions for large inputs
+    select_metric: str = "balanced_accuracy"  # epoch selection on the validation part (the primary metric)
 
     @classmethod
     def from_config(cls, config: dict) -> "TrainSettings":
@@ -162,7 +164,7 @@ def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.
     real_stream = _Stream(len(pool_x), order)
     extra_stream = _Stream(len(extra[0]), order) if n_extra_per_batch else None
     seen = {"real": 0, "extra": 0}
-    selector = EpochSelector(val_x, val_y, device, settings.mixed_precision)
+    selector = EpochSelector(val_x, val_y, device, settings.mixed_precision, settings.select_metric)
     cr = None
     for epoch in range(settings.epochs):
         train_mode(model, frozen)
@@ -223,23 +225,28 @@ def augmenter(settings: TrainSettings, size: int) -> v2.Compose:
 
 
 class EpochSelector:
-    """Scores the model on the real validation part after each epoch (balanced accuracy, then lower
-    loss) and keeps the best epoch's weights."""
+    """Scores the model on the real validation part after each epoch (`metric`, the experiment's
+    primary metric by default, then lower loss) and keeps the best epoch's weights."""
 
-    def __init__(self, val_x: torch.Tensor, val_y: torch.Tensor, device: str, precision: str = "auto"):
-        self.val_x, self.val_y, self.device, self.precision = val_x, val_y, device, precision
+    def __init__(self, val_x: torch.Tensor, val_y: torch.Tensor, device: str, precision: str = "auto",
+                 metric: str = "balanced_accuracy"):
+        if metric not in SCALAR_METRICS:
+            raise GenaugError(f"unknown select_metric {metric!r}; choose from {', '.join(SCALAR_METRICS)}")
+        self.val_x, self.val_y, self.device, self.precision, self.metric = val_x, val_y, device, precision, metric
         self.best, self.best_state, self.best_epoch, self.history = (-math.inf, math.inf), None, 0, []
 
     def after_epoch(self, model: nn.Module, logged: dict) -> None:
-        from sklearn.metrics import balanced_accuracy_score
-
         probs = predict_proba(model, self.val_x, self.device, precision=self.precision)
         val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp(min=1e-12)), self.val_y))
-        val_bacc = float(balanced_accuracy_score(self.val_y.numpy(), probs.argmax(1)))
+        n_classes = probs.shape[1]
+        scores = classification_metrics(self.val_y.numpy(), probs, [str(i) for i in range(n_classes)])
+        score = scores[self.metric]
+        score = -math.inf if math.isnan(score) else float(score)  # AUC with one class present: no information
         self.history.append({"epoch": len(self.history) + 1, **logged,
-                             "val_balanced_accuracy": val_bacc, "val_loss": val_loss})
-        if (val_bacc, -val_loss) > (self.best[0], -self.best[1]):
-            self.best, self.best_epoch = (val_bacc, val_loss), len(self.history)
+                             "val_balanced_accuracy": float(scores["balanced_accuracy"]), "val_loss": val_loss,
+                             **({f"val_{self.metric}": score} if self.metric != "balanced_accuracy" else {})})
+        if (score, -val_loss) > (self.best[0], -self.best[1]):
+            self.best, self.best_epoch = (score, val_loss), len(self.history)
             self.best_state = copy.deepcopy(model.state_dict())
 
     def finish(self, model: nn.Module, optimizer_steps: int, seen: dict) -> TrainedClassifier:

@@ -12,6 +12,7 @@ from .classifier import check_precision
 from .models import CLASSIFIERS, check_stem, is_pretrained
 from ..generators.base import get_family
 from . import acceptance
+from .seeds import SCHEMES
 from .stats import SCALAR_METRICS
 
 DEFAULTS: dict[str, Any] = {
@@ -21,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     "preprocess": "none",  # contrast step on every image (none, equalize, clahe): data/preprocess.py
     # design: replicates of the whole pipeline, classifier seeds inside each, one primary metric
     "replicates": 1, "seeds": 3, "primary_metric": "balanced_accuracy",
+    "alpha": 0.05,  # the decision rule's level, over the Holm family (verdict.py)
+    "min_effect": 0.03,  # the smallest gain on the primary metric worth detecting: power and replicates needed
+    "select_metric": None,  # epoch selection on the validation part; None: the primary metric
+    "seed_scheme": "sequence",  # seeds.py; folders started before it keep "offset"
     # synthetic sources and acceptance
     "generators": ["ddpm"], "synthetic": {}, "synthetic_per_class": [100], "accept": ["all"],
     "generator_configs": {}, "generator_steps": None, "sampler": None, "sample_steps": None,
@@ -47,6 +52,20 @@ SAVE_MODELS = ("first", "all", "none")
 CONTROLS = ("baseline-strong", "dup")
 DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every other key must match
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
+# settings added after experiment folders existed, with the value that reproduces how those folders ran
+LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy"}
+
+
+def _number(config: dict, key: str, low: float, high: float | None) -> float:
+    """A float strictly between low and high (no upper bound with None), or a one-line refusal."""
+    try:
+        value = float(config[key])
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (value > low and (high is None or value < high)):
+        bound = f"between {low:g} and {high:g}" if high is not None else f"above {low:g}"
+        raise GenaugError(f"{key} must be a number {bound} (got {config[key]!r})")
+    return value
 
 
 def _as_list(value) -> list:
@@ -177,8 +196,12 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
     for key in ("seeds", "replicates"):
         if int(config[key]) < 1:
             raise GenaugError(f"{key} must be at least 1")
-    if config["primary_metric"] not in SCALAR_METRICS:
-        raise GenaugError(f"unknown primary_metric {config['primary_metric']!r}; choose from {', '.join(SCALAR_METRICS)}")
+    for key in ("primary_metric", "select_metric"):
+        if config[key] is not None and config[key] not in SCALAR_METRICS:
+            raise GenaugError(f"unknown {key} {config[key]!r}; choose from {', '.join(SCALAR_METRICS)}")
+    if config["seed_scheme"] not in SCHEMES:
+        raise GenaugError(f"seed_scheme must be one of {', '.join(SCHEMES)} (got {config['seed_scheme']!r})")
+    config["alpha"], config["min_effect"] = _number(config, "alpha", 0, 1), _number(config, "min_effect", 0, None)
     if config["save_models"] not in SAVE_MODELS:
         raise GenaugError(f"save_models must be one of {', '.join(SAVE_MODELS)} (got {config['save_models']!r})")
     if config["explain"] and config["save_models"] == "none":

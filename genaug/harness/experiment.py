@@ -1,36 +1,15 @@
 """`augment-and-train`: does adding accepted synthetic images improve the classifier?
 
-Protocol (also written into every report):
-1. Replicates repeat everything random: replicate r draws its own `per_class` labelled real
-   images per class (seed + r), its own validation part, trains its own generators, draws its
-   own samples (each class from its own seed range, so no two classes share a latent) and makes
-   its own acceptance decisions. Inside each replicate, `seeds` classifier seeds are shared by
-   every arm. The unit of inference is the replicate: its seeds are averaged, and arms are
-   paired within it.
-2. Validation (epoch selection) is `val_fraction` of the labelled images: drawn from the
-   source's own val split when it has one, else a seeded, stratified carve that keeps each
-   patient on one side (with `group_by`). Generators and classifiers train on the rest (the
-   "real training part"). Test images share no patient with either and are used once per
-   trained classifier. With `cv` K, K stratified, group-disjoint folds of the labelled subset
-   replace the carve: each fold is held out once for epoch selection while generators and
-   classifiers train on the other folds; every fold's classifiers are scored on the same test
-   split.
-3. Acceptance policies filter each synthetic set per class.
-4. Arms (see `arms.py`): `baseline` (real, classical augmentation), `baseline-strong` (real,
-   strong augmentation), `+dup` (real plus as many duplicated real images as the largest
-   accepted synthetic set), `+<generator>` and `+<external set>`, optionally `full-real`.
-   Every arm has the same optimizer-step budget, epoch selection and seeds. With several
-   classifier architectures each trains on every arm and seed; the first drives the headline,
-   and the ensemble of all of an arm's classifiers is scored beside the single models.
-5. One primary metric, declared before the run (`primary_metric`), drives the headline; the
-   others are secondary. Differences to the baseline come with t and bootstrap intervals over
-   replicates, paired t and exact Wilcoxon tests, and Holm's correction across arms.
-
-Every stage writes its result into the output folder and is skipped on a re-run, so an
+An experiment folder holds its settings (`config.yaml`, `history.json`), one folder per unit
+(`rep-<r>/`, or `rep-<r>/fold-<f>/` with cross-validation) whose stages are cached (replicate.py),
+and the report (report.py; its protocol paragraph: protocol.py). Replicates repeat everything
+random; inside each, classifier seeds are shared by every arm; the unit of inference is the
+replicate. Every stage writes its result into the folder and is skipped on a re-run, so an
 interrupted experiment picks up where it stopped; replicates and seeds may be added later
-(recorded in `history.json` and the report). The same command may run in several processes at
-once (one per GPU, or per machine sharing the folder): each claims the units nobody else has
-(claims.py), and the one that finishes the last unit writes the report.
+(recorded in `history.json`, and marked post hoc in the report when a report already existed).
+The same command may run in several processes at once (one per GPU, or per machine sharing the
+folder): each claims the units nobody else has (claims.py), and the one that finishes the last
+unit writes the report.
 """
 
 from __future__ import annotations
@@ -54,9 +33,10 @@ from ..errors import GenaugError
 from ..generators.training import TrainingInterrupted, main_thread, raise_interrupt
 from ..io import read_json, write_json
 from .arms import plan_arms
+from .generation import check_runs
 from .claims import Claim, describe
 from .classifier import TrainSettings
-from .config import DEFAULTS, DESIGN_KEYS, OUTPUT_KEYS, architectures
+from .config import DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, architectures
 from .config import experiment_config  # noqa: F401 - part of this module's API
 from .replicate import Replicate
 
@@ -80,8 +60,10 @@ class Experiment:
         self.image_size = check_image_size(config["image_size"] or self.source.default_size())
         if config["hflip"] is None:
             config["hflip"] = self.source.kind in FLIP_SAFE_KINDS or self.source.classes == CIFAR10_CLASSES
+        self._adopt_legacy()
         self.architectures = architectures(config)
-        self.settings = TrainSettings.from_config({**config, "classifier": self.architectures[0]})
+        self.settings = TrainSettings.from_config({**config, "classifier": self.architectures[0],
+                                                   "select_metric": config["select_metric"] or config["primary_metric"]})
         self.arms = plan_arms(config)
         self._external: dict[str, dict[int, torch.Tensor]] = {}
         self._tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -91,6 +73,15 @@ class Experiment:
     # -- settings and history -----------------------------------------------------------------
     def saved_config(self) -> dict[str, Any]:
         return {**self.config, "data": self.data, "image_size": self.image_size}
+
+    def _adopt_legacy(self) -> None:
+        """A folder started before a setting existed keeps the behaviour it ran with (config.LEGACY)."""
+        path = self.out / "config.yaml"
+        if path.exists():
+            old = yaml.safe_load(path.read_text()) or {}
+            for key, value in LEGACY.items():
+                if key not in old:
+                    self.config[key] = value
 
     def check_settings(self) -> None:
         """A re-run resumes only the same experiment; replicates and seeds may change (recorded)."""
@@ -107,7 +98,9 @@ class Experiment:
         history = read_json(self.out / "history.json") if (self.out / "history.json").exists() else []
         design = {k: int(new[k]) for k in DESIGN_KEYS}
         if not history or {k: history[-1][k] for k in DESIGN_KEYS} != design:
-            history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            # units added once a report was written were chosen after seeing results: post hoc
+            history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "after_report": bool(history) and (self.out / "report.json").exists()})
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(new, path)
         write_json(self.out / "history.json", history)
@@ -177,8 +170,11 @@ class Experiment:
 
     # -- the run ------------------------------------------------------------------------------
     def preflight(self) -> None:
-        """Refuse, before anything is written, unlabelled images that cannot be had."""
+        """Refuse, before anything is written, unlabelled images that cannot be had and --runs that
+        cannot serve every replicate."""
         c = self.config
+        if self.runs_dir is not None:
+            check_runs(self.runs_dir, int(c["replicates"]), c["cv"])
         if c["unlabeled_data"]:
             folder_files(c["unlabeled_data"])
         if isinstance(c["unlabeled"], int):

@@ -13,11 +13,11 @@ from ..config import load_config, packaged_config
 from ..data.imagesets import load_image_folder, slug
 from ..data.subsets import class_manifest, load_manifest
 from ..errors import GenaugError
+from .seeds import CONDITIONAL_UNIT
 
 if TYPE_CHECKING:
     from .replicate import Replicate
 
-CONDITIONAL_UNIT = 500  # generator_seed unit of a class-conditional model (per-class models use the label)
 DIFFUSION_FAMILIES = ("ddpm", "ddpm-cond")
 
 
@@ -28,7 +28,7 @@ def generator_run(rep: Replicate, family: str, label: int | None) -> Path:
     names = e.classes if label is None else e.classes[label]
     manifest = class_manifest(rep.manifest, names, rep.train_items,
                               note="real training part of an augment-and-train replicate (validation removed)")
-    if e.runs_dir is not None and rep.index == 0:
+    if e.runs_dir is not None:
         return reused_run(rep, family, label, manifest)
     config = load_config(e.config["generator_configs"].get(family) or _packaged(family, e.image_size))
     steps = e.config["generator_steps"]
@@ -47,16 +47,39 @@ def generator_run(rep: Replicate, family: str, label: int | None) -> Path:
                          device=e.device, progress=e.progress)
 
 
+def runs_root(runs_dir: Path, replicate: int, replicates: int) -> Path:
+    """Where replicate r's reused generators live: `R/rep-<r>/`, or R itself for a single replicate."""
+    if (runs_dir / f"rep-{replicate}").is_dir():
+        return runs_dir / f"rep-{replicate}"
+    if replicates == 1:
+        return runs_dir
+    raise GenaugError(f"--runs {runs_dir}: no rep-{replicate}/ folder; with --replicates {replicates} give trained "
+                      f"generators for every replicate as {runs_dir}/rep-0 ... rep-{replicates - 1} (each trained on "
+                      "that replicate's real training part), or run with --replicates 1")
+
+
+def check_runs(runs_dir: Path, replicates: int, cv) -> None:
+    """Refuse, before anything is written, `--runs` that cannot serve every unit."""
+    if cv:
+        raise GenaugError("--runs cannot be combined with cv: each fold trains its generators on its own folds")
+    if not runs_dir.is_dir():
+        raise GenaugError(f"--runs {runs_dir}: folder not found")
+    for r in range(replicates):
+        runs_root(runs_dir, r, replicates)
+
+
 def reused_run(rep: Replicate, family: str, label: int | None, manifest: dict) -> Path:
-    """A generator from `--runs R` (R/<family>/<class> or `genaug train --class all --out R`'s R/<class>;
-    for a class-conditional family R/<family>, R/<family>/all or R itself), checked to have seen only
-    this replicate's real training part."""
+    """A generator from `--runs R` (per replicate R/rep-<r>/, or R for one replicate; inside it
+    <family>/<class> or `genaug train --class all --out R`'s <class>; for a class-conditional family
+    <family>, <family>/all or the folder itself), checked to have seen only this replicate's real
+    training part."""
     e = rep.e
+    root = runs_root(e.runs_dir, rep.index, int(e.config["replicates"]))
     if label is None:
-        what, candidates = "class-conditional", [e.runs_dir / family, e.runs_dir / family / "all", e.runs_dir]
+        what, candidates = "class-conditional", [root / family, root / family / "all", root]
     else:
         what = f"class {e.classes[label]!r}"
-        candidates = [e.runs_dir / family / slug(e.classes[label]), e.runs_dir / slug(e.classes[label])]
+        candidates = [root / family / slug(e.classes[label]), root / slug(e.classes[label])]
     run_dir = next((p for p in candidates if (p / "model").exists()
                     and runs.load_run_config(p).get("family") == family), None)
     if run_dir is None:
@@ -70,10 +93,10 @@ def reused_run(rep: Replicate, family: str, label: int | None, manifest: dict) -
     held_out = {it["sha256"] for it in rep.val_items if "sha256" in it}
     if seen & held_out or not seen <= train:
         n = e.config["per_class"] - e.n_val if e.n_val else e.config["per_class"]
-        how = (f"`genaug train {family} --data {e.data} --class all --per-class {n} --seed {rep.seed} --out R`"
+        how = (f"`genaug train {family} --data {e.data} --class all --per-class {n} --seed {rep.seeds.of('subset')} --out R`"
                if e.n_val else "this experiment (drop --runs): it trains generators on the real training part")
         raise GenaugError(f"--runs: {run_dir} was trained on real images this experiment does not train on "
-                          f"({len(seen - train)} of its {len(seen)} images are outside replicate 0's real "
+                          f"({len(seen - train)} of its {len(seen)} images are outside replicate {rep.index}'s real "
                           f"training part, {len(seen & held_out)} are its validation images); train compatible "
                           f"generators with {how}")
     return run_dir

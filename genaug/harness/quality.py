@@ -15,8 +15,6 @@ from .stats import classification_metrics
 if TYPE_CHECKING:
     from .replicate import Replicate
 
-FLOOR_SEED_UNIT = 997
-
 
 def quality_path(rep: Replicate, source: str):
     return rep.folder / "quality" / f"{slug(source)}.json"
@@ -38,7 +36,7 @@ def assess(rep: Replicate, source: str) -> dict:
         out.update(compute_metrics(ImageSet(rep.train_x, "real training part", True), ImageSet(x, source),
                                    kid=True, prc=True, device=e.device))
         trained = train_classifier(x, y, rep.val_x, rep.val_y, len(e.classes), e.settings,
-                                   rep.classifier_seed(0), rep.steps_per_epoch, e.device)
+                                   rep.seeds.of("cas"), rep.steps_per_epoch, e.device)
         probs = predict_proba(trained.model, rep.test_x, e.device, precision=e.settings.mixed_precision)
         out["cas"] = classification_metrics(rep.test_y.numpy(), probs, e.classes)
         out["classes_without_images"] = [e.classes[label] for label in e.labels if not (y == label).any()]
@@ -78,7 +76,7 @@ def floor_fids(rep: Replicate) -> dict[str, dict]:
     e = rep.e
     split = e.source.split("train")
     used = {it["id"] for it in rep.train_items} | {it["id"] for it in rep.val_items}
-    g = torch.Generator().manual_seed(rep.seed * 1000 + FLOOR_SEED_UNIT)
+    g = torch.Generator().manual_seed(rep.seeds.of("floor"))
     out = {}
     for label, source_label in zip(e.labels, e.source_labels):
         pool = [i for i, lab in zip(split.ids, split.labels) if int(lab) == source_label and i not in used]

@@ -91,20 +91,30 @@ def _gate_table(gates: list[dict]) -> list[str]:
         return []
     kinds = gates[0]["near_copy_kinds"]
     spaces = gates[0]["spaces"]
+    rank = gates[0].get("method") == "rank bound"
+    how = (f"a rank (split-conformal) bound at level {gates[0]['quantile']} on the held-out images' nearest-neighbour "
+           f"similarities to the real training part, never set by the {gates[0].get('robust', 1)} highest, with "
+           "suspected duplicates (a held-out image at or above "
+           f"{gates[0].get('duplicate')} in every space) left out; its distribution-free guarantee is the bound on "
+           "the false-rejection rate per space below (where too few images calibrate it, exact copies only)"
+           if rank else f"the one-sided {gates[0]['quantile']} prediction bound (Fisher z, Student t) for one more "
+           "real image's nearest-neighbour similarity to the real training part (an earlier genaug's gate)")
     lines = ["### The memorisation gate", "",
-             "Calibrated per class on the validation images: the threshold is the one-sided "
-             f"{gates[0]['quantile']} prediction bound (Fisher z, Student t) for one more real image's nearest-"
-             f"neighbour similarity to the real training part, in {' and '.join(spaces)} space; a synthetic image "
-             "at or above it in any space is rejected. Measured per replicate: the share of near-copies of the "
-             "training images rejected, and the share of validation images rejected when the gate is calibrated "
-             "on the others (leave-one-out).", "",
-             "| replicate | class | n calib. | " + " | ".join(f"threshold {s}" for s in spaces) + " | "
+             f"Calibrated per class on the validation images: the threshold is {how}, in {' and '.join(spaces)} "
+             "space; a synthetic image at or above it in any space is rejected. Measured per replicate: the share of "
+             "near-copies of the training images rejected, and the share of validation images rejected when the "
+             "gate is calibrated on the others (leave-one-out).", "",
+             "| replicate | class | n calib. | " + ("suspected duplicates | bound per space | " if rank else "")
+             + " | ".join(f"threshold {s}" for s in spaces) + " | "
              + " | ".join(f"rejects {k}" for k in kinds) + " | false rejections (LOO) |",
-             "|---|---|---|" + "---|" * (len(spaces) + len(kinds) + 1)]
+             "|---|---|---|" + ("---|---|" if rank else "") + "---|" * (len(spaces) + len(kinds) + 1)]
     pct = lambda v: "–" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     for g in gates:
         for cls, row in g["per_class"].items():
-            lines.append(f"| {g['replicate']} | {cls} | {row['n_calibration']} | "
+            extra = (f"{row['suspected_duplicates']} | "
+                     + (pct(row["false_rejection_bound"]) if row["false_rejection_bound"] is not None
+                        else "exact copies only") + " | ") if rank else ""
+            lines.append(f"| {g['replicate']} | {cls} | {row['n_calibration']} | {extra}"
                          + " | ".join(f"{row['thresholds'][s]:.3f}" for s in spaces) + " | "
                          + " | ".join(pct(row[f"rejects_{k}"]) for k in kinds)
                          + f" | {pct(row['false_rejection_loo'])} |")

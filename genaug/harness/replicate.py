@@ -27,12 +27,12 @@ from .arms import Arm
 from .classifier import predict_proba, train_classifier, uses_bf16
 from .models import save_classifier
 from .config import synthetic_sources
+from .seeds import Seeds
 from .stats import classification_metrics
 
 if TYPE_CHECKING:
     from .experiment import Experiment
 
-SAMPLE_SEED_SPAN = 1_000_000  # images per class and replicate never reach the next class's seeds
 
 
 class Replicate:
@@ -41,23 +41,23 @@ class Replicate:
     def __init__(self, experiment: Experiment, index: int, fold: int | None = None):
         self.e, self.index, self.fold = experiment, index, fold
         self.folder = experiment.out / f"rep-{index}" / ("" if fold is None else f"fold-{fold}")
-        self.seed = int(experiment.config["seed"]) + index
+        self.seeds = Seeds(int(experiment.config["seed"]), index, experiment.config["seed_scheme"])
         self.source_specs = synthetic_sources(experiment.config)
         self.sources = list(self.source_specs)
         self._feature_cache: dict[str, torch.Tensor] = {}
         self._filter_model = None
         self._pool: unlabeled.UnlabeledPool | None = None  # drawn or reloaded on first use
 
-    # seeds: every stage derives its own from (replicate, stage, unit)
+    # seeds: every stage derives its own from (experiment seed, replicate, stage, unit): seeds.py
     def generator_seed(self, label: int) -> int:
-        return self.seed * 1000 + label
+        return self.seeds.of("generator", label)
 
     def sample_seed(self, label: int) -> int:
         """Image i of class `label` comes from seed `sample_seed(label) + i`: classes never share a latent."""
-        return (self.seed * 1000 + label) * SAMPLE_SEED_SPAN
+        return self.seeds.of("sample", label)
 
     def classifier_seed(self, k: int) -> int:
-        return self.seed * 1000 + k
+        return self.seeds.of("classifier", k)
 
     # -- stage 1: real data -------------------------------------------------------------------
     def prepare(self) -> None:
@@ -79,19 +79,22 @@ class Replicate:
             val = reload_subset(manifest, e.data_root, e.source, block="validation")[1] if e.n_val else None
         else:
             rule = IntensityRule.parse(c["intensity"]).with_preprocess(c["preprocess"])
-            real, manifest = draw_subset(e.source, e.source_labels, n_train, self.seed, e.image_size,
+            real, manifest = draw_subset(e.source, e.source_labels, n_train, self.seeds.of("subset"), e.image_size,
                                          fit=c["fit"], intensity=rule)
             val = None
             if e.n_val:
-                val, val_manifest = draw_subset(e.source, e.source_labels, e.n_val, self.seed, e.image_size,
+                val, val_manifest = draw_subset(e.source, e.source_labels, e.n_val, self.seeds.of("validation"),
+                                                e.image_size,
                                                 fit=c["fit"], intensity=manifest["intensity"], split="val")
                 manifest["validation"] = val_manifest["train"]
         real.labels = e.positions(real.labels)
         if val is None:
             if self.fold is None:
-                train_idx, val_idx = carve_validation(real.labels.numpy(), real.groups, c["val_fraction"], self.seed)
+                train_idx, val_idx = carve_validation(real.labels.numpy(), real.groups, c["val_fraction"],
+                                                      self.seeds.of("validation"))
             else:  # the replicate's whole labelled subset in K folds; this unit holds out fold `self.fold`
-                train_idx, val_idx = cv_folds(real.labels.numpy(), real.groups, int(c["cv"]), self.seed)[self.fold]
+                train_idx, val_idx = cv_folds(real.labels.numpy(), real.groups, int(c["cv"]),
+                                              self.seeds.of("validation"))[self.fold]
             self.val_items = [manifest["train"]["items"][i] for i in val_idx]
             self.train_items = [manifest["train"]["items"][i] for i in train_idx]
             val = RealImages(real.images[val_idx], real.labels[val_idx], real.classes, [])
@@ -118,7 +121,7 @@ class Replicate:
         if c["unlabeled_data"]:
             return unlabeled.folder_pool(c["unlabeled_data"], self.manifest)
         carved = [] if self.manifest.get("validation") else self.val_items  # validation carved from train items
-        return unlabeled.draw_unlabeled(self.e.source, self.e.source_labels, c["unlabeled"], self.seed,
+        return unlabeled.draw_unlabeled(self.e.source, self.e.source_labels, c["unlabeled"], self.seeds.of("unlabeled"),
                                         self.manifest, carved)
 
     @property
@@ -130,15 +133,22 @@ class Replicate:
 
     def validation_plan(self) -> str:
         if self.fold is not None:
-            unit = "patient-disjoint" if self.train_items and "group" in self.train_items[0] else "image-level"
+            unit = "patient-disjoint" if self.patients_known else "image-level"
             return (f"{self.e.config['cv']}-fold cross-validation of the labelled subset (stratified, {unit}, "
                     "seeded per replicate): each fold's held-out part selects the epoch of classifiers trained, "
                     "and generators fitted, on the other folds")
         if self.manifest.get("validation"):
             return (f"the source's own val split, {self.manifest['validation']['count']} images "
                     f"({self.e.n_val} per class, seeded draw)")
-        unit = "patient-disjoint" if self.train_items and "group" in self.train_items[0] else "image-level"
-        return f"a stratified, {unit} {self.e.config['val_fraction']:.0%} carve of the labelled subset (seeded)"
+        unit = "patient-disjoint" if self.patients_known else "image-level"
+        n_val, n_all = len(self.val_items), len(self.val_items) + len(self.train_items)
+        return (f"a stratified, {unit} carve of the labelled subset (seeded): {n_val} of {n_all} images "
+                f"({n_val / n_all:.0%}; val_fraction {self.e.config['val_fraction']:g})")
+
+    @property
+    def patients_known(self) -> bool:
+        """True when the labelled items carry patient (group) ids."""
+        return bool(self.train_items) and "group" in self.train_items[0]
 
     # -- stage 2: generators and samples (generation.py) ---------------------------------------
     @cached_property
@@ -184,7 +194,7 @@ class Replicate:
                 counts[label] = max(counts[label], int((ys == label).sum()))
         if not self.sources:
             counts = {label: max(e.config["synthetic_per_class"]) for label in e.labels}
-        g = torch.Generator().manual_seed(self.seed * 1000 + 999)
+        g = torch.Generator().manual_seed(self.seeds.of("duplicates"))
         xs, ys = [], []
         for label in e.labels:
             pool = torch.nonzero(self.train_y == label).flatten()
@@ -223,7 +233,7 @@ class Replicate:
             if self._filter_model is None:  # a classifier on the real training part only
                 self._filter_model = train_classifier(
                     self.train_x, self.train_y, self.val_x, self.val_y, len(self.e.classes), self.e.settings,
-                    self.classifier_seed(998), self.steps_per_epoch, self.e.device).model
+                    self.seeds.of("filter"), self.steps_per_epoch, self.e.device).model
             return predict_proba(self._filter_model, images, self.e.device, precision=self.e.settings.mixed_precision)
 
         settings = {**acceptance.DEFAULTS, **self.e.config["acceptance"]}
@@ -234,10 +244,17 @@ class Replicate:
                                         flips=bool(self.e.config["hflip"]))
             return cosine_similarity(features(queries), features(gallery))
 
+        keep = self.heldout_without_training_patients()
         return acceptance.AcceptanceContext(self.train_x, self.train_y, self.e.classes, settings,
                                             class_probs=class_probs, fid=fid, features=features,
-                                            heldout_images=self.val_x, heldout_labels=self.val_y,
+                                            heldout_images=self.val_x[keep], heldout_labels=self.val_y[keep],
                                             similarity=similarity)
+
+    def heldout_without_training_patients(self) -> torch.Tensor:
+        """Validation positions whose patient has no training image (all of them where patients are
+        unknown): a held-out image of a training patient would raise the gate's threshold."""
+        train_groups = {it.get("group") for it in self.train_items} - {None}
+        return torch.tensor([it.get("group") not in train_groups for it in self.val_items], dtype=torch.bool)
 
     def gate_check(self) -> dict:
         """How the memorisation gate of this replicate does: per class, the share of near-copies of
@@ -249,9 +266,9 @@ class Replicate:
         if path.exists():
             return read_json(path)
         ctx = self.acceptance_context
-        out = gate_rates(self.train_x, self.train_y, self.val_x, self.val_y, self.e.classes, ctx.similarity,
-                         ctx.spaces, float(ctx.settings["memorization_quantile"]), flips=bool(self.e.config["hflip"]),
-                         seed=self.seed)
+        out = gate_rates(self.train_x, self.train_y, ctx.heldout_images, ctx.heldout_labels, self.e.classes,
+                         ctx.similarity, ctx.spaces, ctx.gate_settings, flips=bool(self.e.config["hflip"]),
+                         seed=self.seeds.of("gate"))
         write_json(path, out)
         return out
 
@@ -269,7 +286,9 @@ class Replicate:
             return read_json(path)
         e = self.e
         (x, y), extra = arm.data(self)
-        steps_per_epoch = self.steps_per_epoch  # the baseline's budget, whatever the arm adds
+        # the baseline's budget, whatever the arm adds; the ceiling trains as many epochs over its own data
+        steps_per_epoch = (math.ceil(len(x) / e.settings.batch_size) if arm.kind == "ceiling"
+                           else self.steps_per_epoch)
         settings = replace(arm.settings(e.settings, e.config), classifier=arch)
         args = (x, y, self.val_x, self.val_y, len(e.classes), settings, self.classifier_seed(k), steps_per_epoch,
                 e.device)

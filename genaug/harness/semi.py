@@ -104,6 +104,18 @@ def train_pseudo(train_x, train_y, val_x, val_y, n_classes: int, settings: Train
     return SemiResult(student, labelled)
 
 
+@contextlib.contextmanager
+def running_stats_kept(model: nn.Module):
+    """Batch-norm running statistics (and counters) as they were before the block."""
+    saved = [(b, b.detach().clone()) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for b in m.buffers()]
+    try:
+        yield
+    finally:
+        for buffer, value in saved:
+            buffer.copy_(value)
+
+
 def mpl_step(teacher: nn.Module, student: nn.Module, t_opt, s_opt, xl, yl, xu_weak, xu_strong,
              options: dict, cast=contextlib.nullcontext) -> dict:
     """One Meta Pseudo Labels step on tensors already on the device; returns the logged losses.
@@ -118,15 +130,18 @@ def mpl_step(teacher: nn.Module, student: nn.Module, t_opt, s_opt, xl, yl, xu_we
     t_loss_uda = (-(soft * F.log_softmax(t_logits_us, dim=1)).sum(1) * mask).mean()
     hard = t_logits_us.detach().argmax(1)
 
+    both = torch.cat([xl, xu_strong])
     with cast():
-        s_logits = student(torch.cat([xl, xu_strong])).float()
+        s_logits = student(both).float()
     s_loss_l_old = F.cross_entropy(s_logits[: len(xl)].detach(), yl)
     s_loss = F.cross_entropy(s_logits[len(xl):], hard, label_smoothing=smoothing)
     s_opt.zero_grad(set_to_none=True)
     s_loss.backward()
     s_opt.step()
-    with torch.no_grad(), cast():
-        s_loss_l_new = F.cross_entropy(student(xl).float(), yl)
+    # the reward pass sees the same batch composition as the step (batch-norm statistics of labelled +
+    # unlabelled images), so the reward measures the update alone; it leaves the running statistics as they were
+    with torch.no_grad(), cast(), running_stats_kept(student):
+        s_loss_l_new = F.cross_entropy(student(both)[: len(xl)].float(), yl)
     reward = float(s_loss_l_old - s_loss_l_new)  # > 0: the pseudo-labels helped the student on labelled data
     t_loss_mpl = reward * F.cross_entropy(t_logits_us, hard)
     t_loss = t_loss_l + float(options["uda_weight"]) * t_loss_uda + t_loss_mpl
@@ -154,7 +169,7 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
     l_stream, u_stream = _Stream(len(labelled_x), order), _Stream(len(pool), order)
     u_batch = int(options["unlabeled_batch"] or settings.batch_size)
     mpl_epochs = settings.epochs - int(options["finetune_epochs"])
-    selector = EpochSelector(val_x, val_y, device, settings.mixed_precision)
+    selector = EpochSelector(val_x, val_y, device, settings.mixed_precision, settings.select_metric)
     seen = {"real": 0, "extra": 0, "unlabeled": 0}
 
     def cast():

@@ -6,23 +6,31 @@ images give, per class and per space (Inception features, shift-tolerant pixels)
 synthetic image at or above the threshold in any space is closer to a training image than
 independent real images of its class get, and is rejected as a near-copy.
 
-The threshold is a one-sided prediction bound at level `quantile` (default 0.99) for the nearest
-similarity of one more independent real image: similarities are mapped to Fisher's z (atanh),
-where they are close to normal, and the bound is mean + t(quantile, n - 1) * sd * sqrt(1 + 1/n).
-The empirical maximum of ten held-out images would reject about one independent image in eleven
-per space; the bound reaches past the sample into the tail, so the false-rejection rate stays
-near 1 - quantile per space however few images calibrate it. With few held-out images the bound
-is wide and the gate rejects only (near-)exact copies; with one it rejects exact copies only.
+The threshold is a rank (split-conformal) bound, free of any distribution assumption: with n
+held-out similarities exchangeable with a new independent image's, the new one reaches the k-th
+smallest with probability at most (n - k + 1) / (n + 1). The rank is k = ceil((n + 1) * quantile),
+capped at n - `robust` so that the `robust` highest held-out similarities never set the threshold
+(one outlier moves it by at most one order statistic; the old normal fit in Fisher z moved from
+0.922 to 0.991 for one image at 0.99 among ten near 0.90, and to exact copies only for a held-out
+duplicate). The guarantee actually reached, (n - k + 1) / (n + 1) per space, is reported; where it
+would exceed `max_false_rejection` (too few held-out images) the gate rejects exact copies only and
+says so. Held-out images at or above `duplicate` in every space are near-copies of a training image
+inside the data set (the same scan twice, the same patient): they are reported as suspected
+duplicates and left out of the calibration. Held-out images of a patient of the training part are
+left out by the caller where patients are known.
 
-`near_copies` makes the near-copies the gate must catch (mirror images where the data allows
-flips, shifts of 1-3 px, light Gaussian noise, JPEG re-encoding); `gate_rates` measures the
-rejection rate on them and the false-rejection rate on held-out real images that did not
-calibrate the gate (leave-one-out inside the calibration set, or a separate held-out set).
+`near_copies` makes the near-copies the gate must catch: those the pixel similarity searches over
+(mirror images where the data allows flips, shifts of 1-3 px) and those it does not (rotation by
+3-5 degrees, 90-110% rescale with a crop back to size, brightness and contrast by 10%, Gaussian
+blur, JPEG at quality 50), with light noise and JPEG at 75; `gate_rates` measures the rejection
+rate on them and the false-rejection rate on held-out real images that did not calibrate the gate
+(leave-one-out inside the calibration set, or a separate held-out set).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -33,8 +41,38 @@ from ..errors import GenaugError
 
 SPACES = ("inception", "pixels")
 EXACT = 1 - 1e-6  # the highest threshold: exact copies (similarity 1 up to rounding) are always rejected
-NEAR_COPY_KINDS = ("flip", "shift", "noise", "jpeg")
-DEFAULTS = {"quantile": 0.99, "spaces": list(SPACES), "max_shift": 3}
+NEAR_COPY_KINDS = ("flip", "shift", "noise", "jpeg", "rotate", "rescale", "brightness", "contrast", "blur",
+                   "jpeg50")
+SEARCHED_KINDS = ("flip", "shift")  # what the pixel similarity itself searches over
+DEFAULTS = {"quantile": 0.99, "spaces": list(SPACES), "max_shift": 3, "robust": 1, "duplicate": 0.995,
+            "max_false_rejection": 0.25}
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """How the gate turns held-out similarities into thresholds (see the module docstring)."""
+
+    quantile: float = DEFAULTS["quantile"]
+    robust: int = DEFAULTS["robust"]
+    duplicate: float = DEFAULTS["duplicate"]
+    max_false_rejection: float = DEFAULTS["max_false_rejection"]
+
+    def __post_init__(self):
+        if not 0.5 <= self.quantile < 1:
+            raise GenaugError(f"memorization_quantile must be in [0.5, 1) (got {self.quantile})")
+        if not (isinstance(self.robust, int) and self.robust >= 0):
+            raise GenaugError(f"memorization_robust must be a whole number >= 0 (got {self.robust!r})")
+        if not 0 < self.duplicate <= 1:
+            raise GenaugError(f"memorization_duplicate must be in (0, 1] (got {self.duplicate})")
+        if not 0 < self.max_false_rejection < 1:
+            raise GenaugError(f"memorization_max_false_rejection must be in (0, 1) (got {self.max_false_rejection})")
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "GateSettings":
+        """From acceptance settings (`memorization_quantile`, `memorization_robust`, ...)."""
+        keys = {f: settings[f"memorization_{f}"] for f in cls.__dataclass_fields__ if f"memorization_{f}" in settings}
+        return cls(**{k: (int(v) if k == "robust" and float(v).is_integer() else float(v) if k != "robust" else v)
+                      for k, v in keys.items()})
 
 
 @dataclass
@@ -44,24 +82,32 @@ class GateThresholds:
     thresholds: dict[str, dict[str, float]]  # class -> space -> threshold
     calibration_counts: dict[str, int]
     quantile: float
+    guarantees: dict[str, float | None] = field(default_factory=dict)  # class -> bound on false rejection per space
+    duplicates: dict[str, list[int]] = field(default_factory=dict)  # class -> held-out positions left out
 
     def to_json(self) -> dict:
-        return {"quantile": self.quantile, "thresholds": self.thresholds, "n_calibration": self.calibration_counts}
+        return {"quantile": self.quantile, "thresholds": self.thresholds, "n_calibration": self.calibration_counts,
+                "false_rejection_bound": self.guarantees, "suspected_duplicates": self.duplicates}
 
 
-def threshold_from(similarities: np.ndarray, quantile: float) -> float:
-    """The one-sided prediction bound at level `quantile` for one more held-out image's similarity."""
-    from scipy import stats
+def rank_of(n: int, settings: GateSettings) -> int | None:
+    """The order statistic (1-based) that bounds n held-out similarities, or None when the bound it
+    guarantees would exceed `max_false_rejection`."""
+    k = min(math.ceil((n + 1) * settings.quantile), n - settings.robust)
+    if k < 1 or (n - k + 1) / (n + 1) > settings.max_false_rejection:
+        return None
+    return k
 
-    sims = np.asarray(similarities, float)
+
+def threshold_from(similarities: np.ndarray, settings: GateSettings = GateSettings()) -> tuple[float, float | None]:
+    """(threshold, guaranteed bound on the false-rejection rate in this space) from held-out similarities."""
+    sims = np.sort(np.asarray(similarities, float))
     if len(sims) == 0:
         raise GenaugError("no held-out real images of this class to calibrate the memorisation gate")
-    if len(sims) == 1:
-        return EXACT
-    z = np.arctanh(np.clip(sims, -EXACT, EXACT))
-    n = len(z)
-    bound = z.mean() + stats.t.ppf(quantile, n - 1) * z.std(ddof=1) * np.sqrt(1 + 1 / n)
-    return float(min(np.tanh(bound), EXACT))
+    k = rank_of(len(sims), settings)
+    if k is None:
+        return EXACT, None
+    return float(min(sims[k - 1], EXACT)), (len(sims) - k + 1) / (len(sims) + 1)
 
 
 def nearest_similarity(similarity: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor],
@@ -70,17 +116,29 @@ def nearest_similarity(similarity: Callable[[torch.Tensor, torch.Tensor, str], t
     return {space: similarity(queries, gallery, space).max(dim=1).values.numpy() for space in spaces}
 
 
+def suspected_duplicates(heldout_nearest: dict[str, np.ndarray], cutoff: float) -> np.ndarray:
+    """True for held-out images at or above `cutoff` in every space: near-copies of a training image."""
+    return np.all([sims >= cutoff for sims in heldout_nearest.values()], axis=0)
+
+
 def calibrate(heldout_nearest: dict[str, np.ndarray], heldout_labels: np.ndarray, classes: list[str],
-              quantile: float) -> GateThresholds:
-    """Thresholds per class from the held-out images' nearest similarities (see `nearest_similarity`)."""
-    if not 0.5 <= quantile < 1:
-        raise GenaugError(f"memorization_quantile must be in [0.5, 1) (got {quantile})")
-    out, counts = {}, {}
+              settings: GateSettings = GateSettings()) -> GateThresholds:
+    """Thresholds per class from the held-out images' nearest similarities (see `nearest_similarity`),
+    suspected duplicates left out."""
+    dup = suspected_duplicates(heldout_nearest, settings.duplicate)
+    out, counts, bounds, dups = {}, {}, {}, {}
     for label, name in enumerate(classes):
-        mask = heldout_labels == label
+        mask = (heldout_labels == label) & ~dup
+        dups[name] = np.flatnonzero((heldout_labels == label) & dup).tolist()
         counts[name] = int(mask.sum())
-        out[name] = {space: threshold_from(sims[mask], quantile) for space, sims in heldout_nearest.items()}
-    return GateThresholds(out, counts, quantile)
+        if not mask.any():
+            raise GenaugError(f"no held-out real images of class {name!r} left to calibrate the memorisation gate "
+                              f"({len(dups[name])} suspected duplicates of training images)")
+        per_space = {space: threshold_from(sims[mask], settings) for space, sims in heldout_nearest.items()}
+        out[name] = {space: t for space, (t, _) in per_space.items()}
+        bound = [g for _, g in per_space.values()]
+        bounds[name] = None if any(g is None for g in bound) else float(max(bound))
+    return GateThresholds(out, counts, settings.quantile, bounds, dups)
 
 
 def rejected(nearest: dict[str, np.ndarray], label: int, gate: GateThresholds, classes: list[str]) -> np.ndarray:
@@ -90,60 +148,95 @@ def rejected(nearest: dict[str, np.ndarray], label: int, gate: GateThresholds, c
 
 
 def near_copies(images: torch.Tensor, kind: str, seed: int = 0) -> torch.Tensor:
-    """uint8 near-copies of `images`: `flip` (mirror), `shift` (1-3 px, reflected border), `noise`
-    (Gaussian, sigma 5 grey levels), `jpeg` (re-encoded at quality 75)."""
+    """uint8 near-copies of `images` (N x C x H x W), one per image; `kind` is one of NEAR_COPY_KINDS."""
+    from torchvision.transforms.v2 import functional as TF
+
     g = torch.Generator().manual_seed(seed)
+
+    def uniform(low: float, high: float) -> float:
+        return float(low + (high - low) * torch.rand((), generator=g))
+
+    def sign() -> float:
+        return 1.0 if torch.rand((), generator=g) < 0.5 else -1.0
+
     if kind == "flip":
         return images.flip(-1)
     if kind == "shift":
-        out = []
-        pad = 3
-        padded = torch.nn.functional.pad(images.float(), (pad,) * 4, mode="reflect").to(torch.uint8)
-        h, w = images.shape[-2:]
-        for img in padded:
-            while True:
-                dy, dx = torch.randint(-pad, pad + 1, (2,), generator=g).tolist()
-                if (dy, dx) != (0, 0):
-                    break
-            out.append(img[..., pad + dy:pad + dy + h, pad + dx:pad + dx + w])
-        return torch.stack(out)
+        return _shifted(images, g)
     if kind == "noise":
         noisy = images.float() + 5.0 * torch.randn(images.shape, generator=g)
         return noisy.round().clamp(0, 255).to(torch.uint8)
-    if kind == "jpeg":
-        return torch.stack([decode_jpeg(encode_jpeg(img, quality=75)) for img in images])
-    raise GenaugError(f"unknown near-copy kind {kind!r}; choose from {', '.join(NEAR_COPY_KINDS)}")
+    if kind in ("jpeg", "jpeg50"):
+        quality = 75 if kind == "jpeg" else 50
+        return torch.stack([decode_jpeg(encode_jpeg(img, quality=quality)) for img in images])
+    h, w = images.shape[-2:]
+    out = []
+    for img in images:
+        if kind == "rotate":
+            out.append(TF.rotate(img, sign() * uniform(3, 5), interpolation=TF.InterpolationMode.BILINEAR))
+        elif kind == "rescale":
+            scale = uniform(0.9, 1.1)
+            size = [max(1, round(h * scale)), max(1, round(w * scale))]
+            big = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+            out.append(TF.center_crop(big, [h, w]))  # zero border where the rescale shrank the image
+        elif kind == "brightness":
+            out.append(TF.adjust_brightness(img, 1 + sign() * 0.1))
+        elif kind == "contrast":
+            out.append(TF.adjust_contrast(img, 1 + sign() * 0.1))
+        elif kind == "blur":
+            out.append(TF.gaussian_blur(img, [3, 3], [uniform(0.5, 1.0)] * 2))
+        else:
+            raise GenaugError(f"unknown near-copy kind {kind!r}; choose from {', '.join(NEAR_COPY_KINDS)}")
+    return torch.stack(out)
+
+
+def _shifted(images: torch.Tensor, g: torch.Generator, pad: int = 3) -> torch.Tensor:
+    """Each image moved by 1-3 px (reflected border)."""
+    out = []
+    padded = torch.nn.functional.pad(images.float(), (pad,) * 4, mode="reflect").to(torch.uint8)
+    h, w = images.shape[-2:]
+    for img in padded:
+        while True:
+            dy, dx = torch.randint(-pad, pad + 1, (2,), generator=g).tolist()
+            if (dy, dx) != (0, 0):
+                break
+        out.append(img[..., pad + dy:pad + dy + h, pad + dx:pad + dx + w])
+    return torch.stack(out)
 
 
 def leave_one_out_false_rejections(heldout_nearest: dict[str, np.ndarray], heldout_labels: np.ndarray,
-                                   n_classes: int, quantile: float) -> list[float | None]:
-    """Per class: the share of held-out images the gate rejects when calibrated on the others."""
+                                   n_classes: int, settings: GateSettings = GateSettings()) -> list[float | None]:
+    """Per class: the share of held-out images (suspected duplicates left out) the gate rejects when
+    calibrated on the others."""
+    dup = suspected_duplicates(heldout_nearest, settings.duplicate)
     out: list[float | None] = []
     for label in range(n_classes):
-        idx = np.flatnonzero(heldout_labels == label)
+        idx = np.flatnonzero((heldout_labels == label) & ~dup)
         if len(idx) < 2:
             out.append(None)
             continue
         hits = 0
         for i in idx:
             others = idx[idx != i]
-            hits += any(sims[i] >= threshold_from(sims[others], quantile) for sims in heldout_nearest.values())
+            hits += any(sims[i] >= threshold_from(sims[others], settings)[0] for sims in heldout_nearest.values())
         out.append(hits / len(idx))
     return out
 
 
 def gate_rates(train_x: torch.Tensor, train_y: torch.Tensor, calib_x: torch.Tensor, calib_y: torch.Tensor,
                classes: list[str], similarity: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor],
-               spaces: list[str], quantile: float, flips: bool, test_x: torch.Tensor | None = None,
-               test_y: torch.Tensor | None = None, seed: int = 0) -> dict:
+               spaces: list[str], settings: GateSettings, flips: bool, test_x: torch.Tensor | None = None,
+               test_y: torch.Tensor | None = None, seed: int = 0, kinds: list[str] | None = None) -> dict:
     """Calibrate on (calib_x, calib_y) against the training part; per class, the rejection rate on
     each kind of near-copy of the training images, and the false-rejection rate on held-out real
     images (leave-one-out on the calibration set; on (test_x, test_y) when given)."""
     heldout = nearest_similarity(similarity, calib_x, train_x, spaces)
-    gate = calibrate(heldout, calib_y.numpy(), classes, quantile)
-    kinds = [k for k in NEAR_COPY_KINDS if flips or k != "flip"]
+    gate = calibrate(heldout, calib_y.numpy(), classes, settings)
+    kinds = [k for k in (kinds or NEAR_COPY_KINDS) if flips or k != "flip"]
     per_class: dict[str, dict] = {name: {"thresholds": gate.thresholds[name],
-                                         "n_calibration": gate.calibration_counts[name]} for name in classes}
+                                         "n_calibration": gate.calibration_counts[name],
+                                         "false_rejection_bound": gate.guarantees[name],
+                                         "suspected_duplicates": len(gate.duplicates[name])} for name in classes}
     for kind in kinds:
         copies = near_copies(train_x, kind, seed)
         nearest = nearest_similarity(similarity, copies, train_x, spaces)
@@ -151,7 +244,7 @@ def gate_rates(train_x: torch.Tensor, train_y: torch.Tensor, calib_x: torch.Tens
             mask = (train_y == label).numpy()
             hit = rejected({s: v[mask] for s, v in nearest.items()}, label, gate, classes)
             per_class[name][f"rejects_{kind}"] = float(hit.mean())
-    loo = leave_one_out_false_rejections(heldout, calib_y.numpy(), len(classes), quantile)
+    loo = leave_one_out_false_rejections(heldout, calib_y.numpy(), len(classes), settings)
     for label, name in enumerate(classes):
         per_class[name]["false_rejection_loo"] = loo[label]
     if test_x is not None:
@@ -161,4 +254,5 @@ def gate_rates(train_x: torch.Tensor, train_y: torch.Tensor, calib_x: torch.Tens
             hit = rejected({s: v[mask] for s, v in nearest.items()}, label, gate, classes)
             per_class[name]["false_rejection_heldout"] = float(hit.mean())
             per_class[name]["n_heldout"] = int(mask.sum())
-    return {"quantile": quantile, "spaces": list(spaces), "near_copy_kinds": kinds, "per_class": per_class}
+    return {"quantile": settings.quantile, "robust": settings.robust, "duplicate": settings.duplicate,
+            "method": "rank bound", "spaces": list(spaces), "near_copy_kinds": kinds, "per_class": per_class}
