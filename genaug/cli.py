@@ -419,8 +419,10 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
 
     Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, the
     semi-supervised ones (+pseudo, +mpl, +mpl+<source>) with unlabelled images, and optionally
-    full-real; all share the step budget, epoch selection and seeds. Re-run the same
-    command to resume; --replicates and --seeds may grow on a re-run (recorded in the report).
+    full-real; all share the step budget (full-real: the same epochs over its own images), epoch
+    selection and seeds. The answer follows the decision rule (Holm over every augmented arm x
+    reference, alpha and min_effect from the config). Re-run the same command to resume;
+    --replicates and --seeds may grow on a re-run (recorded, and marked post hoc after a report).
     Run the same command in several processes at once (one per GPU, or per machine sharing the
     folder) to split the replicates (and folds) between them.
     """

@@ -206,3 +206,51 @@ def test_config_refuses_bad_decision_settings():
                                 ("seed_scheme", "random", "seed_scheme must be one of")):
         with pytest.raises(GenaugError, match=message):
             experiment_config(None, {key: value})
+
+
+def test_epoch_selection_follows_the_primary_metric():
+    """A model whose validation balanced accuracy peaks at epoch 1 and its AUC at epoch 2: each
+    metric picks its own epoch."""
+    from genaug.harness.classifier import EpochSelector
+
+    val_y = torch.tensor([0, 0, 1, 1])
+    scores = [torch.tensor([[2.0, 0.0], [0.0, 0.1], [0.0, 2.0], [0.1, 0.0]]),  # 3 of 4 right, AUC 0.75
+              torch.tensor([[0.0, 0.2], [0.0, 0.3], [0.0, 0.9], [0.0, 0.8]])]  # all "1": bacc 0.5, AUC 1
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.epoch = 0
+
+        def forward(self, x):
+            return scores[self.epoch][: len(x)] + 0 * self.w
+
+    for metric, best in (("balanced_accuracy", 1), ("roc_auc_ovr", 2)):
+        model, selector = Fixed(), EpochSelector(torch.zeros(4, 1, 4, 4, dtype=torch.uint8), val_y, "cpu",
+                                                 metric=metric)
+        for epoch in range(2):
+            model.epoch = epoch
+            selector.after_epoch(model, {})
+        assert selector.best_epoch == best, metric
+    with pytest.raises(GenaugError, match="unknown select_metric"):
+        EpochSelector(torch.zeros(4, 1, 4, 4, dtype=torch.uint8), val_y, "cpu", metric="auc")
+
+
+def test_full_real_trains_the_baselines_epochs_over_its_own_images(tmp_path):
+    from conftest import OCT
+
+    out = tmp_path / "exp"
+    (tmp_path / "c.yaml").write_text("quality: false\nval_fraction: 0.34\nbatch_size: 4\n")
+    r = run_cli("augment-and-train", "--config", tmp_path / "c.yaml", "--data", OCT, "--group-by", "oct2017",
+                "--per-class", "3", "--generator", "none", "--controls", "none", "--full-real", "--seeds", "1",
+                "--epochs", "2", "--image-size", "16", "--no-progress", "--device", "cpu", "--out", out)
+    assert r.exit_code == 0, r.output
+    import json
+
+    base = json.loads((out / "rep-0" / "classifiers" / "baseline" / "seed-0.json").read_text())
+    full = json.loads((out / "rep-0" / "classifiers" / "full-real" / "seed-0.json").read_text())
+    assert base["optimizer_steps"] == 2 * math.ceil(base["n_real_train"] / 4)
+    assert full["optimizer_steps"] == 2 * math.ceil(full["n_real_train"] / 4) > base["optimizer_steps"]
+    md = (out / "report.md").read_text()
+    assert f"full-real trained {full['optimizer_steps']} optimizer steps on {full['n_real_train']} images" in md

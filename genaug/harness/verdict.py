@@ -200,7 +200,8 @@ def power_sentence(power: dict, min_effect: float, unit: str) -> str:
     need_text = (f"{min(need)}" if min(need) == max(need) else f"{min(need)} to {max(need)}") if need else "more than 10000"
     return (f"Power: with {first['n']} {unit}s and the observed SDs of the paired differences, the smallest "
             f"difference the design detects with {first['power_target']:.0%} power after Holm (a family of "
-            f"{first['family']}, level {first['alpha']:g} / {first['family']}) is {min(mde):.4f} to {max(mde):.4f}; "
+            f"{first['family']}, level {first['alpha']:g} / {first['family']}) is "
+            + (f"{mde[0]:.4f}" if len(mde) == 1 else f"{min(mde):.4f} to {max(mde):.4f}") + "; "
             f"detecting the declared min_effect of {min_effect:g} needs {need_text} {unit}s.")
 
 
