@@ -52,7 +52,7 @@ def test_a_constant_difference_is_no_win_and_has_no_interval():
 
 def test_decision_agrees_with_holm_and_needs_the_exact_test_floor():
     rng = np.random.default_rng(1)
-    for trial in range(200):
+    for trial in range(80):
         n = int(rng.integers(6, 12))
         arms = {"baseline": list(rng.normal(0.7, 0.03, n))}
         refs = {"baseline-strong": list(np.add(arms["baseline"], rng.normal(0.01, 0.02, n)))}
@@ -254,3 +254,29 @@ def test_full_real_trains_the_baselines_epochs_over_its_own_images(tmp_path):
     assert full["optimizer_steps"] == 2 * math.ceil(full["n_real_train"] / 4) > base["optimizer_steps"]
     md = (out / "report.md").read_text()
     assert f"full-real trained {full['optimizer_steps']} optimizer steps on {full['n_real_train']} images" in md
+
+
+def test_a_folder_of_an_earlier_version_resumes_with_its_own_seeds_and_settings(tmp_path):
+    """Settings added since (seed_scheme, select_metric, alpha, new acceptance keys) read as what the
+    folder ran with, so an older experiment resumes instead of being refused."""
+    import yaml
+
+    from conftest import PNEUMONIA
+    from genaug.harness import acceptance
+    from genaug.harness.experiment import Experiment, experiment_config
+
+    config = experiment_config(None, {"per_class": 10, "generators": [], "seeds": 1})
+    first = Experiment(str(PNEUMONIA), tmp_path, dict(config), progress=False)
+    first.check_settings()
+    old = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    for key in ("seed_scheme", "select_metric", "alpha", "min_effect"):
+        old.pop(key)
+    old["acceptance"] = {k: v for k, v in old["acceptance"].items() if k in ("confidence_tau", "fid_max",
+                                                                             "memorization_quantile")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    again = Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 10, "generators": [],
+                                                                          "seeds": 1}), progress=False)
+    assert again.config["seed_scheme"] == "offset" and again.settings.select_metric == "balanced_accuracy"
+    again.check_settings()  # not refused
+    assert again.replicate(1).seeds.of("subset") == 1  # the offsets it was started with
+    assert acceptance.DEFAULTS["memorization_robust"] == 1

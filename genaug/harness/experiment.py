@@ -43,6 +43,14 @@ from .replicate import Replicate
 FLIP_SAFE_KINDS = {"cifar10", "fashion-mnist"}  # natural images; medical and folder sources: flips off
 
 
+def _with_default(key: str, config: dict, missing: dict | None = None):
+    """The value of `key` in `config`, a missing one read as `missing[key]` (the behaviour an older
+    folder had) or the default, and a section merged over its defaults."""
+    default = DEFAULTS.get(key)
+    value = config.get(key, (missing or {}).get(key, default))
+    return {**default, **value} if isinstance(default, dict) and isinstance(value, dict) else value
+
+
 class Experiment:
     """One experiment folder: its settings, its replicates, its arms."""
 
@@ -90,8 +98,9 @@ class Experiment:
         if path.exists():
             old = yaml.safe_load(path.read_text())
             # a setting added by a later genaug version is absent from older folders: read it as its default
+            # (inside a section too, e.g. an acceptance setting added later)
             changed = sorted(k for k in set(old) | set(new)
-                             if k not in DESIGN_KEYS + OUTPUT_KEYS and old.get(k, DEFAULTS.get(k)) != new.get(k, DEFAULTS.get(k)))
+                             if k not in DESIGN_KEYS + OUTPUT_KEYS and _with_default(k, old, LEGACY) != _with_default(k, new))
             if changed:
                 raise GenaugError(f"{self.out} holds an experiment with other settings ({', '.join(changed)}); "
                                   "choose another --out (only replicates and seeds may change on a re-run)")

@@ -268,7 +268,7 @@ class Replicate:
         ctx = self.acceptance_context
         out = gate_rates(self.train_x, self.train_y, ctx.heldout_images, ctx.heldout_labels, self.e.classes,
                          ctx.similarity, ctx.spaces, ctx.gate_settings, flips=bool(self.e.config["hflip"]),
-                         seed=self.seeds.of("gate"))
+                         seed=self.seeds.of("gate"), kinds=list(ctx.settings["memorization_check_kinds"]))
         write_json(path, out)
         return out
 

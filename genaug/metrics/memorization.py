@@ -45,7 +45,7 @@ NEAR_COPY_KINDS = ("flip", "shift", "noise", "jpeg", "rotate", "rescale", "brigh
                    "jpeg50")
 SEARCHED_KINDS = ("flip", "shift")  # what the pixel similarity itself searches over
 DEFAULTS = {"quantile": 0.99, "spaces": list(SPACES), "max_shift": 3, "robust": 1, "duplicate": 0.995,
-            "max_false_rejection": 0.25}
+            "max_false_rejection": 0.25, "check_kinds": list(NEAR_COPY_KINDS)}  # check_kinds: measured per replicate
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,9 @@ def gate_rates(train_x: torch.Tensor, train_y: torch.Tensor, calib_x: torch.Tens
     images (leave-one-out on the calibration set; on (test_x, test_y) when given)."""
     heldout = nearest_similarity(similarity, calib_x, train_x, spaces)
     gate = calibrate(heldout, calib_y.numpy(), classes, settings)
+    unknown = sorted(set(kinds or []) - set(NEAR_COPY_KINDS))
+    if unknown:
+        raise GenaugError(f"unknown near-copy kind {unknown[0]!r}; choose from {', '.join(NEAR_COPY_KINDS)}")
     kinds = [k for k in (kinds or NEAR_COPY_KINDS) if flips or k != "flip"]
     per_class: dict[str, dict] = {name: {"thresholds": gate.thresholds[name],
                                          "n_calibration": gate.calibration_counts[name],
