@@ -25,7 +25,7 @@ import click
 import torch
 
 from genaug.data import load_split, open_source, save_png
-from genaug.metrics.inception import InceptionPool3, ensure_weights
+from genaug.inception import InceptionPool3, ensure_weights
 
 BIN = Path(sys.executable).parent
 

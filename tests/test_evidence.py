@@ -290,7 +290,7 @@ def test_an_arm_whose_images_were_all_rejected_is_marked(tmp_path):
 def test_saved_classifiers_reload_to_the_recorded_test_results(tiny):
     from genaug.data import load_split
     from genaug.harness.classifier import predict_proba
-    from genaug.harness.models import load_classifier
+    from genaug.classifiers.networks import load_classifier
 
     saved = sorted(tiny.glob("rep-*/classifiers/*/seed-*.safetensors"))
     arms = {p.parent.name for p in saved}

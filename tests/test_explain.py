@@ -61,7 +61,7 @@ def test_unknown_method(square_model):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_architecture_and_channel_count(arch, channels):
     """Every classifier genaug builds gives a map per image at the input's size (CAM and Grad-CAM)."""
-    from genaug.harness.models import build_classifier
+    from genaug.classifiers.networks import build_classifier
 
     s = open_source(str(PNEUMONIA))
     real, _ = draw_subset(s, s.resolve_classes("all"), 2, seed=0, image_size=32)

@@ -14,7 +14,7 @@ from genaug.data import draw_subset, load_split, open_source
 from genaug.errors import GenaugError
 from genaug.harness import acceptance
 from genaug.harness.classifier import TrainSettings, predict_proba, train_classifier
-from genaug.harness.models import build_classifier
+from genaug.classifiers.networks import build_classifier
 from genaug.harness.experiment import Experiment, experiment_config
 from genaug.harness.losses import confusion_rates, cr_cross_entropy
 from genaug.harness.stats import classification_metrics, paired_difference

@@ -12,7 +12,7 @@ from PIL import Image
 from genaug.data import load_split, open_source, save_png
 from genaug.metrics import fidelity
 from genaug.metrics.fidelity import ImageSet, compute_metrics
-from genaug.metrics.inception import InceptionPool3, ensure_weights, feature_difference
+from genaug.inception import InceptionPool3, ensure_weights, feature_difference
 
 from conftest import OCT, PNEUMONIA, assert_clean_error, run_cli
 

@@ -280,3 +280,15 @@ def test_a_folder_of_an_earlier_version_resumes_with_its_own_seeds_and_settings(
     again.check_settings()  # not refused
     assert again.replicate(1).seeds.of("subset") == 1  # the offsets it was started with
     assert acceptance.DEFAULTS["memorization_robust"] == 1
+
+
+def test_gate_calibration_leaves_out_held_out_images_of_training_patients():
+    from types import SimpleNamespace
+
+    from genaug.harness.replicate import Replicate
+
+    rep = SimpleNamespace(train_items=[{"id": "a", "group": "p1"}, {"id": "b", "group": "p2"}],
+                          val_items=[{"id": "c", "group": "p2"}, {"id": "d", "group": "p3"}, {"id": "e", "group": "p1"}])
+    assert Replicate.heldout_without_training_patients(rep).tolist() == [False, True, False]
+    unknown = SimpleNamespace(train_items=[{"id": "a"}], val_items=[{"id": "c"}, {"id": "d"}])
+    assert Replicate.heldout_without_training_patients(unknown).tolist() == [True, True]  # no patients: all kept

@@ -17,7 +17,7 @@ import torch.nn as nn
 from ..data.images import to_model_range
 from ..device import resolve_device
 from ..errors import GenaugError
-from ..harness.models import head, target_layer
+from ..classifiers.networks import head, target_layer
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "cam")
 

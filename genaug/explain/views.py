@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from ..errors import GenaugError
-from ..harness.figures import pyplot, save_figure
+from ..plots import pyplot, save_figure
 from ..io import write_json
 from .cams import METHODS, heatmaps
 
@@ -56,7 +56,7 @@ def explain_models(models: dict, images: torch.Tensor, labels: torch.Tensor, cla
                    method: str = "gradcam", per_class: int = 2, mean_count: int = 64, seed: int = 0,
                    device: str = "auto") -> dict:
     """Figures `OUT/heatmaps-<method>.png`, `OUT/mean-<method>.png` and `OUT/explain-<method>.json`."""
-    from ..harness.classifier import predict_proba
+    from ..classifiers.inference import predict_proba
 
     if method not in METHODS:
         raise GenaugError(f"unknown heatmap method {method!r}; choose from {', '.join(METHODS)}")
@@ -94,7 +94,7 @@ def explain_experiment(experiment: str | Path, out: str | Path | None = None, me
     """Every arm's saved classifier of one replicate, on that replicate's test images."""
     from ..data import load_split, open_source
     from ..data.subsets import load_manifest
-    from ..harness.models import load_classifier
+    from ..classifiers.networks import load_classifier
 
     experiment = Path(experiment)
     paths = saved_models(experiment, replicate)
@@ -120,7 +120,7 @@ def explain_model(model_path: str | Path, data: str, out: str | Path, method: st
                   data_root: str | None = None, per_class: int = 2, mean_count: int = 64, device: str = "auto") -> dict:
     """One saved classifier on a split of a data source (its recorded size, fit and intensity rule)."""
     from ..data import load_split, open_source
-    from ..harness.models import load_classifier
+    from ..classifiers.networks import load_classifier
 
     model, meta = load_classifier(model_path)
     source = open_source(data, data_root)

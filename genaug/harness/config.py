@@ -8,8 +8,8 @@ from typing import Any
 from ..config import load_config, merge
 from ..data.preprocess import check_preprocess
 from ..errors import GenaugError
-from .classifier import check_precision
-from .models import CLASSIFIERS, check_stem, is_pretrained
+from ..classifiers.inference import check_precision
+from ..classifiers.networks import CLASSIFIERS, check_stem, is_pretrained
 from ..generators.base import get_family
 from . import acceptance
 from .seeds import SCHEMES

@@ -11,22 +11,7 @@ import torch
 
 from ..data.images import save_grid
 from ..data.imagesets import slug
-from ..io import atomic_path
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    pyplot().close(fig)
+from ..plots import pyplot, save_figure
 
 
 def write_figures(e, replicates, report: dict) -> None:

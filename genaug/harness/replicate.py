@@ -24,8 +24,9 @@ from ..errors import GenaugError
 from ..io import read_json, write_json
 from . import acceptance, generation, quality, semi
 from .arms import Arm
-from .classifier import predict_proba, train_classifier, uses_bf16
-from .models import save_classifier
+from ..classifiers.inference import predict_proba, uses_bf16
+from .classifier import train_classifier
+from ..classifiers.networks import save_classifier
 from .config import synthetic_sources
 from .seeds import Seeds
 from .stats import classification_metrics

@@ -17,7 +17,7 @@ from . import analysis
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
 from .text import number as _f, p_value as _p
-from . import coverage, verdict
+from . import verdict
 from .protocol import protocol_text
 from .stats import SCALAR_METRICS, with_composite
 

@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from ..data.images import to_model_range
 from ..device import resolve_device
 from ..errors import GenaugError
-from .classifier import (EpochSelector, TrainedClassifier, TrainSettings, _Stream, augmenter, autocast,
-                         build_training, predict_proba, strong_augmentation, train_classifier)
-from .models import train_mode
+from ..classifiers.inference import autocast, predict_proba
+from ..classifiers.networks import train_mode
+from .classifier import (EpochSelector, TrainedClassifier, TrainSettings, _Stream, augmenter, build_training,
+                         strong_augmentation, train_classifier)
 
 METHODS = ("pseudo", "mpl")
 DEFAULTS = {

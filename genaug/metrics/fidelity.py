@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from ..device import resolve_device
 from ..errors import GenaugError
-from .inception import InceptionPool3, default_cache_dir, ensure_weights
+from ..inception import InceptionPool3, default_cache_dir, ensure_weights
 
 FEW_IMAGES_WARNING = 2048  # FID is biased upward below this many images per side
 

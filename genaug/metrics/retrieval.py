@@ -43,7 +43,7 @@ def nearest(query: str, gallery: str, out: str | Path, k: int = 5, features: str
     if features == "classifier":
         if model is None:
             raise GenaugError("--features classifier needs --model FILE (a classifier saved by augment-and-train)")
-        from ..harness.models import embed as embed_images, load_classifier
+        from ..classifiers.networks import embed as embed_images, load_classifier
 
         net, meta = load_classifier(model)
         image_size = meta["image_size"]
@@ -78,7 +78,7 @@ def nearest(query: str, gallery: str, out: str | Path, k: int = 5, features: str
 
 def _grid(q, g, values, indices, q_names, max_rows, path: Path) -> None:
     """The queries with the highest top-1 similarity, each beside its neighbours."""
-    from ..harness.figures import pyplot, save_figure
+    from ..plots import pyplot, save_figure
 
     plt = pyplot()
     order = torch.argsort(values[:, 0], descending=True)[:max_rows].tolist()

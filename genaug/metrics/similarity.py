@@ -61,7 +61,7 @@ def cached_inception_features(images: torch.Tensor, cache: bool, device: str = "
                               cache_dir: str | Path | None = None) -> torch.Tensor:
     """Inception pool3 features; a real set's are stored under the FID cache, keyed by content."""
     from .fidelity import ImageSet, inception_features
-    from .inception import default_cache_dir
+    from ..inception import default_cache_dir
 
     path = None
     if cache:

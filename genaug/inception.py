@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d, FeatureExtractorInceptionV3
 
-from ..errors import GenaugError
-from ..io import atomic_path, sha256_file
+from .errors import GenaugError
+from .io import atomic_path, sha256_file
 
 
 def default_cache_dir() -> Path:

@@ -7,7 +7,7 @@
   online), the original stem and an input adapter (grey to 3 channels, resized to 224 px,
   ImageNet mean and std).
 - `inception-v3`: the ImageNet-trained Inception-v3 genaug already ships for FID (converted
-  offline, `metrics/inception.py`), so transfer learning works without internet; inputs go to
+  offline, `genaug/inception.py`), so transfer learning works without internet; inputs go to
   3 channels and 299 px, scaled as the network expects.
 A pretrained backbone is frozen, with only a new linear head trained, unless `finetune` is set.
 """
@@ -62,7 +62,7 @@ class InceptionV3Classifier(nn.Module):
 
     def __init__(self, n_classes: int):
         super().__init__()
-        from ..metrics.inception import InceptionPool3, ensure_weights
+        from ..inception import InceptionPool3, ensure_weights
 
         net = InceptionPool3("genaug-classifier", ["2048"], feature_extractor_weights_path=str(ensure_weights()[0]))
         # (x + 1) / 2 * 255 then (u - 128) / 128: the network's own input scaling
