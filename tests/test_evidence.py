@@ -349,3 +349,14 @@ def test_explain_bad_input(tiny, tmp_path):
                 "--per-class", "1", "--mean-count", "3", "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert _json(tmp_path / "one" / "explain-gradcam++.json")["models"] == ["baseline"]
+
+
+def test_report_says_where_the_time_went(tiny):
+    """Every stage that computed recorded its wall time once; the report sums them per stage type."""
+    t = _json(tiny / "report.json")["timings"]
+    assert t["generator training"]["count"] == 4  # 2 replicates x 2 classes
+    assert t["sampling"]["count"] == 4 and t["acceptance"]["count"] == 2 and t["memorisation gate check"]["count"] == 2
+    assert t["classifier (baseline)"]["count"] == 4 and t["classifier (synthetic)"]["count"] == 4  # 2 x 2 seeds
+    assert t["classifier (control)"]["count"] == 8 and t["classifier (baseline)"]["total_s"] > 0
+    md = (tiny / "report.md").read_text()
+    assert "## Where the time went" in md and "| classifier (baseline) | 4 |" in md

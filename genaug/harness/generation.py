@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,9 @@ from ..config import load_config, packaged_config
 from ..data.imagesets import load_image_folder, slug
 from ..data.subsets import class_manifest, load_manifest
 from ..errors import GenaugError
+from ..io import read_json
 from .seeds import CONDITIONAL_UNIT
+from .timing import timed
 
 if TYPE_CHECKING:
     from .replicate import Replicate
@@ -38,13 +41,17 @@ def generator_run(rep: Replicate, family: str, label: int | None) -> Path:
     if label is None:  # one class-conditional model on the whole real training part
         config = {**config, "data": e.data, "class": "all", "classes": list(e.classes),
                   "image_size": e.image_size, "seed": rep.generator_seed(CONDITIONAL_UNIT)}
-        return runs.train_on(family, rep.train_x, manifest, rep.folder / "generators" / family, config,
-                             resume=True, device=e.device, progress=e.progress, labels=rep.train_y)
-    config = {**config, "data": e.data, "class": names, "image_size": e.image_size,
-              "seed": rep.generator_seed(label)}
-    run_dir = rep.folder / "generators" / family / slug(names)
-    return runs.train_on(family, rep.train_x[rep.train_y == label], manifest, run_dir, config, resume=True,
-                         device=e.device, progress=e.progress)
+        run_dir, images, labels = rep.folder / "generators" / family, rep.train_x, {"labels": rep.train_y}
+    else:
+        config = {**config, "data": e.data, "class": names, "image_size": e.image_size,
+                  "seed": rep.generator_seed(label)}
+        run_dir, images, labels = rep.folder / "generators" / family / slug(names), rep.train_x[rep.train_y == label], {}
+    # a finished model is only reloaded: its training time was recorded when it trained
+    clock = nullcontext() if (run_dir / "model").exists() else timed(rep.folder, "generator training",
+                                                                     f"{family}/{run_dir.name}")
+    with clock:
+        return runs.train_on(family, images, manifest, run_dir, config, resume=True, device=e.device,
+                             progress=e.progress, **labels)
 
 
 def runs_root(runs_dir: Path, replicate: int, replicates: int) -> Path:
@@ -118,8 +125,10 @@ def synthetic(rep: Replicate, source: str, label: int) -> torch.Tensor:
     steps = e.config["sample_steps"] if diffusion else None
     condition = {"class_name": e.classes[label], "guidance": spec["guidance"]} if conditional else {}
     # every guidance weight starts class `label` from the same latents: the sweep is paired
-    runs.sample(run_dir, n, folder, sampler, steps, seed=rep.sample_seed(label), device=e.device,
-                progress=e.progress, **condition)
+    drawn = (folder / "samples.json").exists() and len(read_json(folder / "samples.json").get("images", [])) >= n
+    with nullcontext() if drawn else timed(rep.folder, "sampling", f"{source}/{e.classes[label]}"):
+        runs.sample(run_dir, n, folder, sampler, steps, seed=rep.sample_seed(label), device=e.device,
+                    progress=e.progress, **condition)
     return load_image_folder(folder)[:n]
 
 

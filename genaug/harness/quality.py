@@ -11,6 +11,7 @@ from ..data.imagesets import slug
 from ..io import read_json, write_json
 from .classifier import predict_proba, train_classifier
 from .stats import classification_metrics
+from .timing import timed
 
 if TYPE_CHECKING:
     from .replicate import Replicate
@@ -27,24 +28,30 @@ def assess(rep: Replicate, source: str) -> dict:
     path = quality_path(rep, source)
     if path.exists():
         return read_json(path)
-    from ..metrics.fidelity import ImageSet, compute_metrics
-
     e = rep.e
     x, y = rep.accepted_at(source, max(e.config["synthetic_per_class"]))
     out: dict[str, Any] = {"source": source, "n_real": len(rep.train_x), "n_synthetic": len(x)}
     if len(x) >= 4:
-        out.update(compute_metrics(ImageSet(rep.train_x, "real training part", True), ImageSet(x, source),
-                                   kid=True, prc=True, device=e.device))
-        trained = train_classifier(x, y, rep.val_x, rep.val_y, len(e.classes), e.settings,
-                                   rep.seeds.of("cas"), rep.steps_per_epoch, e.device)
-        probs = predict_proba(trained.model, rep.test_x, e.device, precision=e.settings.mixed_precision)
-        out["cas"] = classification_metrics(rep.test_y.numpy(), probs, e.classes)
-        out["classes_without_images"] = [e.classes[label] for label in e.labels if not (y == label).any()]
-        out["per_class"] = class_fids(rep, x, y)
+        with timed(rep.folder, "quality (FID, KID, P/R, CAS, per-class FID)", source):
+            out.update(_measure(rep, source, x, y))
     else:
         out["note"] = "fewer than 4 accepted images: no FID, KID, precision/recall or CAS"
     write_json(path, out)
     return out
+
+
+def _measure(rep: Replicate, source: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    from ..metrics.fidelity import ImageSet, compute_metrics
+
+    e = rep.e
+    out = compute_metrics(ImageSet(rep.train_x, "real training part", True), ImageSet(x, source), kid=True, prc=True,
+                          device=e.device)
+    trained = train_classifier(x, y, rep.val_x, rep.val_y, len(e.classes), e.settings, rep.seeds.of("cas"),
+                               rep.steps_per_epoch, e.device)
+    probs = predict_proba(trained.model, rep.test_x, e.device, precision=e.settings.mixed_precision)
+    return {**out, "cas": classification_metrics(rep.test_y.numpy(), probs, e.classes),
+            "classes_without_images": [e.classes[label] for label in e.labels if not (y == label).any()],
+            "per_class": class_fids(rep, x, y)}
 
 
 def class_fids(rep: Replicate, x: torch.Tensor, y: torch.Tensor) -> dict[str, dict]:

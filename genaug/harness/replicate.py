@@ -29,6 +29,7 @@ from .classifier import train_classifier
 from ..classifiers.networks import save_classifier
 from .config import synthetic_sources
 from .seeds import Seeds
+from .timing import timed
 from .stats import classification_metrics
 
 if TYPE_CHECKING:
@@ -168,10 +169,11 @@ class Replicate:
         ctx = self.acceptance_context
         policies = acceptance.parse_policies(self.e.config["accept"])
         out = {"policies": policies, "settings": ctx.settings, "rows": [], "kept": {}}
-        for label in self.e.labels:
-            keep, rows = acceptance.accept(synthetic[label], label, policies, ctx)
-            out["rows"] += rows
-            out["kept"][self.e.classes[label]] = np.flatnonzero(keep).tolist()
+        with timed(self.folder, "acceptance", source):
+            for label in self.e.labels:
+                keep, rows = acceptance.accept(synthetic[label], label, policies, ctx)
+                out["rows"] += rows
+                out["kept"][self.e.classes[label]] = np.flatnonzero(keep).tolist()
         write_json(path, out)
         return out
 
@@ -267,9 +269,10 @@ class Replicate:
         if path.exists():
             return read_json(path)
         ctx = self.acceptance_context
-        out = gate_rates(self.train_x, self.train_y, ctx.heldout_images, ctx.heldout_labels, self.e.classes,
-                         ctx.similarity, ctx.spaces, ctx.gate_settings, flips=bool(self.e.config["hflip"]),
-                         seed=self.seeds.of("gate"), kinds=list(ctx.settings["memorization_check_kinds"]))
+        with timed(self.folder, "memorisation gate check", "gate"):
+            out = gate_rates(self.train_x, self.train_y, ctx.heldout_images, ctx.heldout_labels, self.e.classes,
+                             ctx.similarity, ctx.spaces, ctx.gate_settings, flips=bool(self.e.config["hflip"]),
+                             seed=self.seeds.of("gate"), kinds=list(ctx.settings["memorization_check_kinds"]))
         write_json(path, out)
         return out
 
@@ -294,13 +297,15 @@ class Replicate:
         args = (x, y, self.val_x, self.val_y, len(e.classes), settings, self.classifier_seed(k), steps_per_epoch,
                 e.device)
         diagnostic = None
-        if arm.method:
-            outcome = semi.train_semi(arm.method, *args, pool=self.unlabeled_pool.images, options=e.config["semi_settings"],
-                                      extra=extra, strong_policy=e.config["strong_augment"])
-            trained, diagnostic = outcome.trained, self.pseudo_label_check(outcome.pseudo_labels)
-        else:
-            trained = train_classifier(*args, extra=extra)
-        probs = predict_proba(trained.model, self.test_x, e.device, precision=settings.mixed_precision)
+        with timed(self.folder, f"classifier ({arm.kind})", f"{arm.name}/{arch}/{k}"):
+            if arm.method:
+                outcome = semi.train_semi(arm.method, *args, pool=self.unlabeled_pool.images,
+                                          options=e.config["semi_settings"], extra=extra,
+                                          strong_policy=e.config["strong_augment"])
+                trained, diagnostic = outcome.trained, self.pseudo_label_check(outcome.pseudo_labels)
+            else:
+                trained = train_classifier(*args, extra=extra)
+            probs = predict_proba(trained.model, self.test_x, e.device, precision=settings.mixed_precision)
         if e.config["save_models"] == "all" or (e.config["save_models"] == "first" and k == 0):
             save_classifier(trained.model, path.with_suffix(".safetensors"), arch, e.classes,
                             e.image_size, int(x.shape[1]),

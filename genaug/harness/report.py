@@ -17,7 +17,7 @@ from . import analysis
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
 from .text import number as _f, p_value as _p
-from . import verdict
+from . import timing, verdict
 from .protocol import protocol_text
 from .stats import SCALAR_METRICS, with_composite
 
@@ -132,6 +132,7 @@ def write_report(e, replicates: list) -> dict:
         "scarcity_gap_recovered": analysis.scarcity_gap(summ, primary),
         "collapsed_runs": _collapsed(results, len(e.classes)),
         "semi": semi_block(e, results),
+        "timings": timing.summary([rep.folder for rep in replicates]),
     }
     write_figures(e, replicates, report)
     if c.get("explain"):
@@ -237,6 +238,7 @@ def render_markdown(r: dict) -> str:
     lines += quality_tables(r, primary)
     lines += acceptance_tables(r)
     lines += _explain_section(r.get("explain"))
+    lines += timing.render(r.get("timings") or {})
     lines += ["Figures: `figures/forest.png` (paired differences), `figures/metrics.png`, "
               "`figures/quality-vs-gain.png`, `figures/dose-response.png` (several synthetic counts), "
               "`figures/confusion-<arm>.png`, `figures/<source>-<class>-accepted.png` / `-rejected.png` "
