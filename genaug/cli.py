@@ -143,6 +143,8 @@ def configs():
 @click.option("--out", default=None, help="Run folder  [default: runs/<data>/<family>/<class>]")
 @click.option("--seed", type=int, default=None, help="Seed of the subset draw and of training  [default: 0]")
 @click.option("--device", type=DEVICES, default="auto", show_default=True, help="Where to train.")
+@click.option("--log-with", default=None,
+              help="Also send the training curves to an accelerate tracker, e.g. tensorboard (RUN/trackers/).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out (or the default folder) with its recorded settings; only --steps "
                    "may grow, other options must match.")
@@ -150,7 +152,7 @@ def configs():
 @split_options
 @data_options
 def train(family, data, classes, per_class, image_size, steps, batch_size, conditional, checkpoint_every, config_file,
-          out, seed, device, resume, no_progress, group_by, test_fraction, fit, intensity, preprocess, data_root, skip_bad):
+          out, seed, device, log_with, resume, no_progress, group_by, test_fraction, fit, intensity, preprocess, data_root, skip_bad):
     """Train one FAMILY generator per class on scarce real data (or, with --conditional, one
     class-conditional DDPM for all of them).
 
@@ -169,7 +171,7 @@ def train(family, data, classes, per_class, image_size, steps, batch_size, condi
         "data": data, "class": classes, "per_class": per_class, "image_size": image_size, "steps": steps,
         "batch_size": batch_size, "seed": seed, "checkpoint_every": checkpoint_every, "group_by": group_by,
         "test_fraction": test_fraction, "fit": fit, "intensity": intensity,
-        "preprocess": preprocess})
+        "preprocess": preprocess, "log_with": log_with})
     progress = not no_progress
     target = out or (runs.default_run_dir(overrides["data"], family, str(overrides["class"]))
                      if overrides.get("data") and overrides.get("class") is not None else None)

@@ -24,7 +24,7 @@ from .data.intensity import IntensityRule
 from .data.subsets import MANIFEST_NAME, class_manifest
 from .errors import GenaugError
 from .generators.base import get_family
-from .generators.training import MODEL_DIR, RUN_INFO, TRAIN_DEFAULTS, Trainer, load_trained
+from .generators.training import MODEL_DIR, RUN_INFO, TRAIN_DEFAULTS, Trainer, check_tracker, load_trained
 from .io import read_json, write_json
 
 SAMPLE_MANIFEST = "samples.json"
@@ -163,6 +163,7 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
     `config.yaml`'s `history`.
     """
     config = effective_config(family, config)
+    check_tracker(config.get("log_with"))  # refused before the run folder is written
     _check_run_folder(run_dir, manifest, resume)
     config_path = run_dir / "config.yaml"
     if config_path.exists():

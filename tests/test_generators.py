@@ -315,3 +315,25 @@ def test_runs_in_one_process_each_get_their_own_precision_and_compile_setting(tm
     tuned = Trainer("vae", normal_class[:16], tmp_path / "b", _config("vae", 1, mixed_precision="bf16",
                                                                       compile="eager"), device="cpu", progress=False)
     assert tuned.accelerator.mixed_precision == "bf16" and hasattr(tuned.model.vae, "_orig_mod")
+
+
+def test_training_curves_go_to_tensorboard_through_accelerate(tmp_path):
+    """`--log-with tensorboard`: accelerate's tracker writes the logged losses as TensorBoard events
+    under RUN/trackers, the same steps train_log.jsonl holds; an unknown tracker is one line."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    r = run_cli("train", "vae", "--data", PNEUMONIA, "--class", "normal", "--per-class", "16", "--steps", "6",
+                "--batch-size", "8", "--log-with", "tensorboard", "--device", "cpu", "--no-progress", "--out", out)
+    assert r.exit_code == 0, r.output
+    events = list((out / "trackers").rglob("events.out.tfevents.*"))
+    assert events, list(out.rglob("*"))
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [e.step for e in acc.Scalars("loss")] == [row["step"] for row in logged]
+    assert acc.Scalars("loss")[-1].value == pytest.approx(logged[-1]["loss"], rel=1e-5)
+    assert_clean_error(run_cli("train", "vae", "--data", PNEUMONIA, "--class", "normal", "--per-class", "16",
+                               "--steps", "2", "--log-with", "tensorbord", "--device", "cpu", "--out", tmp_path / "x"),
+                       "unknown tracker 'tensorbord'")
+    assert not (tmp_path / "x").exists()  # refused before anything was written

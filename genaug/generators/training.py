@@ -45,7 +45,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "channels_last": False,  # NHWC memory format for the networks and batches
     "compile": False,  # torch.compile through accelerate: true = inductor, or a dynamo backend's name (eager, ...)
     "select_by_fid": False,  # keep the kept checkpoint (and DCGAN raw/EMA weights) with the best FID
+    "log_with": None,  # an accelerate tracker (tensorboard, ...): the logged losses go there too, under RUN/trackers
 }
+TRACKERS = "trackers"
 CHECKPOINTS = "checkpoints"
 LOG_NAME = "train_log.jsonl"
 MODEL_DIR = "model"
@@ -54,6 +56,21 @@ RUN_INFO = "genaug.json"
 
 class TrainingInterrupted(GenaugError):
     """Ctrl-C or SIGTERM during training; the message says where to resume."""
+
+
+def check_tracker(name: str | None) -> str | None:
+    """An accelerate tracker whose package is installed, or a one-line refusal naming what to install."""
+    if name is None:
+        return None
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    if name not in LOGGER_TYPE_TO_CLASS:
+        raise GenaugError(f"unknown tracker {name!r} for log_with; accelerate knows {', '.join(sorted(LOGGER_TYPE_TO_CLASS))}")
+    from accelerate.utils import is_tensorboard_available
+
+    if name == "tensorboard" and not is_tensorboard_available():
+        raise GenaugError("log_with tensorboard needs the tensorboard package: pip install tensorboard")
+    return name
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -176,7 +193,8 @@ class Trainer:
         self.accelerator = Accelerator(
             cpu=target.type == "cpu", mixed_precision=mixed_precision_for(self.config["mixed_precision"], target),
             kwargs_handlers=[DistributedDataParallelKwargs(**family_cls.ddp_kwargs)],
-            dynamo_backend=dynamo_backend(self.config["compile"]))
+            dynamo_backend=dynamo_backend(self.config["compile"]), log_with=check_tracker(self.config["log_with"]),
+            project_dir=str(self.run_dir / TRACKERS))
         acc = self.accelerator
         check_global_batch(self.config["batch_size"], acc.num_processes)
         self.progress = progress
@@ -273,6 +291,9 @@ class Trainer:
         if self.accelerator.is_main_process:
             self._truncate_log(start)
         log = (self.run_dir / LOG_NAME).open("a") if self.accelerator.is_main_process else None
+        if c["log_with"]:
+            self.accelerator.init_trackers(self.family, config={k: v for k, v in c.items()
+                                                                if isinstance(v, (int, float, str, bool))})
         last_ckpt = start
         t0, seen = time.perf_counter(), 0
         estimate = _Estimate(start, total, self)
@@ -298,6 +319,8 @@ class Trainer:
                         log.write(json.dumps({"step": step, **losses, "images_per_s": round(rate, 2),
                                               "time": round(time.time(), 3)}) + "\n")
                         log.flush()
+                    if c["log_with"]:
+                        self.accelerator.log({**losses, "images_per_s": rate}, step=step)
                     t0, seen = time.perf_counter(), 0
                 if step % c["sample_every"] == 0 or step == total:
                     self.save_grid(self.run_dir / "samples" / f"step-{step:07d}.png")
@@ -315,6 +338,8 @@ class Trainer:
         finally:
             if log is not None:
                 log.close()
+            if c["log_with"]:
+                self.accelerator.end_training()
             bar.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
