@@ -292,3 +292,25 @@ def test_gate_calibration_leaves_out_held_out_images_of_training_patients():
     assert Replicate.heldout_without_training_patients(rep).tolist() == [False, True, False]
     unknown = SimpleNamespace(train_items=[{"id": "a"}], val_items=[{"id": "c"}, {"id": "d"}])
     assert Replicate.heldout_without_training_patients(unknown).tolist() == [True, True]  # no patients: all kept
+
+
+def test_arm_registry_one_small_class_per_arm():
+    """Each arm overrides only what it changes; the kinds drive the report's family and tables."""
+    from genaug.harness import arms as arm_module
+    from genaug.harness.classifier import TrainSettings
+    from genaug.harness.config import experiment_config
+
+    config = experiment_config(None, {"generators": ["vae"], "full_real": True, "semi": ["pseudo", "mpl"],
+                                      "unlabeled": 100})
+    plan = arm_module.plan_arms(config)
+    assert [(a.name, type(a).__name__, a.kind) for a in plan] == [
+        ("baseline", "Arm", "baseline"), ("baseline-strong", "StrongAugmentation", "control"),
+        ("+dup", "Duplicates", "control"), ("+vae", "Synthetic", "synthetic"),
+        ("+pseudo", "SemiSupervised", "semi"), ("+mpl", "SemiSupervised", "semi"),
+        ("+mpl+vae", "SemiSupervised", "semi"), ("full-real", "Ceiling", "ceiling")]
+    base = TrainSettings()
+    strong = plan[1].settings(base, config)
+    assert strong.augment == "trivialaugment" and strong.mix and plan[0].settings(base, config) is base
+    rep = type("Rep", (), {"steps_per_epoch": 3})()
+    assert [a.steps_per_epoch(rep, 4708, 32) for a in (plan[0], plan[3], plan[-1])] == [3, 3, 148]
+    assert plan[3].slug == "plus-vae" and len({a.name for a in plan}) == len(plan)

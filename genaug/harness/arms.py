@@ -19,12 +19,14 @@ what that difference causes:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from .classifier import TrainSettings
+from . import semi
+from .classifier import TrainedClassifier, TrainSettings, train_classifier
 from .config import synthetic_sources
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,8 +35,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class Arm:
+    """The baseline: the real training part, classical augmentation, the shared classifier loop.
+    Every other arm is a subclass that overrides only what it changes (its data, recipe, budget or
+    fit); `kind` names its role in the report."""
+
     name: str
-    kind: str  # baseline | control | synthetic | semi | ceiling
+    kind: ClassVar[str] = "baseline"
     source: str | None = None  # synthetic set (generator family or external name)
     count: int | None = None  # synthetic images per class drawn (before acceptance)
     method: str | None = None  # semi-supervised method (pseudo, mpl) of a semi arm
@@ -44,37 +50,93 @@ class Arm:
         return self.name.replace("+", "plus-").replace("@", "-at-")
 
     def settings(self, base: TrainSettings, config: dict) -> TrainSettings:
-        if self.name == "baseline-strong":
-            return replace(base, augment=config["strong_augment"], mix=bool(config["strong_mix"]))
+        """The classifier recipe (the baseline's unless the arm changes it)."""
         return base
 
     def data(self, rep: "Replicate") -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
         """(real images the arm trains on, extra images or None)."""
-        if self.kind == "ceiling":
-            return rep.full_real(), None
-        if self.name == "+dup":
-            return (rep.train_x, rep.train_y), rep.duplicates()
-        if self.kind == "synthetic" or (self.kind == "semi" and self.source):
-            return (rep.train_x, rep.train_y), rep.accepted_at(self.source, self.count)
         return (rep.train_x, rep.train_y), None
+
+    def steps_per_epoch(self, rep: "Replicate", n_images: int, batch_size: int) -> int:
+        """The baseline's budget, whatever the arm adds."""
+        return rep.steps_per_epoch
+
+    def fit(self, rep: "Replicate", args: tuple, extra) -> tuple[TrainedClassifier, dict | None]:
+        """(the trained classifier, a diagnostic for the report or None): the shared classifier loop."""
+        return train_classifier(*args, extra=extra), None
+
+
+class StrongAugmentation(Arm):
+    """baseline-strong: the same images, TrivialAugmentWide or RandAugment plus CutMix/MixUp."""
+
+    kind = "control"
+
+    def settings(self, base: TrainSettings, config: dict) -> TrainSettings:
+        return replace(base, augment=config["strong_augment"], mix=bool(config["strong_mix"]))
+
+
+class Duplicates(Arm):
+    """+dup: as many extra images as the largest accepted synthetic set, drawn from the real training part."""
+
+    kind = "control"
+
+    def data(self, rep):
+        return (rep.train_x, rep.train_y), rep.duplicates()
+
+
+class Synthetic(Arm):
+    """+<source>: the accepted images of a generator family or an external set."""
+
+    kind = "synthetic"
+
+    def data(self, rep):
+        return (rep.train_x, rep.train_y), rep.accepted_at(self.source, self.count)
+
+
+class SemiSupervised(Arm):
+    """+pseudo, +mpl, +mpl+<source>: unlabelled real images through semi.py (with a source's accepted
+    images added to the labelled set for +mpl+<source>); the pseudo-label check is its diagnostic."""
+
+    kind = "semi"
+
+    def data(self, rep):
+        return (rep.train_x, rep.train_y), rep.accepted_at(self.source, self.count) if self.source else None
+
+    def fit(self, rep, args, extra):
+        c = rep.e.config
+        outcome = semi.train_semi(self.method, *args, pool=rep.unlabeled_pool.images, options=c["semi_settings"],
+                                  extra=extra, strong_policy=c["strong_augment"])
+        return outcome.trained, rep.pseudo_label_check(outcome.pseudo_labels)
+
+
+class Ceiling(Arm):
+    """full-real: every real training image of the split, trained the baseline's epochs over its own data."""
+
+    kind = "ceiling"
+
+    def data(self, rep):
+        return rep.full_real(), None
+
+    def steps_per_epoch(self, rep, n_images, batch_size):
+        return math.ceil(n_images / batch_size)
 
 
 def plan_arms(config: dict) -> list[Arm]:
     """The arms of an experiment, in report order."""
-    arms = [Arm("baseline", "baseline")]
-    arms += [Arm("baseline-strong", "control")] if "baseline-strong" in config["controls"] else []
+    arms: list[Arm] = [Arm("baseline")]
+    arms += [StrongAugmentation("baseline-strong")] if "baseline-strong" in config["controls"] else []
     counts = config["synthetic_per_class"]
     sources = list(synthetic_sources(config))
     if "dup" in config["controls"]:
-        arms.append(Arm("+dup", "control"))
+        arms.append(Duplicates("+dup"))
     for source in sources:
         for count in counts:
             name = f"+{source}" if len(counts) == 1 else f"+{source}@{count}"
-            arms.append(Arm(name, "synthetic", source, count))
+            arms.append(Synthetic(name, source, count))
     for method in config["semi"]:
-        arms.append(Arm(f"+{method}", "semi", method=method))
+        arms.append(SemiSupervised(f"+{method}", method=method))
     if "mpl" in config["semi"]:
-        arms += [Arm(f"+mpl+{source}", "semi", source, max(counts), method="mpl") for source in sources]
+        arms += [SemiSupervised(f"+mpl+{source}", source, max(counts), method="mpl") for source in sources]
     if config["full_real"]:
-        arms.append(Arm("full-real", "ceiling"))
+        arms.append(Ceiling("full-real"))
     return arms

@@ -290,21 +290,11 @@ class Replicate:
             return read_json(path)
         e = self.e
         (x, y), extra = arm.data(self)
-        # the baseline's budget, whatever the arm adds; the ceiling trains as many epochs over its own data
-        steps_per_epoch = (math.ceil(len(x) / e.settings.batch_size) if arm.kind == "ceiling"
-                           else self.steps_per_epoch)
         settings = replace(arm.settings(e.settings, e.config), classifier=arch)
-        args = (x, y, self.val_x, self.val_y, len(e.classes), settings, self.classifier_seed(k), steps_per_epoch,
-                e.device)
-        diagnostic = None
+        args = (x, y, self.val_x, self.val_y, len(e.classes), settings, self.classifier_seed(k),
+                arm.steps_per_epoch(self, len(x), settings.batch_size), e.device)
         with timed(self.folder, f"classifier ({arm.kind})", f"{arm.name}/{arch}/{k}"):
-            if arm.method:
-                outcome = semi.train_semi(arm.method, *args, pool=self.unlabeled_pool.images,
-                                          options=e.config["semi_settings"], extra=extra,
-                                          strong_policy=e.config["strong_augment"])
-                trained, diagnostic = outcome.trained, self.pseudo_label_check(outcome.pseudo_labels)
-            else:
-                trained = train_classifier(*args, extra=extra)
+            trained, diagnostic = arm.fit(self, args, extra)
             probs = predict_proba(trained.model, self.test_x, e.device, precision=settings.mixed_precision)
         if e.config["save_models"] == "all" or (e.config["save_models"] == "first" and k == 0):
             save_classifier(trained.model, path.with_suffix(".safetensors"), arch, e.classes,
@@ -321,7 +311,7 @@ class Replicate:
                   "best_epoch": trained.best_epoch, "history": trained.history,
                   "test": classification_metrics(self.test_y.numpy(), probs, e.classes),
                   "test_probs": np.round(probs, 6).tolist()}  # for ensembles
-        if arm.method:
+        if arm.kind == "semi":
             result["pseudo_labels"] = diagnostic
         write_json(path, result)
         return result
