@@ -497,18 +497,13 @@ def compare(first, second, metric, out):
 def plan(experiment_dir, sd, effect, power, alpha, family, replicates):
     """Power and replicates needed: from a finished experiment's paired differences, or from --sd."""
     from .harness import planning
-    from .harness.power import check_power_inputs
 
     if (experiment_dir is None) == (sd is None):
         raise GenaugError("give --experiment DIR (a pilot) or --sd S, one of the two")
-    check_power_inputs(power=power, effect=effect, alpha=alpha)
-    if replicates is not None and replicates < 2:
-        raise GenaugError(f"replicates must be at least 2 for a paired test (got {replicates})")
     if experiment_dir is not None:
-        result = planning.plan_from_experiment(experiment_dir, effect, power, replicates)
+        result = planning.plan_from_experiment(experiment_dir, effect, power, replicates, alpha)
     else:
-        result = planning.plan_from_sd(sd, effect if effect is not None else 0.03, power,
-                                       alpha if alpha is not None else 0.05, family, replicates or 6)
+        result = planning.plan_from_sd(sd, effect, power, alpha, family, replicates)
     click.echo(planning.render_plan(result))
 
 

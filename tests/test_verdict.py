@@ -156,6 +156,8 @@ def test_plan_on_a_finished_experiment_and_from_an_sd():
     assert r["min_detectable_effect"] == pytest.approx(power.min_detectable_effect(r["sd"], 3, 0.05, 4))
     out = run_cli("plan", "--experiment", REPO / "samples" / "reports" / "cifar-100-semi", "--effect", "0.05")
     assert out.exit_code == 0 and "| +mpl | baseline |" in out.output and "effect 0.05" in out.output
+    out = run_cli("plan", "--experiment", REPO / "samples" / "reports" / "cifar-100-semi", "--alpha", "0.1")
+    assert out.exit_code == 0 and "alpha 0.1 / family size" in out.output  # the pilot's alpha overridden
     out = run_cli("plan", "--sd", "0.042", "--family", "9")
     assert out.exit_code == 0 and "| 0.0420 | 9 | 6 |" in out.output and "| 30 | 30 |" in out.output
 

@@ -53,30 +53,26 @@ def rejudge(folder: str | Path, alpha: float | None = None, min_effect: float | 
 
 
 def plan_from_experiment(folder: str | Path, effect: float | None = None, power: float = verdict.POWER_TARGET,
-                         replicates: int | None = None) -> dict:
+                         replicates: int | None = None, alpha: float | None = None) -> dict:
     """Per family pair of a pilot experiment: its SD, the smallest effect detectable with its units
-    (or `replicates`) and the units `effect` (default: its min_effect) needs."""
-    check_power_inputs(power=power, effect=effect)
-    judged = rejudge(folder, min_effect=effect)
-    rows = []
-    for ref, block in judged["comparisons"].items():
-        for arm, comp in block.items():
-            c = comp[judged["primary_metric"]]
-            if not c.get("in_family"):
-                continue
-            sd = float(analysis.summarize(c["diffs"])["std"]) if c["n"] > 1 else None
-            n = replicates or c["n"]
-            rows.append({"arm": arm, "reference": ref, "mean_diff": c["mean_diff"],
-                         **design_power(sd, n, judged["alpha"], c["family_size"], judged["min_effect"], power)})
+    (or `replicates`) and the units `effect` (default: its min_effect) needs, at its alpha (or `alpha`)."""
+    check_power_inputs(power=power, effect=effect, alpha=alpha, units=replicates)
+    judged = rejudge(folder, alpha=alpha, min_effect=effect)
+    table = verdict.power_table(judged["comparisons"], judged["primary_metric"], judged["alpha"],
+                                judged["min_effect"], power, units=replicates)
+    rows = [{"arm": arm, "reference": ref, "mean_diff": judged["comparisons"][ref][arm][judged["primary_metric"]]
+             ["mean_diff"], **p} for ref, block in table.items() for arm, p in block.items()]
     return {"source": str(folder), "primary_metric": judged["primary_metric"], "unit": judged["unit"],
             "effect": judged["min_effect"], "power": power, "alpha": judged["alpha"], "rows": rows}
 
 
-def plan_from_sd(sd: float, effect: float = verdict.DEFAULT_MIN_EFFECT, power: float = verdict.POWER_TARGET,
-                 alpha: float = verdict.DEFAULT_ALPHA, family: int = 1, replicates: int = 6) -> dict:
-    check_power_inputs(power=power, effect=effect, sd=sd, alpha=alpha, family=family)
-    if replicates < 2:
-        raise GenaugError(f"replicates must be at least 2 for a paired test (got {replicates})")
+def plan_from_sd(sd: float, effect: float | None = None, power: float = verdict.POWER_TARGET,
+                 alpha: float | None = None, family: int = 1, replicates: int | None = None) -> dict:
+    """The same for one comparison from an SD alone (defaults: min_effect 0.03, alpha 0.05, 6 units)."""
+    effect = verdict.DEFAULT_MIN_EFFECT if effect is None else effect
+    alpha = verdict.DEFAULT_ALPHA if alpha is None else alpha
+    replicates = replicates or 6
+    check_power_inputs(power=power, effect=effect, sd=sd, alpha=alpha, family=family, units=replicates)
     return {"source": None, "primary_metric": None, "unit": "replicate", "effect": effect, "power": power,
             "alpha": alpha, "rows": [{"arm": None, "reference": None, "mean_diff": None,
                                       **design_power(sd, replicates, alpha, family, effect, power)}]}

@@ -24,7 +24,7 @@ MAX_UNITS = 10_000
 
 
 def check_power_inputs(power: float | None = None, effect: float | None = None, sd: float | None = None,
-                       alpha: float | None = None, family: int | None = None) -> None:
+                       alpha: float | None = None, family: int | None = None, units: int | None = None) -> None:
     """One-line refusals of values no power computation can take."""
     if power is not None and not 0 < power < 1:
         raise GenaugError(f"power must be between 0 and 1 (got {power})")
@@ -36,6 +36,8 @@ def check_power_inputs(power: float | None = None, effect: float | None = None, 
         raise GenaugError(f"alpha must be between 0 and 1 (got {alpha})")
     if family is not None and family < 1:
         raise GenaugError(f"the family of tests must hold at least 1 test (got {family})")
+    if units is not None and units < 2:
+        raise GenaugError(f"replicates must be at least 2 for a paired test (got {units})")
 
 
 def power_of(effect: float, sd: float, n: int, alpha: float = 0.05, family: int = 1) -> float:

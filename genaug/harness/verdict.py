@@ -104,9 +104,11 @@ def _decision(c: dict, alpha: float) -> tuple[str, str]:
     return "no difference shown", f"Holm p {c['p_holm']:.3g} >= {alpha:g}"
 
 
-def power_table(comps: dict, primary: str, alpha: float, min_effect: float, power: float = POWER_TARGET) -> dict:
+def power_table(comps: dict, primary: str, alpha: float, min_effect: float, power: float = POWER_TARGET,
+                units: int | None = None) -> dict:
     """Per family pair: the observed SD of the paired differences, the smallest effect detectable at
-    `power` after Holm (level alpha / m) and the units `min_effect` needs."""
+    `power` after Holm (level alpha / m) with the design's units (or `units`, for planning) and the
+    units `min_effect` needs."""
     out: dict = {}
     for ref, blocks in comps.items():
         for arm, block in blocks.items():
@@ -115,7 +117,8 @@ def power_table(comps: dict, primary: str, alpha: float, min_effect: float, powe
                 continue
             d = np.asarray(c["diffs"], float)
             sd = float(d.std(ddof=1)) if len(d) > 1 else None
-            out.setdefault(ref, {})[arm] = design_power(sd, len(d), alpha, c["family_size"], min_effect, power)
+            out.setdefault(ref, {})[arm] = design_power(sd, units or len(d), alpha, c["family_size"], min_effect,
+                                                        power)
     return out
 
 
@@ -218,11 +221,11 @@ def verdict_block(units: dict, arm_names: list[str], primary: str, unit: str, al
     comps = comparisons(units, arm_names, primary, alpha)
     power = power_table(comps, primary, alpha, min_effect)
     n_units = len(next(iter(units.values()))[primary])
+    boot = coverage.bootstrap_allowed(n_units)
     return {"comparisons": comps, "power": power,
             "answer": answer(comps, arm_names, primary, unit, n_units, alpha, power, min_effect,
                              post_hoc_notes(history)),
             "intervals": {"t": coverage.describe("t", n_units),
-                          "bootstrap": coverage.describe("bca", n_units) if coverage.bootstrap_allowed(n_units)
-                          else None,
-                          "bootstrap_left_out": None if coverage.bootstrap_allowed(n_units) else
+                          "bootstrap": coverage.describe("bca", n_units) if boot else None,
+                          "bootstrap_left_out": None if boot else
                           coverage.describe("bca", n_units) + f": below {coverage.MIN_COVERAGE:.0%}, not printed"}}
