@@ -15,7 +15,7 @@ from ..io import read_json
 from . import analysis
 from . import verdict
 from .stats import SCALAR_METRICS, paired_difference
-from .text import number, p_value
+from .text import adjusted_interval, number, p_value
 
 
 def _report(folder: Path) -> dict:
@@ -72,9 +72,7 @@ def render(result: dict) -> str:
 
     for arm, d in result["arms"].items():
         c = d[m]
-        adjusted = (f"[{number(c['adj_low'])}, {number(c['adj_high'])}] ({c['adj_confidence']:.2%})"
-                    if c.get("adj_confidence") else "–")
-        lines.append(f"| {arm} | {c['mean_diff']:+.4f} | {adjusted} | [{number(c['ci_low'])}, {number(c['ci_high'])}] | "
+        lines.append(f"| {arm} | {c['mean_diff']:+.4f} | {adjusted_interval(c)} | [{number(c['ci_low'])}, {number(c['ci_high'])}] | "
                      f"{p_value(c['p_ttest'])} | {p_value(c.get('p_holm'))} | {c['decision']} | "
                      f"{p_value(c['p_wilcoxon'])} ({p_value(c['wilcoxon_min_p'])}) | {c['n']} |")
     pc = result["pair_confusion"]

@@ -16,7 +16,7 @@ from ..errors import GenaugError
 from ..io import read_json
 from . import analysis, verdict
 from .power import check_power_inputs, design_power
-from .text import number
+from .text import adjusted_interval, interval_methods, number, p_value
 
 
 def read_results(folder: str | Path) -> dict:
@@ -107,13 +107,8 @@ def render_verdict(judged: dict, title: str) -> str:
     for ref, block in judged["comparisons"].items():
         for arm, comp in block.items():
             c = comp[primary]
-            adjusted = (f"[{number(c['adj_low'])}, {number(c['adj_high'])}] ({c['adj_confidence']:.2%})"
-                        if c.get("adj_confidence") else "–")
-            p_holm = "–" if c.get("p_holm") is None else f"{c['p_holm']:.3g}"
-            p_t = "–" if c.get("p_ttest") is None else f"{c['p_ttest']:.3g}"
-            lines.append(f"| {arm} | {ref} | {number(c['mean_diff'])} | {adjusted} | [{number(c['ci_low'])}, "
-                         f"{number(c['ci_high'])}] | {p_t} | {p_holm} | {c['decision']} |")
-    iv = judged["intervals"]
-    lines += ["", f"Interval methods: {iv['t']}" + (f"; {iv['bootstrap']}" if iv.get("bootstrap") else "")
-              + (f". Left out: {iv['bootstrap_left_out']}" if iv.get("bootstrap_left_out") else "") + "."]
+            lines.append(f"| {arm} | {ref} | {number(c['mean_diff'])} | {adjusted_interval(c)} | "
+                         f"[{number(c['ci_low'])}, {number(c['ci_high'])}] | {p_value(c.get('p_ttest'))} | "
+                         f"{p_value(c.get('p_holm'))} | {c['decision']} |")
+    lines += ["", f"Interval methods: {interval_methods(judged['intervals'])}."]
     return "\n".join(lines) + "\n"

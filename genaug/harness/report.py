@@ -16,7 +16,7 @@ from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
-from .text import number as _f, p_value as _p
+from .text import adjusted_interval, interval_methods, number as _f, p_value as _p
 from . import timing, verdict
 from .protocol import protocol_text
 from .stats import SCALAR_METRICS, with_composite
@@ -358,9 +358,7 @@ def _comparison_tables(r: dict, primary: str) -> list[str]:
             for m in [primary] + [x for x in SCALAR_METRICS if x != primary]:
                 c = comp[m]
                 tag = f"**{m}**" if m == primary else m
-                adjusted = (f"[{_f(c['adj_low'])}, {_f(c['adj_high'])}] ({c['adj_confidence']:.2%})"
-                            if c.get("adj_confidence") else "–")
-                lines.append(f"| {arm} | {tag} | {_f(c['mean_diff'])} | {adjusted} | [{_f(c['ci_low'])}, "
+                lines.append(f"| {arm} | {tag} | {_f(c['mean_diff'])} | {adjusted_interval(c)} | [{_f(c['ci_low'])}, "
                              f"{_f(c['ci_high'])}] |" + (f" [{_f(c['boot_low'])}, {_f(c['boot_high'])}] |" if boot else "")
                              + f" {_p(c['p_ttest'])} | {_p(c.get('p_holm'))} | {c.get('decision', '')} | "
                              f"{_p(c['p_wilcoxon'])} ({_p(c['wilcoxon_min_p'])}) | {c['n']} |")
@@ -368,13 +366,11 @@ def _comparison_tables(r: dict, primary: str) -> list[str]:
         lines += ["", *[f"- {n}" for n in notes]] if notes else []
         lines.append("")
     if lines:
-        iv = r["design"].get("intervals") or {}
         lines += ["The decision uses the Holm-adjusted interval: the paired t interval at the confidence of the "
                   "pair's Holm step (1 − alpha / d), so it lies above zero exactly when Holm rejects; the family is "
                   "every augmented arm x reference on the primary metric (controls against the baseline are shown "
-                  "outside it). Secondary metrics are unadjusted. Interval methods: " + (iv.get("t") or "t interval")
-                  + (f"; {iv['bootstrap']}" if iv.get("bootstrap") else "")
-                  + (f". Left out: {iv['bootstrap_left_out']}" if iv.get("bootstrap_left_out") else "") + ". "
+                  "outside it). Secondary metrics are unadjusted. Interval methods: "
+                  + interval_methods(r["design"].get("intervals") or {}) + ". "
                   "The exact Wilcoxon test cannot reach a p-value below its minimum with n nonzero paired "
                   "differences (2 / 2^n: 0.25 with 3, 0.0625 with 5, 0.031 with 6).", ""]
     return lines + _power_table(r)
