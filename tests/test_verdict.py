@@ -208,6 +208,14 @@ def test_config_refuses_bad_decision_settings():
                                 ("seed_scheme", "random", "seed_scheme must be one of")):
         with pytest.raises(GenaugError, match=message):
             experiment_config(None, {key: value})
+    # the gate's settings are refused when the config is read, not after the subset is drawn
+    for gate_setting, message in (({"memorization_robust": "high"}, "memorization_robust must be a number"),
+                                  ({"memorization_robust": 1.5}, "memorization_robust must be a whole number"),
+                                  ({"memorization_check_kinds": ["warp"]}, "unknown near-copy kind 'warp'"),
+                                  ({"memorization_spaces": ["colour"]}, "unknown space colour")):
+        with pytest.raises(GenaugError, match=message):
+            experiment_config(None, {"acceptance": gate_setting})
+    assert experiment_config(None, {"acceptance": {"memorization_robust": 1.0}})["acceptance"]["memorization_robust"] == 1.0
 
 
 def test_epoch_selection_follows_the_primary_metric():

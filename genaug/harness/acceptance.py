@@ -62,12 +62,24 @@ class AcceptanceContext:
 
     @property
     def spaces(self) -> list[str]:
-        spaces = list(self.settings["memorization_spaces"])
-        unknown = [s for s in spaces if s not in gate.SPACES]
-        if unknown or not spaces:
-            raise GenaugError(f"memorization_spaces: unknown space {', '.join(unknown) or '(none)'}; "
-                              f"choose from {', '.join(gate.SPACES)}")
-        return spaces
+        return check_spaces(self.settings["memorization_spaces"])
+
+
+def check_spaces(spaces) -> list[str]:
+    spaces = list(spaces)
+    unknown = [s for s in spaces if s not in gate.SPACES]
+    if unknown or not spaces:
+        raise GenaugError(f"memorization_spaces: unknown space {', '.join(unknown) or '(none)'}; "
+                          f"choose from {', '.join(gate.SPACES)}")
+    return spaces
+
+
+def check_settings(settings: dict) -> None:
+    """Refuse, before anything is written, memorisation-gate settings the gate would refuse later."""
+    merged = {**DEFAULTS, **settings}
+    gate.GateSettings.from_settings(merged)
+    check_spaces(merged["memorization_spaces"])
+    gate.check_kinds(merged["memorization_check_kinds"])
 
 
 def parse_policies(text: str | list[str]) -> list[str]:

@@ -168,6 +168,7 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         if control not in CONTROLS:
             raise GenaugError(f"unknown control arm {control!r}; choose from {', '.join(CONTROLS)}")
     acceptance.parse_policies(config["accept"])
+    acceptance.check_settings(config["acceptance"] or {})
     check_semi(config)
     config["preprocess"] = check_preprocess(config["preprocess"])
     names = _as_list(config["classifier"])

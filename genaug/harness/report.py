@@ -167,7 +167,8 @@ def _run_summary(r: dict) -> dict:
 
 def _collapsed(results: list[dict], n_classes: int) -> list[dict]:
     """Runs whose balanced accuracy is within 0.02 of chance (1 / classes): a failed training, not a result."""
-    return [{"arm": r["arm"], "replicate": r["replicate"], "seed": r["seed"], "best_epoch": r["best_epoch"],
+    return [{"arm": r["arm"], "replicate": r["replicate"], "seed": r["seed"], "seed_index": r["seed_index"],
+             "best_epoch": r["best_epoch"],
              "balanced_accuracy": r["test"]["balanced_accuracy"]}
             for r in results if r["test"]["balanced_accuracy"] <= 1 / n_classes + 0.02]
 
@@ -295,11 +296,11 @@ def _notes(r: dict) -> list[str]:
     n_units = next(iter(r["arms"].values()))["summary"][r["design"]["primary_metric"]]["n"]
     if n_units < 2:
         notes.append("- **One unit**: an interval or p-value needs at least two paired units, so they read `–`. "
-                     "Use at least 3 seeds and 3 replicates.")
+                     "Use at least 6 replicates, the fewest with which the decision rule can make a claim.")
     if r["collapsed_runs"]:
         notes.append(f"- **{len(r['collapsed_runs'])} run(s) ended at chance level** (balanced accuracy within 0.02 "
-                     "of chance): " + ", ".join(f"{c['arm']} replicate {c['replicate']} seed {c['seed']}"
-                                                for c in r["collapsed_runs"][:5]) + ".")
+                     "of chance): " + ", ".join(f"{c['arm']} replicate {c['replicate']} seed "
+                                                f"{c.get('seed_index', c['seed'])}" for c in r["collapsed_runs"][:5]) + ".")
     return [*notes, ""] if notes else []
 
 

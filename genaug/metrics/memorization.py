@@ -43,7 +43,6 @@ SPACES = ("inception", "pixels")
 EXACT = 1 - 1e-6  # the highest threshold: exact copies (similarity 1 up to rounding) are always rejected
 NEAR_COPY_KINDS = ("flip", "shift", "noise", "jpeg", "rotate", "rescale", "brightness", "contrast", "blur",
                    "jpeg50")
-SEARCHED_KINDS = ("flip", "shift")  # what the pixel similarity itself searches over
 DEFAULTS = {"quantile": 0.99, "spaces": list(SPACES), "max_shift": 3, "robust": 1, "duplicate": 0.995,
             "max_false_rejection": 0.25, "check_kinds": list(NEAR_COPY_KINDS)}  # check_kinds: measured per replicate
 
@@ -69,10 +68,29 @@ class GateSettings:
 
     @classmethod
     def from_settings(cls, settings: dict) -> "GateSettings":
-        """From acceptance settings (`memorization_quantile`, `memorization_robust`, ...)."""
-        keys = {f: settings[f"memorization_{f}"] for f in cls.__dataclass_fields__ if f"memorization_{f}" in settings}
-        return cls(**{k: (int(v) if k == "robust" and float(v).is_integer() else float(v) if k != "robust" else v)
-                      for k, v in keys.items()})
+        """From acceptance settings (`memorization_quantile`, `memorization_robust`, ...); a value that
+        is not a number is refused in one line."""
+        values = {}
+        for name in cls.__dataclass_fields__:
+            key = f"memorization_{name}"
+            if key in settings:
+                try:
+                    number = float(settings[key])
+                except (TypeError, ValueError):
+                    raise GenaugError(f"{key} must be a number (got {settings[key]!r})") from None
+                if name != "robust":
+                    values[name] = number
+                else:  # counts images: 1.0 (as YAML may write it) is 1; 1.5 is refused by __post_init__
+                    values[name] = int(number) if number.is_integer() else settings[key]
+        return cls(**values)
+
+
+def check_kinds(kinds) -> list[str]:
+    """Near-copy kinds to measure, each one of NEAR_COPY_KINDS, or a one-line refusal."""
+    unknown = sorted(set(kinds) - set(NEAR_COPY_KINDS))
+    if unknown:
+        raise GenaugError(f"unknown near-copy kind {unknown[0]!r}; choose from {', '.join(NEAR_COPY_KINDS)}")
+    return list(kinds)
 
 
 @dataclass
@@ -232,10 +250,7 @@ def gate_rates(train_x: torch.Tensor, train_y: torch.Tensor, calib_x: torch.Tens
     images (leave-one-out on the calibration set; on (test_x, test_y) when given)."""
     heldout = nearest_similarity(similarity, calib_x, train_x, spaces)
     gate = calibrate(heldout, calib_y.numpy(), classes, settings)
-    unknown = sorted(set(kinds or []) - set(NEAR_COPY_KINDS))
-    if unknown:
-        raise GenaugError(f"unknown near-copy kind {unknown[0]!r}; choose from {', '.join(NEAR_COPY_KINDS)}")
-    kinds = [k for k in (kinds or NEAR_COPY_KINDS) if flips or k != "flip"]
+    kinds = [k for k in check_kinds(kinds or NEAR_COPY_KINDS) if flips or k != "flip"]
     per_class: dict[str, dict] = {name: {"thresholds": gate.thresholds[name],
                                          "n_calibration": gate.calibration_counts[name],
                                          "false_rejection_bound": gate.guarantees[name],
