@@ -18,7 +18,7 @@ STAGES = ("subset", "validation", "unlabeled", "generator", "sample", "classifie
 SCHEMES = ("sequence", "offset")
 SAMPLE_SEED_SPAN = 1_000_000  # offset scheme: images per class and replicate never reach the next class's seeds
 CONDITIONAL_UNIT = 500  # the generator unit of a class-conditional model (per-class models use the label)
-LEGACY = {"subset": None, "validation": None, "unlabeled": None, "gate": None, "filter": 998, "duplicates": 999,
+OFFSET_UNITS = {"subset": None, "validation": None, "unlabeled": None, "gate": None, "filter": 998, "duplicates": 999,
           "cas": 0, "floor": 997}
 
 
@@ -58,4 +58,4 @@ class Seeds:
             return (r * 1000 + unit) * SAMPLE_SEED_SPAN
         if stage in ("generator", "classifier"):
             return r * 1000 + unit
-        return r if LEGACY[stage] is None else r * 1000 + LEGACY[stage]
+        return r if OFFSET_UNITS[stage] is None else r * 1000 + OFFSET_UNITS[stage]

@@ -44,7 +44,7 @@ def render(rows: dict[str, dict]) -> list[str]:
     total = sum(r["total_s"] for r in rows.values())
     lines = ["## Where the time went", "",
              "Wall time of every stage this folder computed (stages read from the cache on a re-run count once), "
-             "summed over units; units ran one after another in one process, so the total is the critical path.", "",
+             "summed over units; with one process running the units one after another, the total is the critical path.", "",
              "| stage | runs | total (min) | mean (s) | share |", "|---|---|---|---|---|"]
     lines += [f"| {stage} | {r['count']} | {r['total_s'] / 60:.1f} | {r['mean_s']:.1f} | "
               f"{r['total_s'] / total:.0%} |" for stage, r in rows.items()]
