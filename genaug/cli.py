@@ -410,13 +410,16 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @click.option("--config", "config_file", default=None, help=CONFIG_HELP)
 @click.option("--device", type=DEVICES, default="auto", show_default=True, help="Where to train.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS|auto]",
+              help="Run the stages as Ray tasks: alone, on a local Ray cluster started for the run; with auto or "
+                   "HOST:PORT, on a running cluster (`ray start --head`). Needs the extra genaug[ray].")
 @split_options
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
 def augment_and_train(data, classes, per_class, generators, guidance, synthetic, synthetic_per_class, synthetic_ratio, controls,
                       full_real, unlabeled, unlabeled_data, semi, replicates, cv, seeds, primary_metric, out, classifier, pretrained, finetune, epochs,
                       batch_size,
                       accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
-                      device, no_progress, group_by, test_fraction, fit, intensity, preprocess, data_root):
+                      device, no_progress, ray_address, group_by, test_fraction, fit, intensity, preprocess, data_root):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics.
 
     Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, the
@@ -425,8 +428,8 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
     selection and seeds. The answer follows the decision rule (Holm over every augmented arm x
     reference, alpha and min_effect from the config). Re-run the same command to resume;
     --replicates and --seeds may grow on a re-run (recorded, and marked post hoc after a report).
-    Run the same command in several processes at once (one per GPU, or per machine sharing the
-    folder) to split the replicates (and folds) between them.
+    With --ray the stages run as Ray tasks (several GPUs, or a cluster sharing the folder); a
+    finished stage is never computed twice, whichever driver or host meets it.
     """
     from .harness.experiment import Experiment, experiment_config
     from .harness.report import render_markdown
@@ -449,11 +452,7 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         raise click.UsageError("--data is required (on the command line or in --config)")
     experiment = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,
                             progress=not no_progress)
-    report = experiment.run()
-    if report is None:
-        click.echo("this process has finished its part; the report is written by the process that finishes the "
-                   "last unit (or run this command again once they are done):\n  " + "\n  ".join(experiment.elsewhere))
-        return
+    report = experiment.run(ray=ray_address)
     md = render_markdown(report)
     click.echo(md[md.index("## Answer"):md.index("## Design")].rstrip())
     click.echo(f"\nreport: {Path(out) / 'report.md'}")

@@ -50,17 +50,19 @@ def test_group_by_oct2017_keeps_each_patient_on_one_side_of_every_split_and_carv
 
 def test_experiment_carve_is_patient_disjoint(tmp_path):
     from genaug.harness.experiment import Experiment, experiment_config
+    from genaug.harness.spec import Unit
+    from genaug.harness.unit_data import validation_plan
 
     config = experiment_config(None, {"per_class": 6, "val_fraction": 0.34, "image_size": 32, "group_by": "oct2017",
                                       "generators": [], "seeds": 1})
     for r in range(2):
-        rep = Experiment(str(OCT), tmp_path, config, progress=False).replicate(r)
-        rep.real_data()
+        e = Experiment(str(OCT), tmp_path, config, progress=False)
+        rep = e.unit_data(r)
         train_groups = {it["group"] for it in rep.train_items}
         val_groups = {it["group"] for it in rep.val_items}
         test_groups = {it["group"] for it in rep.manifest["test"]["items"]}
         assert not train_groups & val_groups and not (train_groups | val_groups) & test_groups
-        assert "patient-disjoint" in rep.validation_plan()
+        assert "patient-disjoint" in validation_plan(e.spec, Unit(r), rep)
 
 
 def test_adding_files_never_moves_an_existing_item_and_changed_test_membership_is_refused(tmp_path):

@@ -9,7 +9,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from genaug.data import load_split, open_source, save_png
-from genaug.harness.claims import CLAIM_NAME
+from genaug.harness.store import Store
 from genaug.harness.stats import holm, paired_difference, wilcoxon_min_p
 
 from conftest import PNEUMONIA, assert_clean_error, run_cli
@@ -128,38 +127,36 @@ def _up_to_classifiers(tiny, out):
         shutil.copytree(tiny / rep, out / rep, ignore=shutil.ignore_patterns("classifiers"))
 
 
-def test_a_unit_claimed_by_a_live_process_is_left_to_it_and_a_dead_claim_is_taken_over(tiny, tmp_path):
-    out = tmp_path / "claimed"
-    _up_to_classifiers(tiny, out)
-    holder = subprocess.Popen(["sleep", "300"])  # a live process holding replicate 0
-    try:
-        (out / "rep-0" / CLAIM_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                            "since": "2026-01-01T00:00:00"}))
-        r = run_cli("augment-and-train", *TINY, "--out", out)
-        assert r.exit_code == 0, r.output
-        assert f"rep-0 is being run by process {holder.pid}" in r.output and "finished its part" in r.output
-        assert not list((out / "rep-0").glob("classifiers/*/*.json"))  # left to its holder
-        assert len(list((out / "rep-1").glob("classifiers/*/seed-*.json"))) == 8  # 4 arms x 2 seeds
-        assert not (out / "report.json").exists() and not (out / "rep-1" / CLAIM_NAME).exists()
-    finally:
-        holder.kill()
-        holder.wait()
-    r = run_cli("augment-and-train", *TINY, "--out", out)  # its holder is gone: taken over, report written
-    assert r.exit_code == 0, r.output
-    assert results_table(out) == results_table(tiny) and not list(out.glob("rep-*/" + CLAIM_NAME))
-
-
-def test_two_processes_on_one_folder_split_the_replicates_and_agree_with_one(tiny, tmp_path):
+def test_two_drivers_on_one_folder_never_compute_a_stage_twice(tiny, tmp_path):
+    """Two processes on one folder: a stage whose lease the other holds is left to it (store.py), so
+    every classifier run is computed once, and the results equal one driver's."""
     out = tmp_path / "together"
     _up_to_classifiers(tiny, out)
     cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *map(str, TINY), "--out", str(out)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert any("report:" in o for o, _ in outputs)  # the one that finished the last unit wrote the report
-    assert results_table(out) == results_table(tiny) and not list(out.glob("rep-*/" + CLAIM_NAME))
+    computed = [e for e in Store(out).log() if not e["adopted"]]
+    assert len(computed) == len({e["key"] for e in computed}) == 16  # 2 replicates x 2 seeds x 4 arms, once each
+    assert results_table(out) == results_table(tiny) and not list((out / "stages").glob("*.lease-*"))
+
+
+def test_leases_one_holder_a_dead_holder_superseded_a_retry_takes_its_own(tmp_path):
+    store = Store(tmp_path)
+    first = store.acquire("classifier-k", "driver-a")
+    assert first is not None and store.acquire("classifier-k", "driver-b") is None  # fresh: left to its holder
+    again = store.acquire("classifier-k", "driver-a")  # the same driver run's retry of the task
+    assert again is not None and again.path == first.path
+    stale = time.time() - 120
+    os.utime(first.path, (stale, stale))  # its heartbeat stopped: the process is gone
+    first._stop.set()
+    taken = store.acquire("classifier-k", "driver-b")
+    assert taken is not None and taken.path.name == "classifier-k.lease-1"
+    assert store.acquire("classifier-k", "driver-c") is None  # one taker wins; no file moved back
+    taken.release()
+    assert not list(store.dir.glob("classifier-k.lease-*"))
 
 
 def test_control_arms_image_counts_and_step_budget(tiny):
@@ -352,11 +349,18 @@ def test_explain_bad_input(tiny, tmp_path):
 
 
 def test_report_says_where_the_time_went(tiny):
-    """Every stage that computed recorded its wall time once; the report sums them per stage type."""
+    """Every stage task that computed recorded its wall time once; the report sums them per stage
+    type and finds the critical path through the tasks' inputs."""
+    from genaug.harness.timing import critical_path
+
     t = _json(tiny / "report.json")["timings"]
-    assert t["generator training"]["count"] == 4  # 2 replicates x 2 classes
-    assert t["sampling"]["count"] == 4 and t["acceptance"]["count"] == 2 and t["memorisation gate check"]["count"] == 2
-    assert t["classifier (baseline)"]["count"] == 4 and t["classifier (synthetic)"]["count"] == 4  # 2 x 2 seeds
-    assert t["classifier (control)"]["count"] == 8 and t["classifier (baseline)"]["total_s"] > 0
+    assert t["generator"]["count"] == 4 and t["samples"]["count"] == 4  # 2 replicates x 2 classes
+    assert t["acceptance"]["count"] == 2 and t["gate"]["count"] == 2 and t["subset"]["count"] == 2
+    assert t["classifier"]["count"] == 16 and t["classifier"]["total_s"] > 0  # 2 replicates x 2 seeds x 4 arms
+    path = critical_path(Store(tiny).records())
+    assert [r["stage"] for r in path][:1] == ["subset"] and path[-1]["stage"] in ("classifier", "quality")
+    for before, after in zip(path, path[1:]):
+        assert before["key"] in after["upstream"]  # a chain: each task reads the one before
+    assert sum(r["critical_s"] for r in t.values()) == pytest.approx(sum(r["wall_s"] for r in path), abs=0.5)
     md = (tiny / "report.md").read_text()
-    assert "## Where the time went" in md and "| classifier (baseline) | 4 |" in md
+    assert "## Where the time went" in md and "| classifier | 16 |" in md and "critical path" in md

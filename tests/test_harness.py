@@ -150,7 +150,7 @@ def test_bad_inputs(tmp_path):
                                 ("source", "too few images for the train/validation split")):
         config = experiment_config(None, {"per_class": 2, "val_fraction": 0.9, "validation": validation})
         with pytest.raises(GenaugError, match=message):
-            Experiment(str(PNEUMONIA), tmp_path / "y", config, progress=False).replicate(0).real_data()
+            Experiment(str(PNEUMONIA), tmp_path / "y", config, progress=False).unit_data(0)
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("seeeds: 3\n")
     assert_clean_error(run_cli(*base, "--config", cfg), "unknown setting(s)", "'seeeds' (did you mean 'seeds'?)")

@@ -18,6 +18,7 @@ from genaug.errors import GenaugError
 from genaug.generators.training import TrainingInterrupted
 from genaug.harness import semi
 from genaug.harness.classifier import TrainSettings, predict_proba, train_classifier
+from genaug.harness.unit_data import pseudo_label_check
 from genaug.harness.experiment import Experiment, experiment_config
 
 from conftest import OCT, PNEUMONIA, assert_clean_error, run_cli
@@ -38,23 +39,20 @@ def _probs(out, arm):
 
 def test_unlabeled_pool_is_disjoint_recorded_and_patient_disjoint(tmp_path):
     e = _experiment(tmp_path / "exp")
-    rep = e.replicate(0)
-    rep.real_data()
-    manifest = json.loads((rep.folder / "manifest.json").read_text())
+    rep = e.unit_data(0)
+    manifest = json.loads((tmp_path / "exp" / "rep-0" / "manifest.json").read_text())
     block = manifest["unlabeled"]
     pool_ids = {it["id"] for it in block["items"]}
     assert block["count"] == 48 == len(pool_ids) and set(block["items"][0]) == {"id", "sha256"}  # no labels kept
     labelled = {it["id"] for it in manifest["train"]["items"]}  # the train part; validation: the val split
     assert block["split"] == "train" and manifest["validation"]["split"] == "val" and not pool_ids & labelled
-    assert rep.unlabeled_pool.images.shape == (48, 1, 28, 28)
-    every = _experiment(tmp_path / "all", unlabeled="all").replicate(0)
-    every.real_data()  # ids number each split from 0: test or val ids must not remove train images
+    assert rep.pool.shape == (48, 1, 28, 28)
+    every = _experiment(tmp_path / "all", unlabeled="all").unit_data(0)
+    # ids number each split from 0: test or val ids must not remove train images
     assert every.manifest["unlabeled"]["count"] == 4708 - 16
-    again = e.replicate(0)
-    again.real_data()
-    assert torch.equal(again.unlabeled_pool.images, rep.unlabeled_pool.images)  # reloaded from the manifest, same pixels
-    other = _experiment(tmp_path / "other", seed=1).replicate(0)
-    other.real_data()
+    again = e.unit_data(0)
+    assert torch.equal(again.pool, rep.pool)  # reloaded from the manifest, same pixels
+    other = _experiment(tmp_path / "other", seed=1).unit_data(0)
     assert {it["id"] for it in other.manifest["unlabeled"]["items"]} != pool_ids  # seeded per replicate
 
     s = open_source(str(OCT), group_by="oct2017")
@@ -230,17 +228,13 @@ def test_an_unlabelled_folder_is_recorded_and_reloaded(tmp_path):
     for i in range(5):
         Image.fromarray(test_images[i]).save(folder / f"scan-{i}.png")
     e = _experiment(tmp_path / "exp", unlabeled=None, unlabeled_data=str(folder), semi="pseudo")
-    rep = e.replicate(0)
-    rep.real_data()
+    rep = e.unit_data(0)
     block = rep.manifest["unlabeled"]
     assert block["folder"] == str(folder) and [it["id"] for it in block["items"]] == [f"scan-{i}.png" for i in range(5)]
-    assert torch.equal(rep.unlabeled_pool.images[:, 0], torch.from_numpy(test_images[:5]))  # 28 px, unchanged
-    assert rep.pseudo_label_check({"indices": [], "labels": []}) is None  # no true labels for a folder
-    again = e.replicate(0)
-    again.real_data()
-    assert torch.equal(again.unlabeled_pool.images, rep.unlabeled_pool.images)
+    assert torch.equal(rep.pool[:, 0], torch.from_numpy(test_images[:5]))  # 28 px, unchanged
+    assert pseudo_label_check(e.spec, rep, {"indices": [], "labels": []}) is None  # no true labels for a folder
+    again = e.unit_data(0)
+    assert torch.equal(again.pool, rep.pool)
     Image.fromarray(test_images[9]).save(folder / "scan-0.png")  # an image changed since it was recorded
-    changed = e.replicate(0)
-    changed.real_data()
     with pytest.raises(GenaugError, match="changed since"):
-        changed.unlabeled_pool
+        e.unit_data(0)

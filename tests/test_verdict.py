@@ -274,6 +274,7 @@ def test_a_folder_of_an_earlier_version_resumes_with_its_own_seeds_and_settings(
     from conftest import PNEUMONIA
     from genaug.harness import acceptance
     from genaug.harness.experiment import Experiment, experiment_config
+    from genaug.harness.spec import Unit
 
     config = experiment_config(None, {"per_class": 10, "generators": [], "seeds": 1})
     first = Experiment(str(PNEUMONIA), tmp_path, dict(config), progress=False)
@@ -288,20 +289,20 @@ def test_a_folder_of_an_earlier_version_resumes_with_its_own_seeds_and_settings(
                                                                           "seeds": 1}), progress=False)
     assert again.config["seed_scheme"] == "offset" and again.settings.select_metric == "balanced_accuracy"
     again.check_settings()  # not refused
-    assert again.replicate(1).seeds.of("subset") == 1  # the offsets it was started with
+    assert again.spec.seeds(Unit(1)).of("subset") == 1  # the offsets it was started with
     assert acceptance.DEFAULTS["memorization_robust"] == 1
 
 
 def test_gate_calibration_leaves_out_held_out_images_of_training_patients():
     from types import SimpleNamespace
 
-    from genaug.harness.replicate import Replicate
+    from genaug.harness.unit_data import UnitData
 
     rep = SimpleNamespace(train_items=[{"id": "a", "group": "p1"}, {"id": "b", "group": "p2"}],
                           val_items=[{"id": "c", "group": "p2"}, {"id": "d", "group": "p3"}, {"id": "e", "group": "p1"}])
-    assert Replicate.heldout_without_training_patients(rep).tolist() == [False, True, False]
+    assert UnitData.heldout_without_training_patients(rep).tolist() == [False, True, False]
     unknown = SimpleNamespace(train_items=[{"id": "a"}], val_items=[{"id": "c"}, {"id": "d"}])
-    assert Replicate.heldout_without_training_patients(unknown).tolist() == [True, True]  # no patients: all kept
+    assert UnitData.heldout_without_training_patients(unknown).tolist() == [True, True]  # no patients: all kept
 
 
 def test_arm_registry_one_small_class_per_arm():

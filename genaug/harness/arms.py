@@ -30,7 +30,7 @@ from .classifier import TrainedClassifier, TrainSettings, train_classifier
 from .config import synthetic_sources
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .replicate import Replicate
+    from .classifier_run import RunInputs
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,15 @@ class Arm:
         """The classifier recipe (the baseline's unless the arm changes it)."""
         return base
 
-    def data(self, rep: "Replicate") -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+    def data(self, inputs: "RunInputs") -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
         """(real images the arm trains on, extra images or None)."""
-        return (rep.train_x, rep.train_y), None
+        return (inputs.data.train_x, inputs.data.train_y), None
 
-    def steps_per_epoch(self, rep: "Replicate", n_images: int, batch_size: int) -> int:
+    def steps_per_epoch(self, inputs: "RunInputs", n_images: int, batch_size: int) -> int:
         """The baseline's budget, whatever the arm adds."""
-        return rep.steps_per_epoch
+        return inputs.data.steps_per_epoch
 
-    def fit(self, rep: "Replicate", args: tuple, extra) -> tuple[TrainedClassifier, dict | None]:
+    def fit(self, inputs: "RunInputs", args: tuple, extra) -> tuple[TrainedClassifier, dict | None]:
         """(the trained classifier, a diagnostic for the report or None): the shared classifier loop."""
         return train_classifier(*args, extra=extra), None
 
@@ -80,8 +80,8 @@ class Duplicates(Arm):
 
     kind = "control"
 
-    def data(self, rep):
-        return (rep.train_x, rep.train_y), rep.duplicates()
+    def data(self, inputs):
+        return (inputs.data.train_x, inputs.data.train_y), inputs.duplicates()
 
 
 class Synthetic(Arm):
@@ -89,8 +89,8 @@ class Synthetic(Arm):
 
     kind = "synthetic"
 
-    def data(self, rep):
-        return (rep.train_x, rep.train_y), rep.accepted_at(self.source, self.count)
+    def data(self, inputs):
+        return (inputs.data.train_x, inputs.data.train_y), inputs.accepted(self.source, self.count)
 
 
 class SemiSupervised(Arm):
@@ -99,14 +99,14 @@ class SemiSupervised(Arm):
 
     kind = "semi"
 
-    def data(self, rep):
-        return (rep.train_x, rep.train_y), rep.accepted_at(self.source, self.count) if self.source else None
+    def data(self, inputs):
+        return (inputs.data.train_x, inputs.data.train_y), inputs.accepted(self.source, self.count) if self.source else None
 
-    def fit(self, rep, args, extra):
-        c = rep.e.config
-        outcome = semi.train_semi(self.method, *args, pool=rep.unlabeled_pool.images, options=c["semi_settings"],
+    def fit(self, inputs, args, extra):
+        c = inputs.config
+        outcome = semi.train_semi(self.method, *args, pool=inputs.data.pool, options=c["semi_settings"],
                                   extra=extra, strong_policy=c["strong_augment"])
-        return outcome.trained, rep.pseudo_label_check(outcome.pseudo_labels)
+        return outcome.trained, inputs.pseudo_label_check(outcome.pseudo_labels)
 
 
 class Ceiling(Arm):
@@ -114,10 +114,10 @@ class Ceiling(Arm):
 
     kind = "ceiling"
 
-    def data(self, rep):
-        return rep.full_real(), None
+    def data(self, inputs):
+        return inputs.full_real(), None
 
-    def steps_per_epoch(self, rep, n_images, batch_size):
+    def steps_per_epoch(self, inputs, n_images, batch_size):
         return math.ceil(n_images / batch_size)
 
 

@@ -47,11 +47,14 @@ DEFAULTS: dict[str, Any] = {
     # which trained classifiers are kept (safetensors, for `genaug explain` and `nearest --features classifier`)
     "save_models": "first",  # first: seed 0 of each arm and replicate; all; none
     "explain": None,  # a heatmap method (gradcam, gradcam++, scorecam, cam): figures in the report
+    # how the stages run (executor.py): resources of each stage type as Ray tasks, retries of a task whose worker died
+    "resources": {}, "retries": 3,
 }
 SAVE_MODELS = ("first", "all", "none")
 CONTROLS = ("baseline-strong", "dup")
 DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every other key must match
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
+RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
 # settings added after experiment folders existed, with the value that reproduces how those folders ran
 LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy"}
 

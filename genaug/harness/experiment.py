@@ -1,44 +1,41 @@
 """`augment-and-train`: does adding accepted synthetic images improve the classifier?
 
-An experiment folder holds its settings (`config.yaml`, `history.json`), one folder per unit
-(`rep-<r>/`, or `rep-<r>/fold-<f>/` with cross-validation) whose stages are cached (replicate.py),
-and the report (report.py; its protocol paragraph: protocol.py). Replicates repeat everything
-random; inside each, classifier seeds are shared by every arm; the unit of inference is the
-replicate. Every stage writes its result into the folder and is skipped on a re-run, so an
-interrupted experiment picks up where it stopped; replicates and seeds may be added later
-(recorded in `history.json`, and marked post hoc in the report when a report already existed).
-The same command may run in several processes at once (one per GPU, or per machine sharing the
-folder): each claims the units nobody else has (claims.py), and the one that finishes the last
-unit writes the report.
+The driver: it resolves the settings into a frozen spec (spec.py), checks them against the folder,
+plans the stage tasks (stages.py), runs them in this process or on Ray (executor.py,
+ray_executor.py) and writes the report from what the stages stored (report.py). An experiment
+folder holds its settings (`config.yaml`, `history.json`), one folder per unit (`rep-<r>/`, or
+`rep-<r>/fold-<f>/` with cross-validation) with every stage's outputs, the store's records
+(`stages/`), and the report. Replicates repeat everything random; inside each, classifier seeds are
+shared by every arm; the unit of inference is the replicate. A finished stage is never computed
+again, so an interrupted experiment picks up where it stopped, and several drivers (or hosts
+sharing the folder) may run it at once; replicates and seeds may be added later (recorded in
+`history.json`, and marked post hoc in the report when a report already existed).
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from tqdm.auto import tqdm
 
 from ..config import save_config
-from ..data import load_split, open_source
-from ..data.images import check_image_size, match_channels
-from ..data.imagesets import image_files, load_image_folder, slug
+from ..data import open_source
+from ..data.images import check_image_size
 from ..data.sources import CIFAR10_CLASSES
 from ..data.unlabeled import folder_files
 from ..errors import GenaugError
-from ..generators.training import TrainingInterrupted, main_thread, raise_interrupt
+from ..generators.training import main_thread, raise_interrupt
 from ..io import read_json, write_json
-from .arms import plan_arms
-from .generation import check_runs
-from .claims import Claim, describe
-from .classifier import TrainSettings
-from .config import DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, architectures
+from .config import DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RUN_KEYS
 from .config import experiment_config  # noqa: F401 - part of this module's API
-from .replicate import Replicate
+from .executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
+from .generation import check_runs
+from .spec import ExperimentSpec, Unit, remember_source
+from .stages import adopt, plan
 
 FLIP_SAFE_KINDS = {"cifar10", "fashion-mnist"}  # natural images; medical and folder sources: flips off
 
@@ -52,7 +49,7 @@ def _with_default(key: str, config: dict, missing: dict | None = None):
 
 
 class Experiment:
-    """One experiment folder: its settings, its replicates, its arms."""
+    """The driver of one experiment folder: its settings, checked against the folder, and the run."""
 
     def __init__(self, data: str, out: str | Path, config: dict[str, Any], runs_dir: str | None = None,
                  data_root: str | None = None, device: str = "auto", progress: bool = True):
@@ -60,6 +57,7 @@ class Experiment:
         self.runs_dir = Path(runs_dir) if runs_dir else None
         self.data_root, self.device, self.progress = data_root, device, progress
         self.source = open_source(data, data_root, group_by=config["group_by"], test_fraction=config["test_fraction"])
+        remember_source(self.source, data, data_root, config["group_by"], config["test_fraction"])
         self.source_labels = self.source.resolve_classes(str(config["classes"]))
         if len(self.source_labels) < 2:
             raise GenaugError("augment-and-train needs at least two classes")
@@ -69,14 +67,16 @@ class Experiment:
         if config["hflip"] is None:
             config["hflip"] = self.source.kind in FLIP_SAFE_KINDS or self.source.classes == CIFAR10_CLASSES
         self._adopt_legacy()
-        self.architectures = architectures(config)
-        self.settings = TrainSettings.from_config({**config, "classifier": self.architectures[0],
-                                                   "select_metric": config["select_metric"] or config["primary_metric"]})
-        self.arms = plan_arms(config)
-        self._external: dict[str, dict[int, torch.Tensor]] = {}
-        self._tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        config["resources"] = {k: v for k, v in (config.get("resources") or {}).items()}
+        check_resources(config["resources"])
+        check_retries(config["retries"])
         self.n_val = self._validation_per_class()
-        self.elsewhere: list[str] = []  # after run(): units other processes were still running
+        self.spec = ExperimentSpec(data=data, out=str(self.out), config_json=json.dumps(config, sort_keys=True,
+                                                                                        default=str),
+                                   classes=tuple(self.classes), source_labels=tuple(int(i) for i in self.source_labels),
+                                   image_size=int(self.image_size), n_val=int(self.n_val), data_root=data_root,
+                                   runs_dir=str(self.runs_dir) if self.runs_dir else None, device=device)
+        self.outcome: Outcome | None = None  # after run(): what each task did
 
     # -- settings and history -----------------------------------------------------------------
     def saved_config(self) -> dict[str, Any]:
@@ -100,7 +100,7 @@ class Experiment:
             # a setting added by a later genaug version is absent from older folders: read it as its default
             # (inside a section too, e.g. an acceptance setting added later)
             changed = sorted(k for k in set(old) | set(new)
-                             if k not in DESIGN_KEYS + OUTPUT_KEYS and _with_default(k, old, LEGACY) != _with_default(k, new))
+                             if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS and _with_default(k, old, LEGACY) != _with_default(k, new))
             if changed:
                 raise GenaugError(f"{self.out} holds an experiment with other settings ({', '.join(changed)}); "
                                   "choose another --out (only replicates and seeds may change on a re-run)")
@@ -141,42 +141,6 @@ class Experiment:
                               f"with val_fraction {self.config['val_fraction']} leaves no training images")
         return n_val
 
-    def positions(self, source_labels: torch.Tensor) -> torch.Tensor:
-        lookup = {s: i for i, s in enumerate(self.source_labels)}
-        return torch.tensor([lookup[int(v)] for v in source_labels], dtype=torch.int64)
-
-    def test_set(self, manifest: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The test split, converted with the replicate's recorded intensity rule (loaded once per rule)."""
-        key = repr((manifest["fit"], manifest["intensity"]))
-        if key not in self._tests:
-            test = load_split(self.source, "test", self.source_labels, self.image_size, fit=manifest["fit"],
-                              intensity=manifest["intensity"])
-            self._tests[key] = (test.images, self.positions(test.labels))
-        return self._tests[key]
-
-    def external(self, name: str) -> dict[int, torch.Tensor]:
-        """An external synthetic set `DIR/<class>/*.png`, per class, at the experiment's size and channels."""
-        if name not in self._external:
-            root = Path(self.config["synthetic"][name])
-            if not root.is_dir():
-                raise GenaugError(f"--synthetic {name}={root}: folder not found")
-            folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and image_files(p)}
-            wanted = {c.lower(): c for c in self.classes} | {slug(c).lower(): c for c in self.classes}
-            unknown = sorted(f for f in folders if f not in wanted)
-            if unknown:
-                raise GenaugError(f"--synthetic {name}: folder {folders[unknown[0]].name!r} in {root} is not a class "
-                                  f"of this experiment ({', '.join(self.classes)})")
-            sets = {}
-            for label, cls in enumerate(self.classes):
-                folder = folders.get(cls.lower()) or folders.get(slug(cls).lower())
-                if folder is None:
-                    raise GenaugError(f"--synthetic {name}: no folder for class {cls!r} in {root} "
-                                      f"(expected {root}/{slug(cls)}/*.png)")
-                images = load_image_folder(folder, self.image_size)
-                sets[label] = torch.stack([match_channels(img, self.source.channels) for img in images])
-            self._external[name] = sets
-        return self._external[name]
-
     # -- the run ------------------------------------------------------------------------------
     def preflight(self) -> None:
         """Refuse, before anything is written, unlabelled images that cannot be had and --runs that
@@ -195,57 +159,41 @@ class Experiment:
                                   f"of these classes; after {c['per_class']} labelled per class at most {max(left, 0)} "
                                   "are left (fewer when patients are kept apart)")
 
-    def replicate(self, index: int, fold: int | None = None) -> Replicate:
-        return Replicate(self, index, fold)
+    def unit_data(self, replicate: int, fold: int | None = None):
+        """The real subset of one unit (drawn and recorded on first use, reloaded afterwards)."""
+        from .unit_data import real_subset
 
-    def units(self) -> list[Replicate]:
-        """Every replicate, or with `cv` K every (replicate, fold): each trains its own generators and classifiers."""
-        folds = range(int(self.config["cv"])) if self.config["cv"] else [None]
-        return [self.replicate(r, f) for r in range(int(self.config["replicates"])) for f in folds]
+        return real_subset(self.spec, Unit(replicate, fold))
 
-    def run(self) -> dict | None:
-        """Every unit this process can claim (see claims.py), then the report. Returns None, with
-        `self.elsewhere` naming the units other processes still run, when the report is theirs to write."""
+    def run(self, ray: str | None = None) -> dict:
+        """Every stage not done yet, in this process or (`ray`: "local", "auto" or an address) as Ray
+        tasks, then the report. A stage that fails is named, the others finish, and the run then
+        stops with a one-line error naming what failed; every finished stage is kept."""
         from .report import write_report
 
         self.preflight()
         self.check_settings()
-        replicates = self.units()
-        seeds = int(self.config["seeds"])
-        per_unit = len(self.arms) * seeds * len(self.architectures)
+        tasks = plan(self.spec)
+        adopt(self.spec, tasks)
         previous = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread() else None
-        taken: dict[Path, dict] = {}  # units claimed by other processes: their holders
+        backend = None
         try:
-            with tqdm(total=len(replicates) * per_unit, desc="classifier runs", unit="run",
-                      disable=not self.progress) as bar:
-                for rep in replicates:
-                    claim = Claim(rep.folder)
-                    holder = claim.acquire()
-                    if holder is not None:
-                        taken[rep.folder] = holder
-                        bar.update(per_unit)
-                        continue
-                    try:
-                        self._run_unit(rep, seeds, bar)
-                    finally:
-                        claim.release()
-        except (KeyboardInterrupt, TrainingInterrupted):
-            raise TrainingInterrupted(f"interrupted; every finished stage is kept in {self.out}: run the same "
-                                      "command again to continue where it stopped") from None
+            owner = new_owner()
+            if ray is None:
+                backend = InProcess(self.spec, owner)
+            else:
+                from .ray_executor import RayBackend
+
+                backend = RayBackend(self.spec, owner, ray)
+            self.outcome = run_tasks(self.spec, tasks, backend, progress=self.progress)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-        self.elsewhere = [describe(rep.folder, taken[rep.folder]) for rep in replicates
-                          if rep.folder in taken and not rep.finished()]
-        return None if self.elsewhere else write_report(self, replicates)
-
-    def _run_unit(self, rep: Replicate, seeds: int, bar) -> None:
-        rep.prepare()
-        for k in range(seeds):
-            for arm in self.arms:
-                for arch in self.architectures:
-                    rep.arm_result(arm, k, arch)
-                    bar.update(1)
-        if self.config["quality"]:
-            for source in rep.sources:
-                rep.quality(source)
+            if backend is not None and hasattr(backend, "close"):
+                backend.close()
+        if self.outcome.failed:
+            n, skipped = len(self.outcome.failed), len(self.outcome.skipped)
+            raise GenaugError(f"{n} stage(s) failed: " + "; ".join(f"{k} ({v})" for k, v in self.outcome.failed.items())
+                              + (f"; {skipped} stage(s) that read them did not run" if skipped else "")
+                              + f"; every other stage finished and is kept in {self.out}: fix it and run again")
+        return write_report(self.spec, self.spec.units())

@@ -14,8 +14,13 @@ from ..data.imagesets import slug
 from ..plots import pyplot, save_figure
 
 
-def write_figures(e, replicates, report: dict) -> None:
-    folder = e.out / "figures"
+def write_figures(e, unit, data, report: dict) -> None:
+    """Every figure of the report; the image grids show the first unit's synthetic sets."""
+    from ..io import read_json
+    from .accepted import decisions_path
+    from .generation import synthetic_set
+
+    folder = e.folder / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     primary = report["design"]["primary_metric"]
     _forest(report, primary, folder / "forest.png")
@@ -28,11 +33,11 @@ def write_figures(e, replicates, report: dict) -> None:
         if a["runs"]:
             _confusion(np.sum([run["confusion_matrix"] for run in a["runs"]], axis=0), e.classes, arm,
                        folder / f"confusion-{arm.replace('+', 'plus-').replace('@', '-at-')}.png")
-    rep = replicates[0]
-    for source in rep.sources:
-        kept_by_class = rep.decisions(source)["kept"]
+    for source in e.sources:
+        kept_by_class = read_json(decisions_path(e, unit, source))["kept"]
+        drawn = synthetic_set(e, unit, data, source)
         for label, name in enumerate(e.classes):
-            images = rep.synthetic_sets[source][label]
+            images = drawn[label]
             kept = set(kept_by_class[name])
             for tag, idx in (("accepted", sorted(kept)), ("rejected", sorted(set(range(len(images))) - kept))):
                 if idx:

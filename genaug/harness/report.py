@@ -18,7 +18,13 @@ from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
 from .text import adjusted_interval, interval_methods, number as _f, p_value as _p
 from . import timing, verdict
+from .accepted import decisions_path, gate_path
+from .classifier_run import result_path
 from .protocol import protocol_text
+from .quality import quality_path
+from .spec import ExperimentSpec, Unit
+from .store import Store
+from .unit_data import real_subset, validation_plan
 from .stats import SCALAR_METRICS, with_composite
 
 PACKAGES = ("genaug", "torch", "torchvision", "diffusers", "accelerate", "torch-fidelity", "scipy", "scikit-learn")
@@ -34,10 +40,10 @@ def _versions() -> dict:
     return out
 
 
-def collect(e, replicates: list) -> list[dict]:
+def collect(e, units: list) -> list[dict]:
     """Every classifier run's result, in (replicate, seed, arm, architecture) order."""
-    results = [{"classifier": arch, **read_json(rep.result_path(arm, k, arch))}
-               for rep in replicates for k in range(int(e.config["seeds"])) for arm in e.arms
+    results = [{"classifier": arch, **read_json(result_path(e, unit, arm, k, arch))}
+               for unit in units for k in range(int(e.config["seeds"])) for arm in e.arms
                for arch in e.architectures]
     return [{**r, "test": with_composite(r["test"])} for r in results]
 
@@ -60,12 +66,14 @@ def _architecture_block(results: list[dict], n_replicates: int, cv: bool, arm_na
             "vs_baseline": verdict.comparisons(units, arm_names, primary, alpha).get("baseline", {})}
 
 
-def write_report(e, replicates: list) -> dict:
+def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
+    """The report of spec `e` over its units, from the stages' outputs and records."""
     from .figures import write_figures
 
     c = e.config
     primary = c["primary_metric"]
     every_run = collect(e, replicates)
+    history = e.history
     results = [r for r in every_run if r["classifier"] == e.architectures[0]]  # the headline architecture
     rows = analysis.rows_of(results)
     n_rep, cv = int(c["replicates"]), bool(c["cv"])
@@ -74,33 +82,33 @@ def write_report(e, replicates: list) -> dict:
     arm_names = [a.name for a in e.arms]
     summ = analysis.summaries(units)
     alpha, min_effect = float(c["alpha"]), float(c["min_effect"])
-    judged = verdict.verdict_block(units, arm_names, primary, unit, alpha, min_effect, e.history)
+    judged = verdict.verdict_block(units, arm_names, primary, unit, alpha, min_effect, history)
     comps = judged["comparisons"]
     max_count = max(c["synthetic_per_class"])
     arm_of = {a.source: a.name for a in e.arms if a.kind == "synthetic" and a.count == max_count}
-    quality = ({s: [{**rep.quality(s), "replicate": rep.index, "fold": rep.fold} for rep in replicates]
-                for s in replicates[0].sources}
+    quality = ({s: [{**read_json(quality_path(e, rep, s)), "replicate": rep.replicate, "fold": rep.fold}
+                    for rep in replicates] for s in e.sources}
                if c["quality"] else {})
-    first = replicates[0]
-    for rep in replicates:
-        rep.real_data()  # cached: loads the manifest's test labels if this process did not train
-    test_labels = {rep.index: rep.test_y.numpy() for rep in replicates}
+    data = {rep: real_subset(e, rep) for rep in replicates}  # reloaded from each unit's manifest
+    first = data[replicates[0]]
+    test_labels = {rep.replicate: data[rep].test_y.numpy() for rep in replicates}
+    plan = validation_plan(e, replicates[0], first)
     report = {
         "answer": judged["answer"],
-        "protocol": protocol_text(c, patients_known=first.patients_known, validation=first.validation_plan(),
+        "protocol": protocol_text(c, patients_known=first.patients_known, validation=plan,
                                   seed_scheme=c["seed_scheme"], alpha=alpha, min_effect=min_effect),
         "design": {"replicates": n_rep, "cv_folds": c["cv"], "seeds": int(c["seeds"]), "unit_of_inference": unit,
                    "primary_metric": primary, "secondary_metrics": [m for m in SCALAR_METRICS if m != primary],
                    "alpha": alpha, "min_effect": min_effect, "select_metric": c["select_metric"] or primary,
-                   "seed_scheme": c["seed_scheme"], "intervals": judged["intervals"], "history": e.history},
+                   "seed_scheme": c["seed_scheme"], "intervals": judged["intervals"], "history": history},
         "config": c,
         "versions": _versions(),
         "data": {"source": e.data, "kind": e.source.kind, "classes": e.classes, "image_size": e.image_size,
                  "channels": e.source.channels, "per_class": c["per_class"], "n_real_train": len(first.train_x),
                  "n_val": len(first.val_x), "n_test": len(first.test_x), "split_origin": e.source.split_origin,
-                 "validation": first.validation_plan(), "group_by": c["group_by"], "fit": first.manifest["fit"],
+                 "validation": plan, "group_by": c["group_by"], "fit": first.manifest["fit"],
                  "intensity": first.manifest["intensity"], "hflip": c["hflip"],
-                 "manifest_sha256": [sha256_file(rep.folder / "manifest.json") for rep in replicates]},
+                 "manifest_sha256": [sha256_file(e.unit_folder(rep) / "manifest.json") for rep in replicates]},
         "arms": {a.name: {"kind": a.kind, "source": a.source, "count": a.count,
                           "runs": [_run_summary(r) for r in results if r["arm"] == a.name],
                           "summary": summ.get(a.name, {})} for a in e.arms},
@@ -116,14 +124,14 @@ def write_report(e, replicates: list) -> dict:
         "ensembles_all_architectures": (_ensemble_block(every_run, test_labels, e.classes, arm_names, primary,
                                                         n_rep, cv, alpha)
                                         if len(e.architectures) > 1 else {}),
-        "generators": {s: {cls: [read_json(rep.folder / "synthetic" / s / slug(cls) / "samples.json")["model_sha256"]
+        "generators": {s: {cls: [read_json(e.unit_folder(rep) / "synthetic" / s / slug(cls) / "samples.json")["model_sha256"]
                                  for rep in replicates] for cls in e.classes}
-                       for s, spec in first.source_specs.items() if "family" in spec},
-        "acceptance": {s: [{"replicate": rep.index, "fold": rep.fold, **row} for rep in replicates
-                           for row in rep.decisions(s)["rows"]]
-                       for s in first.sources},
-        "memorization_gate": ([{"replicate": rep.index, "fold": rep.fold, **rep.gate_check()} for rep in replicates]
-                              if (first.folder / "acceptance" / "gate.json").exists() else []),
+                       for s, spec in e.source_specs.items() if "family" in spec},
+        "acceptance": {s: [{"replicate": rep.replicate, "fold": rep.fold, **row} for rep in replicates
+                           for row in read_json(decisions_path(e, rep, s))["rows"]]
+                       for s in e.sources},
+        "memorization_gate": ([{"replicate": rep.replicate, "fold": rep.fold, **read_json(gate_path(e, rep))}
+                               for rep in replicates] if gate_path(e, replicates[0]).exists() else []),
         "quality": quality,
         "quality_vs_gain": analysis.quality_vs_gain(quality, cells, arm_of, primary) if quality else {},
         "folds": _fold_table(cells, arm_names, primary) if cv else {},
@@ -132,17 +140,17 @@ def write_report(e, replicates: list) -> dict:
         "scarcity_gap_recovered": analysis.scarcity_gap(summ, primary),
         "collapsed_runs": _collapsed(results, len(e.classes)),
         "semi": semi_block(e, results),
-        "timings": timing.summary([rep.folder for rep in replicates]),
+        "timings": timing.summary(Store(e.folder).records(), [e.unit_folder(rep) for rep in replicates]),
     }
-    write_figures(e, replicates, report)
+    write_figures(e, replicates[0], first, report)
     if c.get("explain"):
         from ..explain.views import explain_experiment
 
-        report["explain"] = explain_experiment(e.out, e.out / "explain", c["explain"], 0, e.data_root,
+        report["explain"] = explain_experiment(e.folder, e.folder / "explain", c["explain"], 0, e.data_root,
                                                device=e.device)
-    write_json(e.out / "report.json", report)
-    write_text(e.out / "results.csv", _csv(rows))
-    write_text(e.out / "report.md", render_markdown(report))
+    write_json(e.folder / "report.json", report)
+    write_text(e.folder / "results.csv", _csv(rows))
+    write_text(e.folder / "report.md", render_markdown(report))
     return report
 
 

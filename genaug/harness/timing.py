@@ -1,30 +1,55 @@
-"""Where an experiment's time went: each stage that computes (not one read from the cache) appends
-its wall time to its unit's `timings.jsonl`; the report sums them per stage type."""
+"""Where an experiment's time went, from the store's records (store.py): per stage type, the wall
+time summed over every task that computed (not one read from the store), and the share of each stage
+type on the critical path, the longest chain of tasks each reading the previous one: the least wall
+time the experiment could take with unlimited workers. Folders from before the store recorded their
+times in each unit's `timings.jsonl`; their table has no critical path."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 
 TIMINGS = "timings.jsonl"
 
 
-@contextmanager
-def timed(folder: Path, stage: str, key: str):
-    """Record the block's wall time under `stage` once it finishes (an interrupted stage records nothing)."""
-    start = time.perf_counter()
-    yield
-    folder.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"stage": stage, "key": key, "wall_s": round(time.perf_counter() - start, 3)})
-    with open(folder / TIMINGS, "a") as f:
-        f.write(line + "\n")
+def critical_path(records: list[dict]) -> list[dict]:
+    """The chain of computed tasks, each reading the one before, with the largest summed wall time."""
+    by_key = {r["key"]: r for r in records if r.get("wall_s") is not None}
+    best: dict[str, tuple[float, list[dict]]] = {}
+
+    def longest(key: str) -> tuple[float, list[dict]]:
+        if key not in best:
+            r = by_key[key]
+            ups = [longest(u) for u in r.get("upstream", []) if u in by_key]
+            before = max(ups, key=lambda x: x[0]) if ups else (0.0, [])
+            best[key] = (before[0] + float(r["wall_s"]), [*before[1], r])
+        return best[key]
+
+    chains = [longest(k) for k in by_key]
+    return max(chains, key=lambda x: x[0])[1] if chains else []
 
 
-def summary(folders: list[Path]) -> dict[str, dict]:
-    """{stage: {"count", "total_s", "mean_s"}} over the units' recorded timings, in order of total time."""
+def summary(records: list[dict], folders: list[Path] = ()) -> dict[str, dict]:
+    """{stage: {"count", "total_s", "mean_s", "critical_s", "resources"}}, in order of total time."""
+    computed = [r for r in records if r.get("wall_s") is not None]
+    if not computed:
+        return _legacy(folders)
+    totals: dict[str, list[float]] = defaultdict(list)
+    resources: dict[str, dict] = {}
+    for r in computed:
+        totals[r["stage"]].append(float(r["wall_s"]))
+        resources.setdefault(r["stage"], r.get("resources") or {})
+    on_path: dict[str, float] = defaultdict(float)
+    for r in critical_path(records):
+        on_path[r["stage"]] += float(r["wall_s"])
+    rows = {stage: {"count": len(v), "total_s": round(sum(v), 1), "mean_s": round(sum(v) / len(v), 2),
+                    "critical_s": round(on_path.get(stage, 0.0), 1), "resources": resources[stage]}
+            for stage, v in totals.items()}
+    return dict(sorted(rows.items(), key=lambda kv: -kv[1]["total_s"]))
+
+
+def _legacy(folders) -> dict[str, dict]:
     totals: dict[str, list[float]] = defaultdict(list)
     for folder in folders:
         path = Path(folder) / TIMINGS
@@ -38,14 +63,32 @@ def summary(folders: list[Path]) -> dict[str, dict]:
     return dict(sorted(rows.items(), key=lambda kv: -kv[1]["total_s"]))
 
 
+def _resources(r: dict) -> str:
+    if not r:
+        return ""
+    return f"{r.get('num_cpus', 0):g} CPU" + (f", {r['num_gpus']:g} GPU" if r.get("num_gpus") else "")
+
+
 def render(rows: dict[str, dict]) -> list[str]:
     if not rows:
         return []
     total = sum(r["total_s"] for r in rows.values())
+    if not any("critical_s" in r for r in rows.values()):
+        lines = ["## Where the time went", "",
+                 "Wall time of every stage this folder computed, summed over units (recorded before the store: "
+                 "no critical path).", "",
+                 "| stage | runs | total (min) | mean (s) | share |", "|---|---|---|---|---|"]
+        lines += [f"| {stage} | {r['count']} | {r['total_s'] / 60:.1f} | {r['mean_s']:.1f} | "
+                  f"{r['total_s'] / total:.0%} |" for stage, r in rows.items()]
+        return [*lines, ""]
+    path = sum(r["critical_s"] for r in rows.values())
     lines = ["## Where the time went", "",
-             "Wall time of every stage this folder computed (stages read from the cache on a re-run count once), "
-             "summed over units; with one process running the units one after another, the total is the critical path.", "",
-             "| stage | runs | total (min) | mean (s) | share |", "|---|---|---|---|---|"]
-    lines += [f"| {stage} | {r['count']} | {r['total_s'] / 60:.1f} | {r['mean_s']:.1f} | "
-              f"{r['total_s'] / total:.0%} |" for stage, r in rows.items()]
+             f"Wall time of every stage task this folder computed (read from the store on a re-run: not counted), "
+             f"summed per stage type: {total / 60:.1f} min in all. The critical path, the longest chain of tasks "
+             f"each reading the one before and so the least wall time with unlimited workers, is "
+             f"{path / 60:.1f} min.", "",
+             "| stage | tasks | total (min) | mean (s) | share | on the critical path (min) | resources per task |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {stage} | {r['count']} | {r['total_s'] / 60:.1f} | {r['mean_s']:.1f} | {r['total_s'] / total:.0%} | "
+              f"{r['critical_s'] / 60:.1f} | {_resources(r['resources'])} |" for stage, r in rows.items()]
     return [*lines, ""]

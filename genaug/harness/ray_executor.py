@@ -1,0 +1,106 @@
+"""The stages as Ray tasks: the only module of genaug that imports `ray` (the extra `genaug[ray]`).
+
+`--ray` starts a local Ray cluster for the run (every core, every GPU of this machine); `--ray auto`
+or `--ray HOST:PORT` joins a running one (`ray start --head` on one machine, `ray start
+--address=HOST:PORT` on the others); a driver that already called `ray.init` (a notebook, the tests)
+is used as it is. Each stage type asks for its `resources` (num_cpus, fractional num_gpus where the
+cluster has GPUs; Ray sets CUDA_VISIBLE_DEVICES); a task's real subset travels once through the
+object store to the tasks of its unit; a task whose worker dies is retried `retries` times (and
+finds its own outputs, or its own lease, in the store).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import GenaugError
+from .executor import check_resources, check_retries
+from .faults import ENV as FAULT_ENV
+from .spec import ExperimentSpec
+from .stages import Task, execute
+
+INSTALL = "--ray needs Ray: pip install 'genaug[ray]' (or pip install 'ray>=2.40')"
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise GenaugError(INSTALL) from None
+    return ray
+
+
+def _run_task(spec: ExperimentSpec, task: Task, data, keys: dict, owner: str, resources: dict, fault: str | None):
+    """A stage task inside a Ray worker: threads and device from the resources it was given."""
+    import torch
+
+    if fault:
+        os.environ[FAULT_ENV] = fault
+    else:
+        os.environ.pop(FAULT_ENV, None)
+    torch.set_num_threads(max(1, int(resources["num_cpus"])))
+    if spec.device == "auto" and not resources["num_gpus"]:
+        from dataclasses import replace
+
+        spec = replace(spec, device="cpu")  # a task that asked for no GPU does not take one
+    status, value = execute(spec, task, data, keys, owner, resources, wait=True, executor="ray")
+    return status, value
+
+
+class RayBackend:
+    name = "ray"
+
+    def __init__(self, spec: ExperimentSpec, owner: str, address: str | None):
+        self.ray = ray = _import_ray()
+        self.spec, self.owner = spec, owner
+        self.started = False
+        if not ray.is_initialized():
+            ray.init(address=None if address in (None, "", "local") else address, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+            self.started = True
+        self.gpus = ray.cluster_resources().get("GPU", 0) > 0
+        self.resources = check_resources(spec.config.get("resources"))
+        self.retries = check_retries(spec.config.get("retries", 3))
+        self.remote = ray.remote(_run_task)
+        self.refs: dict[Any, tuple[Task, Any]] = {}  # status ref: (task, data ref of a subset task)
+        self.fault = os.environ.get(FAULT_ENV)
+
+    def stage_resources(self, stage: str) -> dict:
+        r = self.resources[stage]
+        return {"num_cpus": r["num_cpus"], "num_gpus": r["num_gpus"] if self.gpus else 0.0}
+
+    def submit(self, task: Task, data, keys: dict[str, str]) -> None:
+        resources = self.stage_resources(task.stage)
+        status, value = self.remote.options(num_returns=2, max_retries=self.retries, name=task.label,
+                                            **resources).remote(self.spec, task, data, keys, self.owner, resources,
+                                                                self.fault)
+        self.refs[status] = (task, value)
+
+    def running(self) -> int:
+        return len(self.refs)
+
+    def free(self) -> bool:
+        return True  # Ray queues what the cluster's resources cannot start yet
+
+    def poll(self):
+        ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=1.0)
+        out = []
+        for ref in ready:
+            task, value = self.refs.pop(ref)
+            try:
+                status = self.ray.get(ref)
+            except Exception as error:  # noqa: BLE001 - reported with its unit; the other tasks go on
+                out.append((task, None, None, getattr(error, "cause", None) or error))
+                continue
+            out.append((task, status, value if task.stage == "subset" else None, None))  # a subset: its data ref
+        return out
+
+    def cancel(self) -> None:
+        for ref in list(self.refs):
+            self.ray.cancel(ref, force=True)
+        self.refs.clear()
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()

@@ -1,0 +1,159 @@
+"""The experiment as data: a frozen, serialisable spec and its work units.
+
+`ExperimentSpec` holds every setting and what was resolved from the source once (its classes, image
+size, validation plan), so a stage function on another process or machine needs nothing else: it
+reopens the source there (`source()`, once per process). A `Unit` is a replicate, or a replicate's
+fold with cross-validation; each trains its own generators and classifiers in `OUT/<unit.name>/`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import load_split, open_source
+from ..data.images import match_channels
+from ..data.imagesets import image_files, load_image_folder, slug
+from ..errors import GenaugError
+from ..io import read_json
+from .arms import Arm, plan_arms
+from .classifier import TrainSettings
+from .config import architectures, synthetic_sources
+from .seeds import Seeds
+
+
+@dataclass(frozen=True)
+class Unit:
+    replicate: int
+    fold: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"rep-{self.replicate}" + ("" if self.fold is None else f"/fold-{self.fold}")
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    data: str
+    out: str
+    config_json: str  # the resolved config, sorted JSON (hashable, and the same bytes on every process)
+    classes: tuple[str, ...]
+    source_labels: tuple[int, ...]  # the classes' labels in the source; classifier labels are positions
+    image_size: int
+    n_val: int  # validation images per class drawn from the source's val split (0: carved from the subset)
+    data_root: str | None = None
+    runs_dir: str | None = None
+    device: str = "auto"
+    progress: bool = False  # progress bars inside stages (the executor draws its own over the tasks)
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.config_json)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def labels(self) -> list[int]:
+        return list(range(len(self.classes)))
+
+    @cached_property
+    def arms(self) -> list[Arm]:
+        return plan_arms(self.config)
+
+    @cached_property
+    def architectures(self) -> list[str]:
+        return architectures(self.config)
+
+    @cached_property
+    def source_specs(self) -> dict[str, dict]:
+        return synthetic_sources(self.config)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.source_specs)
+
+    @cached_property
+    def settings(self) -> TrainSettings:
+        c = self.config
+        return TrainSettings.from_config({**c, "classifier": self.architectures[0],
+                                          "select_metric": c["select_metric"] or c["primary_metric"]})
+
+    @property
+    def source(self):
+        return _open(self.data, self.data_root, self.config["group_by"], self.config["test_fraction"])
+
+    @property
+    def history(self) -> list[dict]:
+        path = self.folder / "history.json"
+        return read_json(path) if path.exists() else []
+
+    def units(self) -> list[Unit]:
+        folds = range(int(self.config["cv"])) if self.config["cv"] else [None]
+        return [Unit(r, f) for r in range(int(self.config["replicates"])) for f in folds]
+
+    def unit_folder(self, unit: Unit) -> Path:
+        return self.folder / unit.name
+
+    def seeds(self, unit: Unit) -> Seeds:
+        return Seeds(int(self.config["seed"]), unit.replicate, self.config["seed_scheme"])
+
+    def positions(self, source_labels: torch.Tensor) -> torch.Tensor:
+        lookup = {s: i for i, s in enumerate(self.source_labels)}
+        return torch.tensor([lookup[int(v)] for v in source_labels], dtype=torch.int64)
+
+
+_SOURCES: dict = {}  # per process: a source is opened once
+
+
+def _open(data: str, data_root: str | None, group_by, test_fraction):
+    key = json.dumps([data, data_root, group_by, test_fraction], default=str)
+    if key not in _SOURCES:
+        _SOURCES[key] = open_source(data, data_root, group_by=group_by, test_fraction=test_fraction)
+    return _SOURCES[key]
+
+
+def remember_source(source, data: str, data_root: str | None, group_by, test_fraction) -> None:
+    """The driver's opened source, so that stages run in its process do not open it again."""
+    _SOURCES[json.dumps([data, data_root, group_by, test_fraction], default=str)] = source
+
+
+def test_set(spec: ExperimentSpec, fit, intensity) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split, converted with a replicate's recorded intensity rule (loaded once per rule and process)."""
+    return _test_set(spec, json.dumps([fit, intensity], sort_keys=True))
+
+
+@lru_cache(maxsize=4)
+def _test_set(spec: ExperimentSpec, rule: str):
+    fit, intensity = json.loads(rule)
+    test = load_split(spec.source, "test", list(spec.source_labels), spec.image_size, fit=fit, intensity=intensity)
+    return test.images, spec.positions(test.labels)
+
+
+@lru_cache(maxsize=8)
+def external_set(spec: ExperimentSpec, name: str) -> dict[int, torch.Tensor]:
+    """An external synthetic set `DIR/<class>/*.png`, per class, at the experiment's size and channels."""
+    root = Path(spec.config["synthetic"][name])
+    if not root.is_dir():
+        raise GenaugError(f"--synthetic {name}={root}: folder not found")
+    folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and image_files(p)}
+    wanted = {c.lower(): c for c in spec.classes} | {slug(c).lower(): c for c in spec.classes}
+    unknown = sorted(f for f in folders if f not in wanted)
+    if unknown:
+        raise GenaugError(f"--synthetic {name}: folder {folders[unknown[0]].name!r} in {root} is not a class "
+                          f"of this experiment ({', '.join(spec.classes)})")
+    sets = {}
+    for label, cls in enumerate(spec.classes):
+        folder = folders.get(cls.lower()) or folders.get(slug(cls).lower())
+        if folder is None:
+            raise GenaugError(f"--synthetic {name}: no folder for class {cls!r} in {root} "
+                              f"(expected {root}/{slug(cls)}/*.png)")
+        images = load_image_folder(folder, spec.image_size)
+        sets[label] = torch.stack([match_channels(img, spec.source.channels) for img in images])
+    return sets

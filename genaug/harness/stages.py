@@ -1,0 +1,184 @@
+"""An experiment as a graph of stage tasks over one store, and the one function that runs a task.
+
+Per unit: `subset` (the real data), `generator` (per class, or one for a class-conditional family),
+`samples` (per source and class), `gate` (the memorisation gate's check), `acceptance` (per source),
+`classifier` (arm x seed x architecture) and `quality` (per source). Each task names the tasks it
+reads; `plan` lists them in the order one process runs them. `execute` is the same on every
+executor: done (its record is in the store) means nothing to do; else it takes the stage's lease,
+computes, writes its outputs and then its record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from ..data.imagesets import slug
+from ..data.subsets import MANIFEST_NAME
+from ..io import read_json
+from . import accepted, generation
+from .arms import Duplicates
+from .classifier_run import classifier_run, result_path
+from .config import DESIGN_KEYS, OUTPUT_KEYS, RUN_KEYS
+from .faults import inject
+from .quality import assess, quality_path
+from .spec import ExperimentSpec, Unit
+from .store import Store, stage_key
+from .unit_data import UnitData, real_subset
+
+STAGES = {  # stage type: what the time table calls it
+    "subset": "real subset", "generator": "generator training", "samples": "sampling",
+    "gate": "memorisation gate check", "acceptance": "acceptance", "classifier": "classifier runs",
+    "quality": "quality (FID, KID, P/R, CAS, per-class FID)"}
+CACHED, COMPUTED, BUSY = "cached", "computed", "busy"
+
+
+@dataclass(frozen=True)
+class Task:
+    stage: str
+    unit: Unit
+    params: tuple
+    upstream: tuple[str, ...]  # labels of the tasks it reads
+    label: str  # e.g. "classifier rep-1 +dup resnet18 seed 0": unique in the experiment
+    key: str
+
+
+def settings_hash(spec: ExperimentSpec) -> str:
+    """Every setting that decides what a stage computes (not how many units, nor what is kept or where)."""
+    c = {k: v for k, v in spec.config.items() if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS}
+    blob = json.dumps({"config": c, "data": spec.data, "runs": spec.runs_dir is not None}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plan(spec: ExperimentSpec) -> list[Task]:
+    settings = settings_hash(spec)
+    tasks: dict[str, Task] = {}
+
+    def add(stage: str, unit: Unit, params: tuple, upstream: list[str], label: str) -> str:
+        if label not in tasks:
+            key = stage_key(stage, unit.name, list(params), settings, [tasks[u].key for u in upstream])
+            tasks[label] = Task(stage, unit, params, tuple(upstream), label, key)
+        return label
+
+    for unit in spec.units():
+        u = unit.name
+        subset = add("subset", unit, (), [], f"subset {u}")
+        if accepted.gate_wanted(spec):
+            add("gate", unit, (), [subset], f"gate {u}")
+        decided = {}
+        for source, sspec in spec.source_specs.items():
+            drawn = []
+            if "family" in sspec:
+                family, conditional = sspec["family"], sspec["guidance"] is not None
+                for label, name in enumerate(spec.classes):
+                    target = None if conditional else label
+                    trained = add("generator", unit, (family, target), [subset],
+                                  f"generator {u} {family}" + ("" if conditional else f" {name}"))
+                    drawn.append(add("samples", unit, (source, label), [subset, trained], f"samples {u} {source} {name}"))
+            decided[source] = add("acceptance", unit, (source,), [subset, *drawn], f"acceptance {u} {source}")
+        for k in range(int(spec.config["seeds"])):
+            for arm in spec.arms:
+                needs = ([decided[arm.source]] if arm.source else
+                         list(decided.values()) if isinstance(arm, Duplicates) else [])
+                for arch in spec.architectures:
+                    add("classifier", unit, (arm.name, k, arch), [subset, *needs],
+                        f"classifier {u} {arm.name} {arch} seed {k}")
+        if spec.config["quality"]:
+            for source in spec.sources:
+                add("quality", unit, (source,), [subset, decided[source]], f"quality {u} {source}")
+    return list(tasks.values())
+
+
+def output_exists(spec: ExperimentSpec, task: Task) -> bool:
+    """Whether the task's outputs are on disk (a folder from before the store is adopted by this)."""
+    unit, p = task.unit, task.params
+    if task.stage == "subset":
+        return (spec.unit_folder(unit) / MANIFEST_NAME).exists()
+    if task.stage == "generator":
+        family, label = p
+        folder = spec.unit_folder(unit) / "generators" / family
+        folder = folder if label is None else folder / slug(spec.classes[label])
+        return spec.runs_dir is not None or (folder / "model").exists()
+    if task.stage == "samples":
+        path = generation.samples_folder(spec, unit, p[0], p[1]) / "samples.json"
+        return path.exists() and len(read_json(path).get("images", [])) >= max(spec.config["synthetic_per_class"])
+    if task.stage == "gate":
+        return accepted.gate_path(spec, unit).exists()
+    if task.stage == "acceptance":
+        return accepted.decisions_path(spec, unit, p[0]).exists()
+    if task.stage == "classifier":
+        return result_path(spec, unit, _arm(spec, p[0]), p[1], p[2]).exists()
+    return quality_path(spec, unit, p[0]).exists()
+
+
+def _arm(spec: ExperimentSpec, name: str):
+    return next(a for a in spec.arms if a.name == name)
+
+
+def done(spec: ExperimentSpec, task: Task, store: Store | None = None) -> bool:
+    return (store or Store(spec.folder)).has(task.key) and output_exists(spec, task)
+
+
+def adopt(spec: ExperimentSpec, tasks: list[Task]) -> int:
+    """A folder written before the store (it has results but no `stages/`): record what is on disk
+    as done, so it resumes where it stopped instead of starting again. Returns how many."""
+    store = Store(spec.folder)
+    if store.dir.exists():
+        return 0
+    found = [t for t in tasks if output_exists(spec, t)]
+    for t in found:
+        store.finish(t.key, {"stage": t.stage, "label": t.label, "unit": t.unit.name, "adopted": True,
+                             "wall_s": None, "upstream": [], "genaug": "before the store"})
+    store.dir.mkdir(parents=True, exist_ok=True)
+    return len(found)
+
+
+def compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
+    """The stage's work itself: outputs written, nothing recorded."""
+    unit, p = task.unit, task.params
+    if task.stage == "subset":
+        return real_subset(spec, unit)
+    if task.stage == "generator":
+        return str(generation.generator_run(spec, unit, data, *p))
+    if task.stage == "samples":
+        return generation.draw_samples(spec, unit, data, *p)
+    if task.stage == "gate":
+        return accepted.gate_check(spec, unit, data)
+    if task.stage == "acceptance":
+        return accepted.decide(spec, unit, data, p[0])
+    if task.stage == "classifier":
+        return classifier_run(spec, unit, data, _arm(spec, p[0]), p[1], p[2], label=task.label)
+    return assess(spec, unit, data, p[0])
+
+
+def execute(spec: ExperimentSpec, task: Task, data: UnitData | None, keys: dict[str, str], owner: str,
+            resources: dict, *, wait: bool = True, executor: str = "in-process"):
+    """(CACHED | COMPUTED | BUSY, the subset's UnitData or None). `keys` maps upstream labels to keys
+    (recorded, for the critical path); BUSY only with `wait` False, while another driver holds the lease."""
+    store = Store(spec.folder)
+    if done(spec, task, store):
+        return CACHED, real_subset(spec, task.unit) if task.stage == "subset" else None
+    while (lease := store.acquire(task.key, owner)) is None:
+        if not wait:
+            return BUSY, None
+        time.sleep(1.0)
+        if done(spec, task, store):
+            return CACHED, real_subset(spec, task.unit) if task.stage == "subset" else None
+    try:
+        if done(spec, task, store):  # finished by another driver between the look and the lease
+            return CACHED, real_subset(spec, task.unit) if task.stage == "subset" else None
+        inject("raise", task.label)
+        started, clock = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
+        value = compute(spec, task, data)
+        store.finish(task.key, {"stage": task.stage, "label": task.label, "unit": task.unit.name,
+                                "wall_s": round(time.perf_counter() - clock, 3), "started": started,
+                                "upstream": [keys[u] for u in task.upstream], "resources": resources,
+                                "executor": executor, "host": socket.gethostname(), "pid": os.getpid(),
+                                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
+        return COMPUTED, value if task.stage == "subset" else None
+    finally:
+        lease.release()
