@@ -133,7 +133,7 @@ def test_two_drivers_on_one_folder_never_compute_a_stage_twice(tiny, tmp_path):
     out = tmp_path / "together"
     _up_to_classifiers(tiny, out)
     cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *map(str, TINY), "--out", str(out)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # the thread count of the tiny run: the same float sums
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]

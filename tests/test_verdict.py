@@ -287,7 +287,7 @@ def test_a_folder_of_an_earlier_version_resumes_with_its_own_seeds_and_settings(
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     again = Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 10, "generators": [],
                                                                           "seeds": 1}), progress=False)
-    assert again.config["seed_scheme"] == "offset" and again.settings.select_metric == "balanced_accuracy"
+    assert again.config["seed_scheme"] == "offset" and again.spec.settings.select_metric == "balanced_accuracy"
     again.check_settings()  # not refused
     assert again.spec.seeds(Unit(1)).of("subset") == 1  # the offsets it was started with
     assert acceptance.DEFAULTS["memorization_robust"] == 1
@@ -322,6 +322,6 @@ def test_arm_registry_one_small_class_per_arm():
     base = TrainSettings()
     strong = plan[1].settings(base, config)
     assert strong.augment == "trivialaugment" and strong.mix and plan[0].settings(base, config) is base
-    rep = type("Rep", (), {"steps_per_epoch": 3})()
-    assert [a.steps_per_epoch(rep, 4708, 32) for a in (plan[0], plan[3], plan[-1])] == [3, 3, 148]
+    inputs = type("RunInputs", (), {"data": type("UnitData", (), {"steps_per_epoch": 3})()})()
+    assert [a.steps_per_epoch(inputs, 4708, 32) for a in (plan[0], plan[3], plan[-1])] == [3, 3, 148]
     assert plan[3].slug == "plus-vae" and len({a.name for a in plan}) == len(plan)
