@@ -28,6 +28,7 @@ bench: setup fashion-mnist
 	$(BIN)/python scripts/bench_fid.py
 	$(BIN)/python scripts/bench_generators.py
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_executor.py
 	$(BIN)/python scripts/bench_sample.py
 
 clean:

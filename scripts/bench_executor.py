@@ -48,6 +48,14 @@ def _busy(out: Path) -> tuple[float, int]:
     return sum(r["wall_s"] for r in timed), len(timed)
 
 
+def _cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _noop_roundtrip_ms(n: int) -> float:
     import ray
 
@@ -77,7 +85,7 @@ def main(noop_tasks: int):
         identical = (here / "results.csv").read_text() == (on_ray / "results.csv").read_text()
     workers = os.cpu_count() or 1
     print(json.dumps({
-        "bench": "executor", "cpu": platform.processor() or platform.machine(), "cores": workers,
+        "bench": "executor", "cpu": _cpu_model(), "cores": workers,
         "torch": torch.__version__, "ray": __import__("ray").__version__,
         "experiment": "tiny (PneumoniaMNIST 16 px, 10/class, 2 replicates x 2 seeds, vae, gate, quality)",
         "tasks": n_ray, "in_process_wall_s": round(wall_here, 1), "ray_wall_s": round(wall_ray, 1),

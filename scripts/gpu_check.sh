@@ -21,37 +21,43 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export GENAUG_CACHE_DIR=${GENAUG_CACHE_DIR:-$WORK/cache} PYTHONWARNINGS=ignore
 printf 'mixed_precision: bf16\n' > "$WORK/bf16.yaml"
-[ "$DEVICE" = cpu ] && printf 'mixed_precision: no\n' > "$WORK/bf16.yaml"  # bf16 autocast is the GPU's
+[ "$DEVICE" = cpu ] && printf 'mixed_precision: "no"\n' > "$WORK/bf16.yaml"  # bf16 autocast is the GPU's
 now() { date +%s.%N; }
+logged() {  # logged LOG COMMAND...: the command's output to LOG, its tail on stderr when it fails
+  local log=$1; shift
+  "$@" >"$log" 2>&1 || { echo "gpu_check: failed: $*" >&2; tail -20 "$log" >&2; exit 1; }
+}
 declare -A WALL
 
 for family in vae dcgan ddpm ddpm-cond; do
   name=$family; args=($family); [ "$family" = ddpm-cond ] && args=(ddpm --conditional)
   cls=normal; [ "$family" = ddpm-cond ] && cls=all
   t0=$(now)
-  "$PY" -m genaug.cli train "${args[@]}" --data "$DATA" --class "$cls" --per-class 200 --steps "$STEPS" \
-    --config "$WORK/bf16.yaml" --device "$DEVICE" --out "$WORK/runs/$name" >"$WORK/$name-train.log" 2>&1
+  logged "$WORK/$name-train.log" "$PY" -m genaug.cli train "${args[@]}" --data "$DATA" --class "$cls" \
+    --per-class 200 --steps "$STEPS" --config "$WORK/bf16.yaml" --device "$DEVICE" --out "$WORK/runs/$name"
   t1=$(now)
   extra=(); [ "$family" = ddpm-cond ] && extra=(--class normal)
-  "$PY" -m genaug.cli sample --run "$WORK/runs/$name" --n "$N" --out "$WORK/samples/$name" --device "$DEVICE" \
-    --no-progress "${extra[@]}" >"$WORK/$name-sample.log" 2>&1
+  logged "$WORK/$name-sample.log" "$PY" -m genaug.cli sample --run "$WORK/runs/$name" --n "$N" \
+    --out "$WORK/samples/$name" --device "$DEVICE" --no-progress "${extra[@]}"
   t2=$(now)
   WALL[$name]="$(echo "$t1 - $t0" | bc) $(echo "$t2 - $t1" | bc)"
 done
 
 t0=$(now)
-"$PY" -m genaug.cli fid "$DATA:normal" "$WORK/samples/ddpm" --device "$DEVICE" --json "$WORK/fid-device.json" >/dev/null 2>&1
+logged "$WORK/fid-device.log" "$PY" -m genaug.cli fid "$DATA:normal" "$WORK/samples/ddpm" --device "$DEVICE" \
+  --json "$WORK/fid-device.json"
 t1=$(now)
-"$PY" -m genaug.cli fid "$DATA:normal" "$WORK/samples/ddpm" --device cpu --json "$WORK/fid-cpu.json" >/dev/null 2>&1
+logged "$WORK/fid-cpu.log" "$PY" -m genaug.cli fid "$DATA:normal" "$WORK/samples/ddpm" --device cpu \
+  --json "$WORK/fid-cpu.json"
 t2=$(now)
 FID_WALL="$(echo "$t1 - $t0" | bc) $(echo "$t2 - $t1" | bc)"
 
 TINY=(--data "$DATA" --per-class 20 --generator none --controls baseline-strong,dup --synthetic-per-class 20
       --replicates 2 --seeds 2 --epochs 3 --no-progress --device auto --save-models none)
 t0=$(now)
-"$PY" -m genaug.cli augment-and-train "${TINY[@]}" --out "$WORK/here" >"$WORK/here.log" 2>&1
+logged "$WORK/here.log" "$PY" -m genaug.cli augment-and-train "${TINY[@]}" --out "$WORK/here"
 t1=$(now)
-"$PY" -m genaug.cli augment-and-train "${TINY[@]}" --out "$WORK/ray" --ray >"$WORK/ray.log" 2>&1
+logged "$WORK/ray.log" "$PY" -m genaug.cli augment-and-train "${TINY[@]}" --out "$WORK/ray" --ray
 t2=$(now)
 EXP_WALL="$(echo "$t1 - $t0" | bc) $(echo "$t2 - $t1" | bc)"
 
@@ -68,10 +74,8 @@ families = dict(zip(("vae", "dcgan", "ddpm", "ddpm-cond"), walls[:4]))
 fid_device = json.loads((work / "fid-device.json").read_text())["fid"]
 fid_cpu = json.loads((work / "fid-cpu.json").read_text())["fid"]
 records = [json.loads(p.read_text()) for p in (work / "ray" / "stages").glob("*.json")]
-runs = sorted((time.mktime(time.strptime(r["started"], "%Y-%m-%dT%H:%M:%S")), r["wall_s"]) for r in records
-              if r["stage"] == "classifier")
-# the most classifier tasks running at one moment (starts are recorded to the second)
-most = max(sum(1 for s, w in runs if s <= t < s + max(w, 1.0)) for t, _ in runs) if runs else 0
+runs = sorted((r["started_unix"], r["wall_s"]) for r in records if r["stage"] == "classifier")
+most = max(sum(1 for s, w in runs if s <= t < s + w) for t, _ in runs) if runs else 0  # classifier tasks at once
 here = json.loads((work / "here" / "report.json").read_text())
 ray = json.loads((work / "ray" / "report.json").read_text())
 print(json.dumps({

@@ -172,10 +172,11 @@ def execute(spec: ExperimentSpec, task: Task, data: UnitData | None, keys: dict[
         if done(spec, task, store):  # finished by another driver between the look and the lease
             return CACHED, real_subset(spec, task.unit) if task.stage == "subset" else None
         inject("raise", task.label)
-        started, clock = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
+        started, unix, clock = time.strftime("%Y-%m-%dT%H:%M:%S"), time.time(), time.perf_counter()
         value = compute(spec, task, data)
         store.finish(task.key, {"stage": task.stage, "label": task.label, "unit": task.unit.name,
                                 "wall_s": round(time.perf_counter() - clock, 3), "started": started,
+                                "started_unix": round(unix, 3),
                                 "upstream": [keys[u] for u in task.upstream], "resources": resources,
                                 "executor": executor, "host": socket.gethostname(), "pid": os.getpid(),
                                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
