@@ -67,6 +67,12 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
                                  fit=config.get("fit"),
                                  intensity=IntensityRule.parse(config.get("intensity")).with_preprocess(
                                      config.get("preprocess")))
+    if (config.get("unlabeled") is not None or config.get("unlabeled_data")) and not get_family(family).uses_pool:
+        raise GenaugError(f"{family} trains on labelled images only; unlabelled images train ddpm-semi, ddpm-pseudo "
+                          "and ddpm-finetune")
+    if get_family(family).uses_pool:
+        return train_with_pool(family, data, source, selected, real, manifest, config, out, resume, device, progress,
+                               image_size)
     jobs = []  # (run folder, images, manifest, settings, labels)
     if get_family(family).conditional:
         names = [source.classes[label] for label in selected]
@@ -86,6 +92,74 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
         runs.append(train_on(family, images, run_manifest, run_dir, effective, resume, device, progress,
                              labels=labels))
     return runs
+
+
+def train_with_pool(family, data, source, selected, real, manifest, config, out, resume, device, progress,
+                    image_size) -> list[Path]:
+    """`genaug train ddpm-semi|ddpm-pseudo|ddpm-finetune`: the labelled subset and an unlabelled pool
+    (`unlabeled: N|all`, or `unlabeled_data: DIR`) drawn outside its items and their patients; a
+    ddpm-pseudo's teacher (a ResNet18 on the labelled images, 20% of them held out for its epoch
+    selection) labels the pool first. Runs: `OUT` (conditional), or `OUT/pretrained` and
+    `OUT/<class>` (ddpm-finetune)."""
+    from .data import unlabeled
+
+    count = unlabeled.parse_count(config.get("unlabeled"))
+    if count is None and not config.get("unlabeled_data"):
+        raise GenaugError(f"{family} trains on unlabelled images too: add --unlabeled N|all or --unlabeled-data DIR")
+    if count is not None and config.get("unlabeled_data"):
+        raise GenaugError("give --unlabeled or --unlabeled-data, not both")
+    if config.get("unlabeled_data"):
+        pool, block = unlabeled.folder_pool(config["unlabeled_data"], manifest)
+    else:
+        pool, block = unlabeled.draw_unlabeled(source, selected, count, int(config.get("seed", 0)), manifest, [])
+    model = {**get_family(family).default_config, **(config.get("model") or {})}
+    check_pool(family, pool.images, int(config.get("batch_size") or TRAIN_DEFAULTS["batch_size"]), model)
+    names = [source.classes[label] for label in selected]
+    manifest = {**manifest, "unlabeled": block}
+    base = {k: v for k, v in config.items() if k not in ("unlabeled", "unlabeled_data")}
+    root = Path(out or default_run_dir(data, family, "all"))
+    labels = positions(real, names)
+    if family == "ddpm-finetune":
+        pretrain = {**base, "data": data, "class": "all", "image_size": image_size,
+                    "steps": int(model["pretrain_steps"]),
+                    "model": {k: v for k, v in (config.get("model") or {}).items()
+                              if k in get_family("ddpm").default_config}}
+        pretrained = train_on("ddpm", real.images, manifest, root / "pretrained", pretrain, resume, device, progress,
+                              pool=pool.images)
+        return [pretrained] + [
+            train_on(family, real.of_class(label), {**class_manifest(manifest, source.classes[label]),
+                                                    "pretrained": str(pretrained)},
+                     root / slug(source.classes[label]), {**base, "data": data, "class": source.classes[label],
+                                                          "image_size": image_size},
+                     resume, device, progress, init_from=pretrained / MODEL_DIR)
+            for label in selected]
+    pool_labels = None
+    if family == "ddpm-pseudo":
+        pool_labels, manifest["teacher"] = _teacher_labels(real, labels, names, pool.images, model, config, device)
+    settings = {**base, "data": data, "class": "all", "classes": names, "image_size": image_size}
+    return [train_on(family, real.images, manifest, root, settings, resume, device, progress, labels=labels,
+                     pool=pool.images, pool_labels=pool_labels)]
+
+
+def _teacher_labels(real, labels, names, pool, model, config, device):
+    """ddpm-pseudo's pool labels from a classifier trained on the labelled images (genaug train's teacher)."""
+    import math
+
+    from .classifiers.inference import predict_proba
+    from .data.splits import carve_validation
+    from .generators.ddpm_pool import pool_labels
+    from .harness.classifier import TrainSettings, train_classifier
+
+    seed = int(config.get("seed", 0))
+    train_idx, val_idx = carve_validation(labels.numpy(), real.groups, 0.2, seed)
+    settings = TrainSettings()
+    trained = train_classifier(real.images[train_idx], labels[train_idx], real.images[val_idx], labels[val_idx],
+                               len(names), settings, seed, math.ceil(len(train_idx) / settings.batch_size), device)
+    probs = predict_proba(trained.model, pool, device)
+    given = pool_labels(probs, model["teacher_threshold"])
+    return given, {"classifier": settings.classifier, "epochs": settings.epochs, "seed": seed,
+                   "threshold": float(model["teacher_threshold"]), "labelled": int((given >= 0).sum()),
+                   "pool": len(pool)}
 
 
 def positions(real, names: list[str]) -> torch.Tensor:
@@ -155,8 +229,10 @@ def reconcile(saved: dict[str, Any], wanted: dict[str, Any], run_dir: Path, pref
 
 def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, config: dict[str, Any],
              resume: bool = False, device: str = "auto", progress: bool = True,
-             labels: torch.Tensor | None = None) -> Path:
-    """Train `family` on exactly `images` (described by `manifest`) in `run_dir`.
+             labels: torch.Tensor | None = None, pool: torch.Tensor | None = None,
+             pool_labels: torch.Tensor | None = None, init_from: Path | None = None) -> Path:
+    """Train `family` on exactly `images` (described by `manifest`) in `run_dir`; a pool family
+    (ddpm_pool.py) also on the unlabelled `pool` (recorded in the manifest's `unlabeled` block).
 
     `config.yaml` (every setting, defaults included) and `manifest.json` are written when the run
     is created and never rewritten, except that raising `steps` on resume is recorded in
@@ -164,6 +240,8 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
     """
     config = effective_config(family, config)
     check_tracker(config.get("log_with"))  # refused before the run folder is written
+    if init_from is None:  # a fine-tune starts from a pool-trained model instead
+        check_pool(family, pool, int(config["batch_size"]), config["model"])
     _check_run_folder(run_dir, manifest, resume)
     config_path = run_dir / "config.yaml"
     if config_path.exists():
@@ -180,7 +258,7 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
     if resume and _finished(run_dir, config):
         return run_dir  # nothing to train: its model is the final one
     trainer = Trainer(family, images, run_dir, config, device=device, progress=progress, labels=labels,
-                      classes=config.get("classes"))
+                      classes=config.get("classes"), pool=pool, pool_labels=pool_labels, init_from=init_from)
     if resume:
         trainer.resume()
     if trainer.state.step < int(trainer.config["steps"]) or not (run_dir / MODEL_DIR).exists():
@@ -190,6 +268,25 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
 
         select_checkpoint(trainer, device=device, progress=progress)
     return run_dir
+
+
+def check_pool(family: str, pool: torch.Tensor | None, batch_size: int, model: dict | None = None) -> None:
+    """A pool family needs a pool of at least one batch; its settings in range. Refused before anything is written."""
+    from .generators.ddpm_pool import check_share, check_threshold
+
+    cls = get_family(family)
+    model = {**cls.default_config, **(model or {})}
+    if not cls.uses_pool:
+        return
+    if pool is None:
+        raise GenaugError(f"{family} trains on unlabelled images too: add --unlabeled N|all or --unlabeled-data DIR")
+    if len(pool) < batch_size:
+        raise GenaugError(f"the unlabelled pool has {len(pool)} images, fewer than a batch ({batch_size}): "
+                          "give more (--unlabeled) or a smaller --batch-size")
+    if "pool_share" in model:
+        check_share(model["pool_share"])
+    if "teacher_threshold" in model:
+        check_threshold(model["teacher_threshold"])
 
 
 def _finished(run_dir: Path, config: dict[str, Any]) -> bool:

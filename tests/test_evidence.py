@@ -143,6 +143,19 @@ def test_two_drivers_on_one_folder_never_compute_a_stage_twice(tiny, tmp_path):
     assert results_table(out) == results_table(tiny) and not list((out / "stages").glob("*.lease-*"))
 
 
+def test_the_spec_is_data_any_process_can_run_a_stage_from(tiny):
+    import pickle
+
+    from genaug.harness.spec import ExperimentSpec
+    from genaug.harness.stages import done, plan
+
+    spec = ExperimentSpec.from_json((tiny / "spec.json").read_text())
+    assert pickle.loads(pickle.dumps(spec)) == spec and spec.classes == ("normal", "pneumonia")
+    tasks = plan(spec)
+    assert len(tasks) == 34 and all(done(spec, t) for t in tasks)  # the same keys the run recorded
+    assert len({t.key for t in tasks}) == len(tasks) and len({t.label for t in tasks}) == len(tasks)
+
+
 def test_leases_one_holder_a_dead_holder_superseded_a_retry_takes_its_own(tmp_path):
     store = Store(tmp_path)
     first = store.acquire("classifier-k", "driver-a")
@@ -356,6 +369,7 @@ def test_report_says_where_the_time_went(tiny):
     t = _json(tiny / "report.json")["timings"]
     assert t["generator"]["count"] == 4 and t["samples"]["count"] == 4  # 2 replicates x 2 classes
     assert t["acceptance"]["count"] == 2 and t["gate"]["count"] == 2 and t["subset"]["count"] == 2
+    assert t["teacher"]["count"] == 2  # one per replicate: label fidelity in the quality stage
     assert t["classifier"]["count"] == 16 and t["classifier"]["total_s"] > 0  # 2 replicates x 2 seeds x 4 arms
     path = critical_path(Store(tiny).records())
     assert [r["stage"] for r in path][:1] == ["subset"] and path[-1]["stage"] in ("classifier", "quality")

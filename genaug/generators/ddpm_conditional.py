@@ -57,6 +57,7 @@ class ConditionalDDPM(DDPM):
         if labels is None:
             raise GenaugError("a conditional DDPM trains on labelled images; no labels were given")
         drop = torch.rand(labels.shape, generator=rng, device=rng.device).cpu() < self.config["label_dropout"]
+        drop |= labels < 0  # an image without a label (an unlabelled pool image): the null label
         return torch.where(drop, torch.full_like(labels, self.null_label), labels).to(device)
 
     def _noise_prediction(self, unet, x, t, condition):

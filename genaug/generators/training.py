@@ -30,6 +30,7 @@ from ..data.images import save_grid, to_model_range, to_uint8
 from ..device import resolve_device
 from ..errors import GenaugError
 from ..io import atomic_dir, atomic_path, replace_dir, write_json
+from .ddpm_pool import check_share
 from .base import GenerativeModel, get_family
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -180,8 +181,11 @@ class Trainer:
 
     def __init__(self, family: str, real_uint8: torch.Tensor, run_dir: Path, config: dict[str, Any],
                  device: str = "auto", progress: bool = True, labels: torch.Tensor | None = None,
-                 classes: list[str] | None = None):
-        """`labels` (each image's class, 0..K-1) and `classes` (their names) for conditional families."""
+                 classes: list[str] | None = None, pool: torch.Tensor | None = None,
+                 pool_labels: torch.Tensor | None = None, init_from: Path | None = None):
+        """`labels` (each image's class, 0..K-1) and `classes` (their names) for conditional families;
+        `pool` (unlabelled images) and `pool_labels` (-1: none) for the pool families (ddpm_pool.py);
+        `init_from`: a model folder whose weights the network starts from (ddpm-finetune)."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -209,6 +213,20 @@ class Trainer:
             model_config["num_classes"] = len(self.classes)
         torch.manual_seed(self.config["seed"])  # the same initial weights on every process
         self.model: GenerativeModel = family_cls(model_config, channels, size)
+        if init_from is not None:
+            self.model.load_weights(init_from)
+        self.n_labelled, self.pool_share = len(real_uint8), None
+        if pool is not None:
+            if len(pool) < self.config["batch_size"]:
+                raise GenaugError(f"the unlabelled pool has {len(pool)} images, fewer than a batch "
+                                  f"({self.config['batch_size']}): give more (--unlabeled) or a smaller batch")
+            share = self.model.config.get("pool_share")
+            self.pool_share = None if share is None else check_share(share)
+            real_uint8 = torch.cat([real_uint8.cpu(), pool.cpu()])
+            if self.labels is not None:
+                extra = (torch.full((len(pool),), -1, dtype=torch.long) if pool_labels is None
+                         else torch.as_tensor(pool_labels, dtype=torch.long).cpu())
+                self.labels = torch.cat([self.labels, extra])
         self.memory_format = torch.channels_last if self.config["channels_last"] else torch.contiguous_format
         for network in vars(self.model).values():
             if isinstance(network, torch.nn.Module):
@@ -299,8 +317,7 @@ class Trainer:
         estimate = _Estimate(start, total, self)
         try:
             while self.state.step < total:
-                idx = batch_indices(self.state.step, len(self.real), c["batch_size"], c["seed"],
-                                    self.accelerator.process_index, self.accelerator.num_processes)
+                idx = self.batch_at(self.state.step)
                 batch = to_model_range(self.real[idx]).to(self.device, non_blocking=True,
                                                           memory_format=self.memory_format)
                 condition = {"labels": self.labels[idx]} if self.labels is not None else {}
@@ -345,6 +362,21 @@ class Trainer:
                 signal.signal(signal.SIGTERM, previous)
         self.save_model()
         return {"steps": total, "run_dir": str(self.run_dir)}
+
+    def batch_at(self, step: int) -> list[int]:
+        """This process's images of the global batch at `step`: uniform over every image, or with a
+        pool and a `pool_share`, that share from the pool (positions after the labelled images) and
+        the rest from the labelled images, each from its own seeded stream."""
+        acc, c = self.accelerator, self.config
+        if self.pool_share is None:
+            return batch_indices(step, len(self.real), c["batch_size"], c["seed"], acc.process_index,
+                                 acc.num_processes)
+        n_pool = round(self.pool_share * c["batch_size"])
+        labelled = batch_indices(step, self.n_labelled, c["batch_size"] - n_pool, c["seed"])
+        pool = batch_indices(step, len(self.real) - self.n_labelled, n_pool, c["seed"] + 1)
+        both = labelled + [self.n_labelled + i for i in pool]
+        share = c["batch_size"] // acc.num_processes
+        return both[acc.process_index * share: (acc.process_index + 1) * share]
 
     def save_grid(self, path: Path) -> None:
         if not self.accelerator.is_main_process:

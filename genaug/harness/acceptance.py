@@ -12,7 +12,10 @@ class how many images it saw, kept and rejected:
   shift-tolerant pixels), the threshold is a rank bound at `memorization_quantile` on the held-out
   real images' nearest-neighbour similarities to the training part, robust to
   `memorization_robust` outliers, with suspected duplicates left out (see `metrics/memorization.py`).
-  Near-copies of patient images add no information and are not safe to share.
+  Near-copies of patient images add no information and are not safe to share. For a generator
+  that trained on the unlabelled pool too, the pool is a second gallery with its own thresholds
+  (calibrated the same way on the held-out images' similarities to the pool); each row counts the
+  images rejected for resembling a labelled and a pool image.
 """
 
 from __future__ import annotations
@@ -46,7 +49,10 @@ class AcceptanceContext:
     heldout_images: torch.Tensor | None = None
     heldout_labels: torch.Tensor | None = None
     similarity: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor] | None = None
+    # the unlabelled pool a generator trained on (patient images too): compared with its own gate
+    pool_images: torch.Tensor | None = None
     _gate: gate.GateThresholds | None = None
+    _pool_gate: gate.GateThresholds | None = None
 
     def memorization_gate(self) -> gate.GateThresholds:
         if self._gate is None:
@@ -55,6 +61,15 @@ class AcceptanceContext:
             nearest = gate.nearest_similarity(self.similarity, self.heldout_images, self.real_images, self.spaces)
             self._gate = gate.calibrate(nearest, self.heldout_labels.numpy(), self.classes, self.gate_settings)
         return self._gate
+
+    def pool_gate(self) -> gate.GateThresholds:
+        """The gate against the pool, calibrated on the held-out images' nearest similarities to the pool
+        (a gallery of thousands sits closer to any image than the labelled few: its own thresholds)."""
+        if self._pool_gate is None:
+            self.memorization_gate()  # the same held-out images; refuses where there are none
+            nearest = gate.nearest_similarity(self.similarity, self.heldout_images, self.pool_images, self.spaces)
+            self._pool_gate = gate.calibrate(nearest, self.heldout_labels.numpy(), self.classes, self.gate_settings)
+        return self._pool_gate
 
     @property
     def gate_settings(self) -> gate.GateSettings:
@@ -108,10 +123,17 @@ def _memorization(images, label, ctx):
     reject = gate.rejected(nearest, label, thresholds, ctx.classes)
     detail = {f"{space}_similarity": sims.tolist() for space, sims in nearest.items()}
     name = ctx.classes[label]
-    return ~reject, {**detail, "thresholds": thresholds.thresholds[name],
-                     "n_calibration": thresholds.calibration_counts[name],
-                     "false_rejection_bound": thresholds.guarantees[name],
-                     "suspected_duplicates": len(thresholds.duplicates[name])}
+    detail.update(thresholds=thresholds.thresholds[name], n_calibration=thresholds.calibration_counts[name],
+                  false_rejection_bound=thresholds.guarantees[name],
+                  suspected_duplicates=len(thresholds.duplicates[name]))
+    if ctx.pool_images is not None:
+        pool = ctx.pool_gate()
+        near_pool = gate.nearest_similarity(ctx.similarity, images, ctx.pool_images, ctx.spaces)
+        reject_pool = gate.rejected(near_pool, label, pool, ctx.classes)
+        detail.update(rejected_labelled=int(reject.sum()), rejected_pool=int(reject_pool.sum()),
+                      pool_thresholds=pool.thresholds[name])
+        reject = reject | reject_pool
+    return ~reject, detail
 
 
 RULES = {"all": lambda images, label, ctx: (np.ones(len(images), bool), {}),

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data.imagesets import slug
+from ..generators.base import get_family
 from ..io import read_json, write_json
 from . import acceptance
 from .classifier import train_classifier
@@ -29,7 +30,8 @@ def gate_wanted(spec: ExperimentSpec) -> bool:
     return bool(spec.sources) and "memorization" in acceptance.parse_policies(spec.config["accept"])
 
 
-def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData) -> acceptance.AcceptanceContext:
+def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData,
+                       source: str | None = None) -> acceptance.AcceptanceContext:
     """What the policies need, each piece computed on first use; the memorisation gate is
     calibrated on the validation images (held-out real images of the same source)."""
     from ..classifiers.inference import predict_proba
@@ -64,16 +66,18 @@ def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData) -> acce
         return cosine_similarity(features(queries), features(gallery))
 
     keep = data.heldout_without_training_patients()
+    family = spec.source_specs.get(source, {}).get("family")
     return acceptance.AcceptanceContext(data.train_x, data.train_y, list(spec.classes), settings,
                                         class_probs=class_probs, fid=fid, features=features,
                                         heldout_images=data.val_x[keep], heldout_labels=data.val_y[keep],
-                                        similarity=similarity)
+                                        similarity=similarity,
+                                        pool_images=data.pool if family and get_family(family).uses_pool else None)
 
 
 def decide(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> dict:
     """Which drawn images of `source` each policy keeps, per class."""
     synthetic = synthetic_set(spec, unit, data, source)
-    ctx = acceptance_context(spec, unit, data)
+    ctx = acceptance_context(spec, unit, data, source)
     policies = acceptance.parse_policies(spec.config["accept"])
     out = {"policies": policies, "settings": ctx.settings, "rows": [], "kept": {}}
     for label in spec.labels:

@@ -111,14 +111,19 @@ def check_semi(config: dict[str, Any]) -> None:
         if method not in semi.METHODS:
             raise GenaugError(f"unknown semi-supervised method {method!r}; choose from {', '.join(semi.METHODS)}")
     has_pool = config["unlabeled"] is not None or config["unlabeled_data"]
+    pool_families = [f for f in config["generators"] if get_family(f).uses_pool]
     if config["unlabeled"] is not None and config["unlabeled_data"]:
         raise GenaugError("give --unlabeled (images of the source's train split) or --unlabeled-data (a folder), "
                           "not both")
     if config["semi"] and not has_pool:
         raise GenaugError(f"--semi {','.join(config['semi'])} needs unlabelled images: --unlabeled N|all or "
                           "--unlabeled-data DIR")
-    if has_pool and not config["semi"]:
-        raise GenaugError("unlabelled images are only used by semi-supervised arms: add --semi pseudo,mpl")
+    if pool_families and not has_pool:
+        raise GenaugError(f"--generator {pool_families[0]} trains on unlabelled images too: add --unlabeled N|all "
+                          "or --unlabeled-data DIR")
+    if has_pool and not config["semi"] and not pool_families:
+        raise GenaugError("unlabelled images are only used by semi-supervised arms and the pool generators: add "
+                          "--semi pseudo,mpl or --generator ddpm-semi, ddpm-pseudo or ddpm-finetune")
     if config["semi"]:  # filled with defaults only where used: older experiment folders resume unchanged
         config["semi_settings"] = semi.check_options(dict(config["semi_settings"] or {}), int(config["epochs"]),
                                                      "mpl" in config["semi"])

@@ -104,8 +104,11 @@ class InProcess:
     def poll(self):
         import torch
 
+        from ..device import resolve_device
+
         task, data, keys = self.queue.pop(0)
-        resources = {"num_cpus": torch.get_num_threads(), "num_gpus": 1 if self.spec.device.startswith("cuda") else 0}
+        resources = {"num_cpus": torch.get_num_threads(),
+                     "num_gpus": 1 if resolve_device(self.spec.device).type == "cuda" else 0}
         try:
             status, value = execute(self.spec, task, data, keys, self.owner, resources, wait=False, executor=self.name)
             return [(task, status, value, None)]

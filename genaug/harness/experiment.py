@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from ..config import save_config
@@ -28,12 +29,14 @@ from ..data.images import check_image_size
 from ..data.sources import CIFAR10_CLASSES
 from ..data.unlabeled import folder_files
 from ..errors import GenaugError
-from ..generators.training import main_thread, raise_interrupt
-from ..io import read_json, write_json
+from ..generators.base import get_family
+from ..generators.training import TRAIN_DEFAULTS, main_thread, raise_interrupt
+from ..io import read_json, write_json, write_text
+from ..runs import check_pool
 from .config import DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RUN_KEYS
 from .config import experiment_config  # noqa: F401 - part of this module's API
 from .executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
-from .generation import check_runs
+from .generation import check_runs, generator_config
 from .spec import ExperimentSpec, Unit, remember_source
 from .stages import adopt, plan
 
@@ -67,7 +70,6 @@ class Experiment:
         if config["hflip"] is None:
             config["hflip"] = self.source.kind in FLIP_SAFE_KINDS or self.source.classes == CIFAR10_CLASSES
         self._adopt_legacy()
-        config["resources"] = {k: v for k, v in (config.get("resources") or {}).items()}
         check_resources(config["resources"])
         check_retries(config["retries"])
         self.n_val = self._validation_per_class()
@@ -150,6 +152,14 @@ class Experiment:
             check_runs(self.runs_dir, int(c["replicates"]), c["cv"])
         if c["unlabeled_data"]:
             folder_files(c["unlabeled_data"])
+        for family in c["generators"]:
+            if get_family(family).uses_pool:
+                settings = generator_config(c, family, self.image_size)
+                model = {**get_family(family).default_config, **(settings.get("model") or {})}
+                size = c["unlabeled"] if isinstance(c["unlabeled"], int) else (
+                    len(folder_files(c["unlabeled_data"])) if c["unlabeled_data"] else None)
+                batch = int(settings.get("batch_size") or TRAIN_DEFAULTS["batch_size"])
+                check_pool(family, torch.empty(size or batch, 0), batch, model)
         if isinstance(c["unlabeled"], int):
             train = self.source.split("train")
             in_scope = sum(1 for y in train.labels if int(y) in self.source_labels)
@@ -173,6 +183,7 @@ class Experiment:
 
         self.preflight()
         self.check_settings()
+        write_text(self.out / "spec.json", self.spec.to_json() + "\n")
         tasks = plan(self.spec)
         adopt(self.spec, tasks)
         previous = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread() else None

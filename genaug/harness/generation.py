@@ -12,39 +12,71 @@ from ..config import load_config, packaged_config
 from ..data.imagesets import load_image_folder, slug
 from ..data.subsets import class_manifest, load_manifest
 from ..errors import GenaugError
+from ..generators.base import get_family
 from ..data.intensity import IntensityRule
 from .seeds import CONDITIONAL_UNIT
 from .spec import ExperimentSpec, Unit, external_set
 from .unit_data import UnitData
 
-DIFFUSION_FAMILIES = ("ddpm", "ddpm-cond")
+DIFFUSION_FAMILIES = ("ddpm", "ddpm-cond", "ddpm-semi", "ddpm-pseudo", "ddpm-finetune")
 
 
-def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str, label: int | None) -> Path:
-    """The trained run of `family` for class `label`, or for every class (`label` None) when the
-    family is class-conditional (trained here unless it is finished, or found in `--runs`)."""
-    names = list(spec.classes) if label is None else spec.classes[label]
-    manifest = class_manifest(data.manifest, names, data.train_items,
-                              note="real training part of an augment-and-train replicate (validation removed)")
-    if spec.runs_dir is not None:
-        return reused_run(spec, unit, data, family, label, manifest)
-    c, seeds = spec.config, spec.seeds(unit)
-    config = load_config(c["generator_configs"].get(family) or _packaged(family, spec.image_size))
+PRETRAINED = "pretrained"  # ddpm-finetune's shared model of a unit, before the per-class fine-tunes
+
+
+def generator_config(c: dict, family: str, image_size: int) -> dict:
+    """The training settings of `family` in an experiment: its config file (or the packaged
+    `<family>-<size>`) with `generator_steps` over its steps."""
+    config = load_config(c["generator_configs"].get(family) or _packaged(family, image_size))
     steps = c["generator_steps"]
     steps = steps.get(family) if isinstance(steps, dict) else steps
     if steps:
         config["steps"] = int(steps)
-    folder = spec.unit_folder(unit)
-    if label is None:  # one class-conditional model on the whole real training part
-        config = {**config, "data": spec.data, "class": "all", "classes": names,
-                  "image_size": spec.image_size, "seed": seeds.of("generator", CONDITIONAL_UNIT)}
-        run_dir, images, labels = folder / "generators" / family, data.train_x, {"labels": data.train_y}
+    return config
+
+
+def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str, label) -> Path:
+    """The trained run of `family` for class `label`, for every class (`label` None) when the family
+    is class-conditional, or ddpm-finetune's pretrained model (`label` PRETRAINED); trained here
+    unless it is finished, or found in `--runs`."""
+    names = list(spec.classes) if label in (None, PRETRAINED) else spec.classes[label]
+    manifest = class_manifest(data.manifest, names, data.train_items,
+                              note="real training part of an augment-and-train replicate (validation removed)")
+    if spec.runs_dir is not None:
+        return reused_run(spec, unit, data, family, label, manifest)
+    c, seeds, folder = spec.config, spec.seeds(unit), spec.unit_folder(unit) / "generators" / family
+    config = {**generator_config(c, family, spec.image_size), "data": spec.data, "image_size": spec.image_size}
+    train = {}
+    if get_family(family).uses_pool:
+        manifest["unlabeled"] = data.manifest["unlabeled"]  # the pool it trains on, by id and hash
+        train["pool"] = data.pool
+    if label == PRETRAINED:  # ddpm-finetune: one unconditional DDPM on the pool and every labelled image
+        model = {k: v for k, v in (config.get("model") or {}).items() if k in get_family("ddpm").default_config}
+        steps = int({**get_family(family).default_config, **(config.get("model") or {})}["pretrain_steps"])
+        config = {**config, "class": "all", "steps": steps, "model": model,
+                  "seed": seeds.of("generator", CONDITIONAL_UNIT)}
+        return runs.train_on("ddpm", data.train_x, manifest, folder / PRETRAINED, config, resume=True,
+                             device=spec.device, progress=spec.progress, **train)
+    if label is None:  # one class-conditional model on the whole real training part (and the pool)
+        config = {**config, "class": "all", "classes": names, "seed": seeds.of("generator", CONDITIONAL_UNIT)}
+        run_dir, images, train["labels"] = folder, data.train_x, data.train_y
+        if family == "ddpm-pseudo":
+            from ..generators.ddpm_pool import pool_labels
+            from .teacher import pool_probs, teacher_folder
+
+            threshold = {**get_family(family).default_config, **(config.get("model") or {})}["teacher_threshold"]
+            train["pool_labels"] = pool_labels(pool_probs(spec, unit), threshold)
+            manifest["teacher"] = {"model": str(teacher_folder(spec, unit) / "model.safetensors"),
+                                   "threshold": threshold,
+                                   "labelled": int((train["pool_labels"] >= 0).sum()), "pool": len(data.pool)}
     else:
-        config = {**config, "data": spec.data, "class": names, "image_size": spec.image_size,
-                  "seed": seeds.of("generator", label)}
-        run_dir, images, labels = folder / "generators" / family / slug(names), data.train_x[data.train_y == label], {}
+        config = {**config, "class": names, "seed": seeds.of("generator", label)}
+        run_dir, images = folder / slug(names), data.train_x[data.train_y == label]
+        if family == "ddpm-finetune":  # each class fine-tunes the unit's pretrained model on its own images
+            train = {"init_from": folder / PRETRAINED / "model"}
+            manifest["pretrained"] = str(folder / PRETRAINED)
     return runs.train_on(family, images, manifest, run_dir, config, resume=True, device=spec.device,
-                         progress=spec.progress, **labels)
+                         progress=spec.progress, **train)
 
 
 def runs_root(runs_dir: Path, replicate: int, replicates: int) -> Path:

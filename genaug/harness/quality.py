@@ -14,6 +14,7 @@ from .accepted import accepted_at
 from .classifier import train_classifier
 from .spec import ExperimentSpec, Unit
 from .stats import classification_metrics
+from .teacher import teacher_fidelity
 from .unit_data import UnitData
 
 
@@ -23,8 +24,9 @@ def quality_path(spec: ExperimentSpec, unit: Unit, source: str):
 
 def assess(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> dict:
     """FID, KID, precision/recall of the accepted images against the real training part, the
-    Classification Accuracy Score (a classifier trained on them alone, tested on the real test split)
-    and per-class FID; written to `<unit>/quality/<source>.json`."""
+    Classification Accuracy Score (a classifier trained on them alone, tested on the real test split),
+    per-class FID and label fidelity (the share the teacher, trained on the real labelled images,
+    assigns to the intended class); written to `<unit>/quality/<source>.json`."""
     x, y = accepted_at(spec, unit, data, source, max(spec.config["synthetic_per_class"]))
     out: dict[str, Any] = {"source": source, "n_real": len(data.train_x), "n_synthetic": len(x)}
     if len(x) >= 4:
@@ -46,7 +48,9 @@ def _measure(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, x: t
     probs = predict_proba(trained.model, data.test_x, spec.device, precision=spec.settings.mixed_precision)
     return {**out, "cas": classification_metrics(data.test_y.numpy(), probs, list(spec.classes)),
             "classes_without_images": [spec.classes[label] for label in spec.labels if not (y == label).any()],
-            "per_class": class_fids(spec, unit, data, x, y)}
+            "per_class": class_fids(spec, unit, data, x, y),
+            # a sample the real-image classifier puts in another class is label noise, not augmentation
+            "label_fidelity": teacher_fidelity(spec, unit, x, y)}
 
 
 def class_fids(spec: ExperimentSpec, unit: Unit, data: UnitData, x: torch.Tensor, y: torch.Tensor) -> dict[str, dict]:

@@ -15,7 +15,7 @@ def quality_tables(r: dict, primary: str) -> list[str]:
         return []
     lines = ["## Quality of each synthetic set (accepted images against the real training part)", "",
              "| source | replicates | n real / n synthetic | FID | KID | precision | recall | "
-             f"CAS {primary} |", "|---|---|---|---|---|---|---|---|"]
+             f"CAS {primary} | label fidelity |", "|---|---|---|---|---|---|---|---|---|"]
     for source, per_rep in r["quality"].items():
         def stat(get):
             vals = [get(q) for q in per_rep if get(q) is not None]
@@ -24,11 +24,15 @@ def quality_tables(r: dict, primary: str) -> list[str]:
         counts = f"{per_rep[0]['n_real']} / {int(np.mean([q['n_synthetic'] for q in per_rep]))}"
         lines.append(f"| {source} | {len(per_rep)} | {counts} | {stat(lambda q: q.get('fid'))} | "
                      f"{stat(lambda q: q.get('kid_mean'))} | {stat(lambda q: q.get('precision'))} | "
-                     f"{stat(lambda q: q.get('recall'))} | {stat(lambda q: (q.get('cas') or {}).get(primary))} |")
+                     f"{stat(lambda q: q.get('recall'))} | {stat(lambda q: (q.get('cas') or {}).get(primary))} | "
+                     f"{stat(lambda q: (q.get('label_fidelity') or {}).get('mean'))} |")
     lines += ["", "FID/KID with this few images are biased upward: compare them only between sources of this "
               "experiment (same counts). CAS: a classifier trained on the accepted synthetic images alone, with "
-              "the shared recipe, scored on the real test split.", ""]
+              "the shared recipe, scored on the real test split. Label fidelity: the share of accepted images that "
+              "a classifier trained on the real labelled images (the teacher) assigns to the intended class, "
+              "mean over classes (per class in report.json): a sample of the wrong class is label noise.", ""]
     lines += _class_fid_table(r)
+    lines += _teacher_lines(r.get("teacher") or [])
     qvg = r["quality_vs_gain"]
     if qvg:
         lines += [f"Which quality metric predicts the gain over the baseline ({primary}), across sources and "
@@ -70,19 +74,37 @@ def _class_fid_table(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _teacher_lines(teachers: list[dict]) -> list[str]:
+    """How right the teacher (ddpm-pseudo's pool labels, label fidelity) is on the pool's withheld labels."""
+    checks = [t["pool_check"] for t in teachers if t.get("pool_check")]
+    if not checks:
+        return []
+    acc = [c["accuracy"] for c in checks if c.get("accuracy") is not None]
+    return [f"The teacher (a classifier on the real labelled images, the baseline's recipe and first seed) labels "
+            f"the unlabelled pool at {np.mean(acc):.1%} accuracy against its withheld labels (mean of {len(acc)} "
+            "replicate(s); a diagnostic, never used for training).", ""]
+
+
 def acceptance_tables(r: dict) -> list[str]:
     if not r["acceptance"]:
         return []
     lines = ["## Acceptance of synthetic images (summed over replicates)", "",
-             "| source | class | policy | seen | kept | rejected |", "|---|---|---|---|---|---|"]
+             "| source | class | policy | seen | kept | rejected | resembling a labelled / a pool image |",
+             "|---|---|---|---|---|---|---|"]
     for source, rows in r["acceptance"].items():
         totals: dict = {}
         for row in rows:
             key = (row["class"], row["policy"])
-            t = totals.setdefault(key, [0, 0, 0])
+            t = totals.setdefault(key, [0, 0, 0, None, None])
             t[0], t[1], t[2] = t[0] + row["seen"], t[1] + row["kept"], t[2] + row["rejected"]
-        lines += [f"| {source} | {cls} | {policy} | {s} | {k} | {j} |" for (cls, policy), (s, k, j) in totals.items()]
-    return [*lines, "", *_gate_table(r.get("memorization_gate") or [])]
+            if "rejected_pool" in row:
+                t[3], t[4] = (t[3] or 0) + row["rejected_labelled"], (t[4] or 0) + row["rejected_pool"]
+        lines += [f"| {source} | {cls} | {policy} | {s} | {k} | {j} | " + ("–" if lab is None else f"{lab} / {pool}")
+                  + " |" for (cls, policy), (s, k, j, lab, pool) in totals.items()]
+    lines += ["", "A generator that trained on the unlabelled pool is gated against the pool too (its own "
+              "thresholds); an image may resemble both.", ""] if any(
+        "rejected_pool" in row for rows in r["acceptance"].values() for row in rows) else [""]
+    return [*lines, *_gate_table(r.get("memorization_gate") or [])]
 
 
 def _gate_table(gates: list[dict]) -> list[str]:

@@ -9,7 +9,7 @@ fold with cross-validation; each trains its own generators and classifiers in `O
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,15 @@ class ExperimentSpec:
     @cached_property
     def config(self) -> dict[str, Any]:
         return json.loads(self.config_json)
+
+    def to_json(self) -> str:
+        """The spec as JSON (`OUT/spec.json`): with it, any process can run any stage of the experiment."""
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ExperimentSpec":
+        raw = json.loads(text)
+        return cls(**{**raw, "classes": tuple(raw["classes"]), "source_labels": tuple(raw["source_labels"])})
 
     @property
     def folder(self) -> Path:

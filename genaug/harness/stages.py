@@ -28,10 +28,12 @@ from .faults import inject
 from .quality import assess, quality_path
 from .spec import ExperimentSpec, Unit
 from .store import Store, stage_key
+from .teacher import teacher_folder, train_teacher
 from .unit_data import UnitData, real_subset
 
 STAGES = {  # stage type: what the time table calls it
-    "subset": "real subset", "generator": "generator training", "samples": "sampling",
+    "subset": "real subset", "teacher": "teacher (labels the pool; label fidelity)",
+    "generator": "generator training", "samples": "sampling",
     "gate": "memorisation gate check", "acceptance": "acceptance", "classifier": "classifier runs",
     "quality": "quality (FID, KID, P/R, CAS, per-class FID)"}
 CACHED, COMPUTED, BUSY = "cached", "computed", "busy"
@@ -67,6 +69,8 @@ def plan(spec: ExperimentSpec) -> list[Task]:
     for unit in spec.units():
         u = unit.name
         subset = add("subset", unit, (), [], f"subset {u}")
+        if teacher_wanted(spec):
+            teacher = add("teacher", unit, (), [subset], f"teacher {u}")
         if accepted.gate_wanted(spec):
             add("gate", unit, (), [subset], f"gate {u}")
         decided = {}
@@ -74,9 +78,13 @@ def plan(spec: ExperimentSpec) -> list[Task]:
             drawn = []
             if "family" in sspec:
                 family, conditional = sspec["family"], sspec["guidance"] is not None
+                before = [subset, teacher] if family == "ddpm-pseudo" else [subset]
+                if family == "ddpm-finetune":
+                    before.append(add("generator", unit, (family, generation.PRETRAINED), [subset],
+                                      f"generator {u} {family} {generation.PRETRAINED}"))
                 for label, name in enumerate(spec.classes):
                     target = None if conditional else label
-                    trained = add("generator", unit, (family, target), [subset],
+                    trained = add("generator", unit, (family, target), before,
                                   f"generator {u} {family}" + ("" if conditional else f" {name}"))
                     drawn.append(add("samples", unit, (source, label), [subset, trained], f"samples {u} {source} {name}"))
             decided[source] = add("acceptance", unit, (source,), [subset, *drawn], f"acceptance {u} {source}")
@@ -89,8 +97,13 @@ def plan(spec: ExperimentSpec) -> list[Task]:
                         f"classifier {u} {arm.name} {arch} seed {k}")
         if spec.config["quality"]:
             for source in spec.sources:
-                add("quality", unit, (source,), [subset, decided[source]], f"quality {u} {source}")
+                add("quality", unit, (source,), [subset, teacher, decided[source]], f"quality {u} {source}")
     return list(tasks.values())
+
+
+def teacher_wanted(spec: ExperimentSpec) -> bool:
+    """The teacher labels the pool for ddpm-pseudo and scores label fidelity in the quality stage."""
+    return "ddpm-pseudo" in spec.config["generators"] or bool(spec.config["quality"] and spec.sources)
 
 
 def output_exists(spec: ExperimentSpec, task: Task) -> bool:
@@ -101,13 +114,16 @@ def output_exists(spec: ExperimentSpec, task: Task) -> bool:
     if task.stage == "generator":
         family, label = p
         folder = spec.unit_folder(unit) / "generators" / family
-        folder = folder if label is None else folder / slug(spec.classes[label])
+        folder = (folder if label is None else folder / label if label == generation.PRETRAINED
+                  else folder / slug(spec.classes[label]))
         return spec.runs_dir is not None or (folder / "model").exists()
     if task.stage == "samples":
         path = generation.samples_folder(spec, unit, p[0], p[1]) / "samples.json"
         return path.exists() and len(read_json(path).get("images", [])) >= max(spec.config["synthetic_per_class"])
     if task.stage == "gate":
         return accepted.gate_path(spec, unit).exists()
+    if task.stage == "teacher":
+        return (teacher_folder(spec, unit) / "teacher.json").exists()
     if task.stage == "acceptance":
         return accepted.decisions_path(spec, unit, p[0]).exists()
     if task.stage == "classifier":
@@ -148,6 +164,8 @@ def compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
         return generation.draw_samples(spec, unit, data, *p)
     if task.stage == "gate":
         return accepted.gate_check(spec, unit, data)
+    if task.stage == "teacher":
+        return train_teacher(spec, unit, data)
     if task.stage == "acceptance":
         return accepted.decide(spec, unit, data, p[0])
     if task.stage == "classifier":

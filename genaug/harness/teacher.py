@@ -1,0 +1,62 @@
+"""Stage of a unit with a pool generator or a quality stage: the teacher, a classifier trained on the
+real labelled training part alone with the shared recipe and the baseline's first seed (so it is
+the `+pseudo` arm's teacher of seed 0, run for run). It labels the unlabelled pool for `ddpm-pseudo`
+(its probabilities, and how right they are against the pool's withheld labels, as a diagnostic)
+and scores each synthetic set's label fidelity in the quality stage. Written to `<unit>/teacher/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..classifiers.inference import predict_proba
+from ..classifiers.networks import load_classifier, save_classifier
+from ..io import read_json, write_json
+from .classifier import train_classifier
+from .spec import ExperimentSpec, Unit
+from .unit_data import UnitData, pseudo_label_check
+
+
+def teacher_folder(spec: ExperimentSpec, unit: Unit) -> Path:
+    return spec.unit_folder(unit) / "teacher"
+
+
+def train_teacher(spec: ExperimentSpec, unit: Unit, data: UnitData) -> dict:
+    folder = teacher_folder(spec, unit)
+    seed = spec.seeds(unit).of("classifier", 0)
+    trained = train_classifier(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes), spec.settings,
+                               seed, data.steps_per_epoch, spec.device)
+    save_classifier(trained.model, folder / "model.safetensors", spec.settings.classifier, list(spec.classes),
+                    spec.image_size, int(data.train_x.shape[1]),
+                    extra={"role": "teacher", "seed": seed, "stem": spec.settings.stem,
+                           "pretrained": spec.settings.pretrained})
+    out = {"seed": seed, "best_epoch": trained.best_epoch, "recipe": spec.settings.classifier}
+    if data.pool is not None:
+        probs = predict_proba(trained.model, data.pool, spec.device, precision=spec.settings.mixed_precision)
+        out["pool_probs"] = np.round(probs, 6).tolist()
+        top = {"indices": list(range(len(probs))), "labels": probs.argmax(1).tolist()}
+        out["pool_check"] = pseudo_label_check(spec, data, top)  # the withheld labels: a diagnostic only
+    write_json(folder / "teacher.json", out)
+    return out
+
+
+def pool_probs(spec: ExperimentSpec, unit: Unit) -> np.ndarray:
+    return np.asarray(read_json(teacher_folder(spec, unit) / "teacher.json")["pool_probs"])
+
+
+def label_fidelity(probs: np.ndarray, labels: torch.Tensor, classes: list[str]) -> dict:
+    """Per intended class: the share of images the classifier assigns to it (None without images)."""
+    predicted = np.asarray(probs).argmax(1)
+    labels = np.asarray(labels)
+    out = {name: (float((predicted[labels == k] == k).mean()) if (labels == k).any() else None)
+           for k, name in enumerate(classes)}
+    given = [v for v in out.values() if v is not None]
+    return {"per_class": out, "mean": float(np.mean(given)) if given else None}
+
+
+def teacher_fidelity(spec: ExperimentSpec, unit: Unit, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    model, _ = load_classifier(teacher_folder(spec, unit) / "model.safetensors")
+    probs = predict_proba(model, images, spec.device, precision=spec.settings.mixed_precision)
+    return label_fidelity(probs, labels, list(spec.classes))
