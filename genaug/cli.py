@@ -62,6 +62,9 @@ def split_options(f):
                           "name (oct2017, kermany-cxr). Keeps each patient on one side of every split.")(f)
     f = click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
                      help="Test share for sources without their own test split  [default: 0.2]")(f)
+    f = click.option("--given-split", type=click.Choice(["use", "ignore"]), default=None,
+                     help="A source's own train/val/test split (folders or a split column): use it, or ignore "
+                          "it and split the same files by patient (--group-by), nothing moved  [default: use]")(f)
     f = click.option("--fit", type=click.Choice(["crop", "pad"]), default=None,
                      help="Make images square by centre crop, or by padding with the border value (keeps "
                           "the full width of wide scans)  [default: crop]")(f)
@@ -75,14 +78,41 @@ def split_options(f):
     return f
 
 
+LABEL_FILE_OPTIONS = (  # (flag, LabelColumns field, help): the columns of a multi-label label file
+    ("--path-column", "path", "Label file: the column with each image's path  [default: path]"),
+    ("--label-column", "label", "Label file: one column holding each image's labels as a list (NIH's "
+                                "'Finding Labels')."),
+    ("--label-columns", "labels", "Label file: the 0/1 label columns (comma list), or with --label-column the "
+                                  "label list  [default: every 0/1 column]"),
+    ("--label-separator", "separator", "Separator of --label-column's lists  [default: |]"),
+    ("--no-label", "no_label", "The name of the empty label set  [default: No Finding]"),
+    ("--group-column", "group", "Label file: the patient column  [default: group, patient or 'Patient ID']"),
+    ("--split-column", "split", "Label file: the split column  [default: split]"),
+)
+
+
+def label_file_options(f):
+    """The column options of a multi-label label file, passed on as `lf_<field>` keyword arguments."""
+    for flag, field, text in reversed(LABEL_FILE_OPTIONS):
+        f = click.option(flag, f"lf_{field}", default=None, help=text)(f)
+    return f
+
+
+def label_columns_of(options: dict) -> dict | None:
+    named = {k[3:]: v for k, v in options.items() if k.startswith("lf_") and v is not None}
+    return named or None
+
+
 @main.command()
 @click.argument("spec")
 @click.option("--export", "export_dir", default=None,
               help="Write every image as the models see it (PNG) into DIR/<split>/<class>/, to check by eye.")
 @click.option("--image-size", type=click.IntRange(min=1), default=None, help="Size for --export.")
+@label_file_options
 @split_options
 @data_options
-def datasets(spec, export_dir, image_size, group_by, test_fraction, fit, intensity, preprocess, data_root, skip_bad):
+def datasets(spec, export_dir, image_size, group_by, test_fraction, given_split, fit, intensity, preprocess, data_root,
+             skip_bad, **label_file):
     """Classes, counts (and patients) per split of a data SPEC, or the manifest(s) of a run or
     experiment folder."""
     from .data import describe
@@ -97,7 +127,8 @@ def datasets(spec, export_dir, image_size, group_by, test_fraction, fit, intensi
         return
     from .data import open_source
 
-    source = open_source(spec, data_root, group_by=group_by, test_fraction=test_fraction)
+    source = open_source(spec, data_root, group_by=group_by, test_fraction=test_fraction,
+                         given_split=given_split or "use", label_columns=label_columns_of(label_file))
     click.echo(describe.source_summary(source))
     if export_dir:
         from .data.intensity import IntensityRule
@@ -156,8 +187,8 @@ def configs():
 @split_options
 @data_options
 def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_size, steps, batch_size, conditional,
-          checkpoint_every, config_file, out, seed, device, log_with, resume, no_progress, group_by, test_fraction, fit,
-          intensity, preprocess, data_root, skip_bad):
+          checkpoint_every, config_file, out, seed, device, log_with, resume, no_progress, group_by, test_fraction,
+          given_split, fit, intensity, preprocess, data_root, skip_bad):
     """Train one FAMILY generator per class on scarce real data (or, with --conditional, one
     class-conditional DDPM for all of them).
 
@@ -175,6 +206,7 @@ def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_siz
     overrides = merge(load_config(config_file), {
         "data": data, "class": classes, "per_class": per_class, "image_size": image_size, "steps": steps,
         "batch_size": batch_size, "seed": seed, "checkpoint_every": checkpoint_every, "group_by": group_by,
+        "given_split": given_split,
         "test_fraction": test_fraction, "fit": fit, "intensity": intensity,
         "preprocess": preprocess, "log_with": log_with, "unlabeled": unlabeled, "unlabeled_data": unlabeled_data})
     progress = not no_progress
@@ -427,7 +459,8 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
                       full_real, unlabeled, unlabeled_data, semi, replicates, cv, seeds, primary_metric, out, classifier, pretrained, finetune, epochs,
                       batch_size,
                       accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
-                      device, no_progress, ray_address, group_by, test_fraction, fit, intensity, preprocess, data_root):
+                      device, no_progress, ray_address, group_by, test_fraction, given_split, fit, intensity, preprocess,
+                      data_root):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics.
 
     Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, the
@@ -454,7 +487,8 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         "batch_size": batch_size, "accept": accept,
         "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "save_models": save_models,
         "explain": explain_method, "image_size": image_size, "seed": seed,
-        "group_by": group_by, "test_fraction": test_fraction, "fit": fit, "intensity": intensity,
+        "group_by": group_by, "test_fraction": test_fraction, "given_split": given_split, "fit": fit,
+        "intensity": intensity,
         "preprocess": preprocess})
     if not config.get("data"):
         raise click.UsageError("--data is required (on the command line or in --config)")

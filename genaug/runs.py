@@ -34,7 +34,8 @@ def default_run_dir(data: str, family: str, class_name: str) -> Path:
     return Path("runs") / slug(Path(data).stem if Path(data).suffix else Path(data).name) / family / slug(class_name)
 
 
-DATA_DEFAULTS: dict[str, Any] = {"per_class": None, "group_by": None, "test_fraction": 0.2, "fit": "crop",
+DATA_DEFAULTS: dict[str, Any] = {"per_class": None, "group_by": None, "test_fraction": 0.2, "given_split": "use",
+                                 "fit": "crop",
                                  "intensity": "dataset", "preprocess": "none"}
 EXTENDABLE = ("steps",)  # settings a resumed run may raise; every other one must match
 
@@ -57,7 +58,8 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     """
     get_family(family)
     config = dict(config or {})
-    source = open_source(data, data_root, group_by=config.get("group_by"), test_fraction=config.get("test_fraction"))
+    source = open_source(data, data_root, group_by=config.get("group_by"), test_fraction=config.get("test_fraction"),
+                         given_split=config.get("given_split") or "use")
     selected = source.resolve_classes(classes)
     image_size = check_image_size(config.get("image_size") or source.default_size())
     seed = int(config.get("seed", 0))

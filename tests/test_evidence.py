@@ -154,6 +154,15 @@ def test_the_spec_is_data_any_process_can_run_a_stage_from(tiny):
     tasks = plan(spec)
     assert len(tasks) == 34 and all(done(spec, t) for t in tasks)  # the same keys the run recorded
     assert len({t.key for t in tasks}) == len(tasks) and len({t.label for t in tasks}) == len(tasks)
+    # a setting added since the store, at the value that reproduces earlier stages, leaves every key as it was
+    from dataclasses import replace
+
+    from genaug.harness.stages import settings_hash
+
+    config = json.loads(spec.config_json)
+    without = replace(spec, config_json=json.dumps({k: v for k, v in config.items() if k != "given_split"}))
+    ignore = replace(spec, config_json=json.dumps({**config, "given_split": "ignore"}))
+    assert settings_hash(without) == settings_hash(spec) != settings_hash(ignore)
 
 
 def test_leases_one_holder_a_dead_holder_superseded_a_retry_takes_its_own(tmp_path):

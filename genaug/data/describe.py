@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from ..io import atomic_dir, write_json
 from .images import save_png
@@ -12,6 +15,8 @@ from .subsets import load_manifest
 
 
 def source_summary(source: Source) -> str:
+    if source.multilabel:
+        return multilabel_summary(source)
     splits = list(source.splits)
     grouped = any(source.splits[s].groups is not None for s in splits)
     lines = [f"{source.spec}: {source.kind}, {source.channels} channel(s), "
@@ -29,10 +34,46 @@ def source_summary(source: Source) -> str:
     for i, name in enumerate(source.classes):
         lines.append(f"{i}:{name}\t" + "\t".join(cell(s, i) for s in splits))
     lines.append("total\t" + "\t".join(cell(s, None) for s in splits))
+    return "\n".join(lines + _notes(source))
+
+
+def _notes(source: Source) -> list[str]:
+    lines = []
     if source.ungrouped:
         lines.append(f"{len(source.ungrouped)} file(s) without a patient id (each its own group), "
                      f"e.g. {source.ungrouped[0]}")
-    return "\n".join(lines)
+    if source.unused:
+        lines.append(f"not read: top-level folder(s) {', '.join(source.unused)} (the splits are train, "
+                     "val (or valid, validation) and test)")
+    return lines
+
+
+def multilabel_summary(source: Source, top: int = 10) -> str:
+    """Per-label positives (images / patients) per split, the commonest label sets, co-occurrence and
+    patients per split of a multi-label source."""
+    splits = list(source.splits)
+    lines = [f"{source.spec}: {source.kind}, {len(source.classes)} labels, {source.channels} channel(s), "
+             f"split: {source.split_origin}",
+             "label\t" + "\t".join(splits) + "\t(positive images / patients)"]
+
+    def cell(split, mask):
+        s = source.splits[split]
+        n = int(mask.sum())
+        return f"{n}/{len({g for g, m in zip(s.groups, mask) if m})}" if s.groups is not None else str(n)
+
+    for j, name in enumerate(source.classes):
+        lines.append(f"{j}:{name}\t" + "\t".join(cell(s, source.splits[s].labels[:, j] == 1) for s in splits))
+    lines.append("images\t" + "\t".join(cell(s, np.ones(len(source.splits[s].ids), bool)) for s in splits))
+    every = np.concatenate([source.splits[s].labels for s in splits])
+    sets = Counter("|".join(n for n, v in zip(source.classes, row) if v) or "(none)" for row in every)
+    lines.append(f"label sets ({len(sets)} distinct), commonest: " +
+                 ", ".join(f"{k} {v}" for k, v in sets.most_common(top)))
+    pairs = every.T.astype(np.int64) @ every.astype(np.int64)
+    common = sorted(((int(pairs[a, b]), source.classes[a], source.classes[b]) for a in range(len(pairs))
+                     for b in range(a + 1, len(pairs)) if pairs[a, b]), reverse=True)[:top]
+    lines.append("co-occurring most often: " + (", ".join(f"{a}+{b} {n}" for n, a, b in common) or "none"))
+    lines.append("labels per image: " + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(every.sum(1).tolist()).items())))
+    return "\n".join(lines + _notes(source))
 
 
 def run_summary(run_dir: str | Path) -> str:

@@ -99,6 +99,10 @@ class Source:
     group_by: str | None = None
     test_fraction: float = DEFAULT_TEST_FRACTION
     ungrouped: list[str] = []  # files the --group-by pattern did not match (each its own group)
+    unused: list[str] = []  # top-level folders the source does not read (named by `genaug datasets`)
+    given_split: str = "use"  # "ignore": a given split (folders or column) re-split by patient
+    multilabel: bool = False  # labels are N x L 0/1 (multilabel.py), not one class per image
+    label_columns: dict | None = None
 
     def class_index(self, name: str | int) -> int:
         """Resolve a class given by name (exact, then case-insensitive) or by index."""
@@ -128,7 +132,12 @@ class Source:
 
     def options(self) -> dict:
         """What, beside the spec, determines this source's splits (recorded in manifests)."""
-        return {"group_by": self.group_by, "test_fraction": self.test_fraction}
+        out = {"group_by": self.group_by, "test_fraction": self.test_fraction}
+        if self.given_split != "use":  # recorded only where it differs: older manifests reopen unchanged
+            out["given_split"] = self.given_split
+        if self.label_columns:
+            out["label_columns"] = self.label_columns
+        return out
 
     def load(self, split: str, ids: list, image_size: int | None = None, fit: str = "crop",
              intensity: "IntensityRule | str | dict | None" = None, skip_bad: bool = False) -> Loaded:
@@ -230,9 +239,9 @@ class FileSource(Source):
     native_size = None
 
     def __init__(self, root: Path, spec: str, kind: str, items: list[tuple[str, int, str | None, str | None]],
-                 classes: list[str], group_by: str | None, test_fraction: float):
+                 classes: list[str], group_by: str | None, test_fraction: float, given_split: str = "use"):
         self.root, self.spec, self.kind, self.classes = root, spec, kind, classes
-        self.group_by, self.test_fraction = group_by, test_fraction
+        self.group_by, self.test_fraction, self.given_split = group_by, test_fraction, check_given_split(given_split)
         paths = [it[0] for it in items]
         regex_groups, self.ungrouped = groups_from_paths(paths, group_by)
         given = [it[2] for it in items]
@@ -240,7 +249,7 @@ class FileSource(Source):
         groups = ([g or (regex_groups[i] if regex_groups else f"file:{paths[i]}") for i, g in enumerate(given)]
                   if has_groups else None)
         labels = np.array([it[1] for it in items], dtype=np.int64)
-        split_of = [it[3] for it in items]
+        split_of = [it[3] if self.given_split == "use" else None for it in items]
         if any(split_of):
             if not all(split_of):
                 raise GenaugError(f"{spec}: some items name a split and some do not; give every item a split "
@@ -299,8 +308,8 @@ def _check_groups_disjoint(split_of: list[str], groups: list[str] | None, spec: 
     shared = sorted(g for g, s in where.items() if len(s) > 1)
     if shared:
         raise GenaugError(f"{spec}: {len(shared)} patient(s) appear in more than one of the given splits "
-                          f"(e.g. {shared[0]!r}); that leaks patients into the test split. Remove the given "
-                          "split (folders or split column) to let genaug split by patient, or fix the split")
+                          f"(e.g. {shared[0]!r}); that leaks patients into the test split. Add --given-split ignore "
+                          "to let genaug split the same files by patient (nothing moves), or fix the split")
 
 
 def _source_channels(paths: list[Path]) -> int:
@@ -322,11 +331,20 @@ def _list_images(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def _folder_source(root: Path, spec: str, group_by: str | None, test_fraction: float) -> FileSource:
-    """`ROOT/<class>/**/*` (hash split) or `ROOT/{train,val,test}/<class>/**/*` (own split)."""
-    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+VAL_NAMES = ("val", "valid", "validation")  # folder names read as the val split
+
+
+def _folder_source(root: Path, spec: str, group_by: str | None, test_fraction: float,
+                   given_split: str = "use") -> FileSource:
+    """`ROOT/<class>/**/*` (hash split) or `ROOT/{train,val|valid|validation,test}/<class>/**/*` (own
+    split, or with `given_split` ignore re-split by patient); other top-level folders of a split
+    layout are named in `unused`."""
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     own_split = "train" in subdirs and "test" in subdirs
-    split_dirs = {s: subdirs[s] for s in ("train", "val", "test") if s in subdirs} if own_split else {None: root}
+    val = next((subdirs[n] for n in VAL_NAMES if n in subdirs), None)
+    split_dirs = ({"train": subdirs["train"], **({"val": val} if val else {}), "test": subdirs["test"]}
+                  if own_split else {None: root})
+    unused = sorted(p.name for p in subdirs.values() if own_split and p not in split_dirs.values())
     classes = sorted({p.name for d in split_dirs.values() for p in d.iterdir()
                       if p.is_dir() and not p.name.startswith(".")})
     if not classes:
@@ -339,23 +357,31 @@ def _folder_source(root: Path, spec: str, group_by: str | None, test_fraction: f
                 raise GenaugError(f"class folder {d / name} holds no images "
                                   f"({', '.join(sorted(READABLE_SUFFIXES))}, subfolders included)")
             items += [(p.relative_to(root).as_posix(), label, None, split) for p in files]
-    return FileSource(root, spec, "folder", items, classes, group_by, test_fraction)
+    source = FileSource(root, spec, "folder", items, classes, group_by, test_fraction, given_split)
+    source.unused = unused
+    return source
+
+
+def check_given_split(value: str) -> str:
+    if value not in ("use", "ignore"):
+        raise GenaugError(f"--given-split must be use or ignore (got {value!r})")
+    return value
 
 
 CSV_COLUMNS = ("path", "label", "group", "split")
 
 
-def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: float) -> FileSource:
-    """A label file: columns `path,label` and optional `group,split`; paths relative to the CSV."""
-    import csv
+def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: float, given_split: str = "use",
+                label_columns=None) -> Source:
+    """A label file: columns `path,label` and optional `group,split`; paths relative to the CSV. A
+    multi-label file (several labels per image) is read by multilabel.py."""
+    from . import multilabel
 
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise GenaugError(f"cannot read label file {path}: {e}") from None
+    columns, rows = multilabel.read_rows(path)
+    spec_columns = multilabel.LabelColumns.parse(label_columns)
+    if multilabel.is_multilabel(columns, rows, spec_columns):
+        return MultiLabelSource(path, spec, group_by, test_fraction, given_split, spec_columns or
+                                multilabel.LabelColumns(), columns, rows)
     unknown = [c for c in columns if c not in CSV_COLUMNS]
     if unknown:
         raise GenaugError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}; "
@@ -377,7 +403,62 @@ def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: floa
         if split not in (None, "train", "val", "test"):
             raise GenaugError(f"{path}, line {n}: split {r['split']!r} is not train, val or test")
         items.append((Path(rel).as_posix(), classes.index(r["label"]), r.get("group") or None, split))
-    return FileSource(root, spec, "labels", items, classes, group_by, test_fraction)
+    return FileSource(root, spec, "labels", items, classes, group_by, test_fraction, given_split)
+
+
+class MultiLabelSource(FileSource):
+    """A label file with several labels per image: `classes` are the labels, each split's `labels` an
+    N x L 0/1 matrix; the test split by iterative stratification over patients (multilabel.py)."""
+
+    multilabel = True
+
+    def __init__(self, path: Path, spec: str, group_by: str | None, test_fraction: float, given_split: str,
+                 columns_spec, columns: list[str], rows: list[dict]):
+        from . import multilabel
+
+        if not rows:
+            raise GenaugError(f"{path} lists no images")
+        parsed = multilabel.parse_rows(path, columns, rows, columns_spec)
+        root = path.parent
+        unlisted = multilabel.unlisted_images(root, parsed.paths)
+        if unlisted:
+            raise GenaugError(f"{path}: {len(unlisted)} image(s) beside it have no row, e.g. {unlisted[0]}; list "
+                              "them, or keep the label file's images in a folder of their own")
+        self.root, self.spec, self.kind, self.classes = root, spec, "labels (multi-label)", parsed.names
+        self.group_by, self.test_fraction = group_by, test_fraction
+        self.given_split = check_given_split(given_split)
+        self.label_columns = columns_spec.to_dict() if columns_spec.named else None
+        paths = parsed.paths
+        regex_groups, self.ungrouped = groups_from_paths(paths, group_by)
+        groups = parsed.groups or regex_groups
+        split_of = parsed.splits if self.given_split == "use" else [None] * len(paths)
+        labels = parsed.labels
+
+        def pick(pos):
+            pos = np.asarray(pos, dtype=np.int64)
+            return Split([paths[i] for i in pos], labels[pos], [groups[i] for i in pos] if groups else None)
+
+        if any(split_of):
+            if not all(split_of):
+                raise GenaugError(f"{spec}: some rows name a split and some do not; give every row a split or none")
+            _check_groups_disjoint(split_of, groups, spec)
+            self.splits = {n: pick([i for i, s in enumerate(split_of) if s == n])
+                           for n in ("train", "val", "test") if n in split_of}
+            self.split_origin = "source"
+        else:
+            train, test = multilabel.stratified_split(labels, groups, test_fraction)
+            self.splits = {"train": pick(train), "test": pick(test)}
+            unit = "patient" if groups else "image"
+            self.split_origin = f"iterative stratification by {unit} (seed {multilabel.SPLIT_SEED}), {test_fraction:.0%} test"
+        empty = [name for name, n in zip(self.classes, self.splits["train"].labels.sum(0)) if n == 0]
+        if empty:
+            raise GenaugError(f"{spec}: label {empty[0]!r} has no positive image in the train split; drop it "
+                              "(--label-columns) or give it training images")
+        self.channels = _source_channels([root / p for p in paths])
+
+    def resolve_classes(self, selection: str) -> list[int]:
+        raise GenaugError(f"{self.spec} is multi-label ({len(self.classes)} labels per image); genaug datasets "
+                          "reads it, and training on several labels per image is not built yet")
 
 
 def _npz_source(path: Path, spec: str, test_fraction: float = DEFAULT_TEST_FRACTION) -> Source:
@@ -447,11 +528,13 @@ def _torchvision_arrays(name: str, data_root: Path) -> dict[str, tuple[np.ndarra
 
 
 def open_source(spec: str, data_root: str | Path | None = None, group_by: str | None = None,
-                test_fraction: float | None = None) -> Source:
+                test_fraction: float | None = None, given_split: str = "use", label_columns=None) -> Source:
     """Resolve a data spec (see module docstring) to a Source.
 
     `group_by` (a regex or built-in name, folder and label-file sources) keeps each patient on one
-    side of every split; `test_fraction` applies to sources without their own test split.
+    side of every split; `test_fraction` applies to sources without their own test split;
+    `given_split` ignore re-splits a source's own split by patient; `label_columns` names the columns
+    of a multi-label label file (multilabel.LabelColumns).
     """
     data_root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
     test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else float(test_fraction)
@@ -473,10 +556,10 @@ def open_source(spec: str, data_root: str | Path | None = None, group_by: str | 
             _download(MEDMNIST_URL.format(name=name), npz)
         return _npz_source(npz, spec, test_fraction)
     if path.is_dir():
-        return _folder_source(path, spec, group_by, test_fraction)
+        return _folder_source(path, spec, group_by, test_fraction, given_split)
     if path.is_file():
         if path.suffix.lower() == ".csv":
-            return _csv_source(path, spec, group_by, test_fraction)
+            return _csv_source(path, spec, group_by, test_fraction, given_split, label_columns)
         if path.suffix.lower() != ".npz":
             raise GenaugError(f"{spec} is a file but not an .npz or a .csv label file; "
                               "give a folder, an .npz, a .csv or a named source")

@@ -18,7 +18,8 @@ from .stats import SCALAR_METRICS
 DEFAULTS: dict[str, Any] = {
     # data
     "data": None, "classes": "all", "per_class": 50, "image_size": None, "seed": 0, "val_fraction": 0.2,
-    "validation": "auto", "cv": None, "group_by": None, "test_fraction": None, "fit": "crop", "intensity": "dataset",
+    "validation": "auto", "cv": None, "group_by": None, "test_fraction": None, "given_split": "use", "fit": "crop",
+    "intensity": "dataset",
     "preprocess": "none",  # contrast step on every image (none, equalize, clahe): data/preprocess.py
     # design: replicates of the whole pipeline, classifier seeds inside each, one primary metric
     "replicates": 1, "seeds": 3, "primary_metric": "balanced_accuracy",
@@ -54,6 +55,9 @@ SAVE_MODELS = ("first", "all", "none")
 CONTROLS = ("baseline-strong", "dup")
 DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every other key must match
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
+# settings added after the store (stages.py) keyed finished stages, with the value that reproduces what those
+# stages computed: left out of the key at that value, so a folder started before them resumes instead of starting over
+ADDED_SINCE_STORE = {"given_split": "use"}
 RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
 # settings added after experiment folders existed, with the value that reproduces how those folders ran
 LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy"}

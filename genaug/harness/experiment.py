@@ -59,8 +59,10 @@ class Experiment:
         self.data, self.out, self.config = data, Path(out), config
         self.runs_dir = Path(runs_dir) if runs_dir else None
         self.data_root, self.device, self.progress = data_root, device, progress
-        self.source = open_source(data, data_root, group_by=config["group_by"], test_fraction=config["test_fraction"])
-        remember_source(self.source, data, data_root, config["group_by"], config["test_fraction"])
+        self.source = open_source(data, data_root, group_by=config["group_by"], test_fraction=config["test_fraction"],
+                                  given_split=config["given_split"])
+        remember_source(self.source, data, data_root, config["group_by"], config["test_fraction"],
+                        config["given_split"])
         self.source_labels = self.source.resolve_classes(str(config["classes"]))
         if len(self.source_labels) < 2:
             raise GenaugError("augment-and-train needs at least two classes")

@@ -96,7 +96,8 @@ class ExperimentSpec:
 
     @property
     def source(self):
-        return _open(self.data, self.data_root, self.config["group_by"], self.config["test_fraction"])
+        c = self.config
+        return _open(self.data, self.data_root, c["group_by"], c["test_fraction"], c.get("given_split", "use"))
 
     @property
     def history(self) -> list[dict]:
@@ -121,16 +122,17 @@ class ExperimentSpec:
 _SOURCES: dict = {}  # per process: a source is opened once
 
 
-def _open(data: str, data_root: str | None, group_by, test_fraction):
-    key = json.dumps([data, data_root, group_by, test_fraction], default=str)
+def _open(data: str, data_root: str | None, group_by, test_fraction, given_split="use"):
+    key = json.dumps([data, data_root, group_by, test_fraction, given_split], default=str)
     if key not in _SOURCES:
-        _SOURCES[key] = open_source(data, data_root, group_by=group_by, test_fraction=test_fraction)
+        _SOURCES[key] = open_source(data, data_root, group_by=group_by, test_fraction=test_fraction,
+                                    given_split=given_split)
     return _SOURCES[key]
 
 
-def remember_source(source, data: str, data_root: str | None, group_by, test_fraction) -> None:
+def remember_source(source, data: str, data_root: str | None, group_by, test_fraction, given_split="use") -> None:
     """The driver's opened source, so that stages run in its process do not open it again."""
-    _SOURCES[json.dumps([data, data_root, group_by, test_fraction], default=str)] = source
+    _SOURCES[json.dumps([data, data_root, group_by, test_fraction, given_split], default=str)] = source
 
 
 def test_set(spec: ExperimentSpec, fit, intensity) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ from ..io import read_json
 from . import accepted, generation
 from .arms import Duplicates
 from .classifier_run import classifier_run, result_path
-from .config import DESIGN_KEYS, OUTPUT_KEYS, RUN_KEYS
+from .config import ADDED_SINCE_STORE, DESIGN_KEYS, OUTPUT_KEYS, RUN_KEYS
 from .faults import inject
 from .quality import assess, quality_path
 from .spec import ExperimentSpec, Unit
@@ -51,7 +51,8 @@ class Task:
 
 def settings_hash(spec: ExperimentSpec) -> str:
     """Every setting that decides what a stage computes (not how many units, nor what is kept or where)."""
-    c = {k: v for k, v in spec.config.items() if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS}
+    c = {k: v for k, v in spec.config.items() if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS
+         and not (k in ADDED_SINCE_STORE and v == ADDED_SINCE_STORE[k])}
     blob = json.dumps({"config": c, "data": spec.data, "runs": spec.runs_dir is not None}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -1,0 +1,147 @@
+"""Several labels per image, the data layer (data/multilabel.py): both label-file layouts, NIH's list with
+"No Finding", patient-disjoint stratified splits, `valid/` and unused folders, --given-split ignore,
+`genaug datasets` and the bad inputs. On ../shared/data/nih1000 (1000 ChestX-ray14 images)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from genaug.data import open_source
+from genaug.errors import GenaugError
+
+from conftest import OCT, SHARED, assert_clean_error, run_cli
+
+NIH = SHARED / "nih1000"
+
+
+def _rows():
+    with open(NIH / "labels.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _list_layout(folder, rows, edit=None):
+    """NIH's own layout: `Image Index`, `Finding Labels` (a |-list, or No Finding), `Patient ID`, and columns
+    genaug does not use."""
+    folder.mkdir(exist_ok=True)
+    if not (folder / "images").exists():
+        (folder / "images").symlink_to(NIH / "images")
+    names = [c for c in rows[0] if c not in ("path", "patient")]
+    with open(folder / "Data_Entry.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "View Position"])
+        for i, r in enumerate(rows):
+            found = "|".join(n for n in names if r[n] == "1") or "No Finding"
+            w.writerow([r["path"], edit(i, found) if edit else found, "0", r["patient"], "PA"])
+    return folder / "Data_Entry.csv"
+
+
+NIH_COLUMNS = {"path": "Image Index", "label": "Finding Labels", "group": "Patient ID"}
+
+
+def test_both_label_file_layouts_give_the_same_data_set_and_no_finding_is_the_empty_set(tmp_path):
+    columns = open_source(str(NIH / "labels.csv"))
+    rows = _rows()
+    listed = open_source(str(_list_layout(tmp_path, rows)), label_columns=NIH_COLUMNS)
+    assert columns.multilabel and listed.multilabel and len(columns.classes) == 14
+    assert sorted(columns.classes) == listed.classes  # the list layout names its labels sorted
+    order = [listed.classes.index(c) for c in columns.classes]
+    for split in ("train", "test"):
+        a, b = columns.splits[split], listed.splits[split]
+        assert a.ids == b.ids and a.groups == b.groups and np.array_equal(a.labels, b.labels[:, order])
+    no_finding = [i for i, r in enumerate(rows) if all(r[c] == "0" for c in columns.classes)]
+    every = {i: lab for s in listed.splits.values() for i, lab in zip(s.ids, s.labels)}
+    assert len(no_finding) == 499 and all(every[rows[i]["path"]].sum() == 0 for i in no_finding)
+
+
+def test_splits_are_patient_disjoint_and_every_label_has_positives_on_both_sides_where_it_can():
+    source = open_source(str(NIH / "labels.csv"))
+    train, test = source.splits["train"], source.splits["test"]
+    assert not set(train.groups) & set(test.groups) and len(train.ids) + len(test.ids) == 1000
+    patients = {}
+    for r in _rows():
+        for c in source.classes:
+            if r[c] == "1":
+                patients.setdefault(c, set()).add(r["patient"])
+    for j, name in enumerate(source.classes):
+        if len(patients[name]) >= 2:  # Hernia: 9 images of 2 patients, one on each side
+            assert train.labels[:, j].sum() > 0 and test.labels[:, j].sum() > 0, name
+    assert 0.1 < len(test.ids) / 1000 < 0.3
+    assert "iterative stratification by patient" in source.split_origin
+
+
+def test_datasets_prints_positives_label_sets_and_co_occurrence():
+    r = run_cli("datasets", NIH / "labels.csv")
+    assert r.exit_code == 0, r.output
+    assert "13:Hernia\t" in r.output and "(positive images / patients)" in r.output
+    assert "label sets (" in r.output and "(none) 499" in r.output and "co-occurring most often: Effusion+" in r.output
+
+
+def test_valid_is_the_val_split_and_an_unused_top_level_folder_is_named(tmp_path):
+    jpegs = {c: sorted((OCT / c).glob("*.jpeg")) for c in ("CNV", "NORMAL")}
+    for split, part in (("train", slice(0, 4)), ("valid", slice(4, 6)), ("test", slice(6, 8)), ("extra", slice(0, 1))):
+        for c, files in jpegs.items():
+            (tmp_path / split / c).mkdir(parents=True)
+            for f in files[part]:
+                shutil.copy(f, tmp_path / split / c / f.name)
+    source = open_source(str(tmp_path))
+    assert set(source.splits) == {"train", "val", "test"} and len(source.splits["val"].ids) == 4
+    assert source.unused == ["extra"]
+    r = run_cli("datasets", tmp_path)
+    assert "not read: top-level folder(s) extra" in r.output
+
+
+def test_a_given_split_sharing_patients_is_refused_and_given_split_ignore_resplits_it_by_patient(tmp_path):
+    for c in ("CNV", "NORMAL"):
+        files = sorted((OCT / c).glob("*.jpeg"))
+        for split in ("train", "test"):  # every scan in both folders: the same patients on both sides
+            (tmp_path / split / c).mkdir(parents=True)
+            for f in files:
+                shutil.copy(f, tmp_path / split / c / f.name)
+    with pytest.raises(GenaugError, match="--given-split ignore"):
+        open_source(str(tmp_path), group_by="oct2017")
+    source = open_source(str(tmp_path), group_by="oct2017", given_split="ignore")
+    train, test = source.splits["train"], source.splits["test"]
+    assert not set(train.groups) & set(test.groups) and "hash" in source.split_origin
+    assert source.options()["given_split"] == "ignore" and any(i.startswith("test/") for i in train.ids)
+
+
+def test_multilabel_bad_inputs_in_one_line(tmp_path):
+    rows = _rows()
+    given = {**NIH_COLUMNS, "labels": "Effusion,Mass"}
+    with pytest.raises(GenaugError, match=r"line 2: unknown label 'Cardiomegaly'; the labels are Effusion, Mass"):
+        open_source(str(_list_layout(tmp_path / "a", rows)), label_columns=given)
+    with pytest.raises(GenaugError, match="line 4: 'No Finding' beside other labels"):
+        open_source(str(_list_layout(tmp_path / "b", rows, lambda i, f: "No Finding|Mass" if i == 2 else f)),
+                    label_columns=NIH_COLUMNS)
+    folder = tmp_path / "c"
+    path = _list_layout(folder, rows[:-1])  # the last image has no row
+    with pytest.raises(GenaugError, match=r"1 image\(s\) beside it have no row, e.g. images/"):
+        open_source(str(path), label_columns=NIH_COLUMNS)
+    text = path.read_text().replace(rows[5]["path"], "images/missing.png")
+    path.write_text(text)
+    with pytest.raises(GenaugError, match=r"line 7: image not found"):
+        open_source(str(path), label_columns=NIH_COLUMNS)
+    with pytest.raises(GenaugError, match="label 'Hernia' has no positive image in the train split"):
+        _only_in_test(tmp_path / "e", rows)
+    assert_clean_error(run_cli("augment-and-train", "--data", NIH / "labels.csv", "--out", tmp_path / "x",
+                               "--no-progress"), "is multi-label", "not built yet")
+    assert not (tmp_path / "x").exists()
+
+
+def _only_in_test(folder, rows):
+    """A label whose only positives the given split puts in test."""
+    folder.mkdir()
+    (folder / "images").symlink_to(NIH / "images")
+    names = [c for c in rows[0] if c not in ("path", "patient")]
+    with open(folder / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "patient", "split", *names])
+        hernia = {r["patient"] for r in rows if r["Hernia"] == "1"}
+        for r in rows:  # Hernia's patients, all their images, in test
+            split = "test" if r["patient"] in hernia else "train"
+            w.writerow([r["path"], r["patient"], split, *[r[n] for n in names]])
+    open_source(str(folder / "labels.csv"))
