@@ -145,3 +145,50 @@ def _only_in_test(folder, rows):
             split = "test" if r["patient"] in hernia else "train"
             w.writerow([r["path"], r["patient"], split, *[r[n] for n in names]])
     open_source(str(folder / "labels.csv"))
+
+
+def test_multilabel_carve_folds_and_the_positives_draw_are_patient_disjoint_and_cover_the_labels():
+    from genaug.data.multilabel import carve, draw_positives, folds
+
+    train = open_source(str(NIH / "labels.csv")).splits["train"]
+    groups = np.asarray(train.groups)
+    tr, va = carve(train.labels, train.groups, 0.2, seed=3)
+    assert not set(groups[tr]) & set(groups[va]) and len(tr) + len(va) == len(train.ids)
+    assert (train.labels[va].sum(0) > 0).sum() >= 12  # stratified: nearly every label in the carve
+    parts = folds(train.labels, train.groups, 3, seed=3)
+    held = np.concatenate([h for _, h in parts])
+    assert sorted(held.tolist()) == list(range(len(train.ids)))  # each image held out once
+    assert all(not set(groups[a]) & set(groups[b]) for a, b in parts)
+    picked, took = draw_positives(train.labels, train.groups, 5, seed=0)
+    available = [len(set(groups[train.labels[:, j] == 1])) for j in range(14)]
+    positives = train.labels[picked].sum(0)
+    assert all(p >= 5 or p == train.labels[:, j].sum() for j, p in enumerate(positives))
+    assert took["images"] == len(picked) and took["without_label"] >= 5 and min(available) >= 1
+    whole = {g: (groups == g).sum() for g in set(groups[picked])}
+    assert sum(whole.values()) == len(picked)  # whole patients: every image of a chosen patient
+    again, _ = draw_positives(train.labels, train.groups, 5, seed=0)
+    assert np.array_equal(again, picked)
+
+
+def test_multilabel_metrics_against_scikit_learn_on_hand_made_predictions():
+    from sklearn import metrics as skm
+
+    from genaug.harness.multilabel_stats import choose_thresholds, multilabel_metrics
+
+    y = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1]])
+    p = np.array([[.9, .2, .7], [.3, .8, .4], [.6, .4, .2], [.1, .3, .9], [.8, .1, .6], [.4, .7, .5]])
+    th = np.array([0.5, 0.5, 0.5])
+    m = multilabel_metrics(y, p, th, ["a", "b", "c"])
+    pred = (p >= 0.5).astype(int)
+    assert m["per_label"]["a"]["auroc"] == pytest.approx(skm.roc_auc_score(y[:, 0], p[:, 0])) == 1.0
+    assert m["per_label"]["b"]["f1"] == pytest.approx(skm.f1_score(y[:, 1], pred[:, 1])) == pytest.approx(0.8)
+    assert m["macro_auroc"] == pytest.approx(np.mean([skm.roc_auc_score(y[:, j], p[:, j]) for j in range(3)]))
+    assert m["micro_auroc"] == pytest.approx(skm.roc_auc_score(y.ravel(), p.ravel()))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert m["cohen_kappa"] == pytest.approx(skm.cohen_kappa_score(y.ravel(), pred.ravel()))
+    assert m["final_score"] == pytest.approx((m["macro_f1"] + m["cohen_kappa"] + m["macro_auroc"]) / 3)
+    chosen = choose_thresholds(y, p)
+    assert multilabel_metrics(y, p, chosen, ["a", "b", "c"])["per_label"]["c"]["f1"] == pytest.approx(
+        max(skm.f1_score(y[:, 2], p[:, 2] >= t) for t in p[:, 2]))  # the best cut of the validation part
+    one_class = multilabel_metrics(np.array([[1, 0], [1, 1]]), np.array([[.9, .2], [.8, .7]]), th[:2], ["a", "b"])
+    assert one_class["per_label"]["a"]["auroc"] is None and one_class["macro_auroc"] == pytest.approx(1.0)

@@ -197,3 +197,57 @@ def stratified_split(labels: np.ndarray, groups: list[str] | None, fraction: flo
     held_patients = {patients[i] for i in np.flatnonzero(side)}
     mask = np.array([k in held_patients for k in keys])
     return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def carve(labels: np.ndarray, groups: list[str] | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded validation carve of a multi-label subset: stratified, patient-disjoint (as the test split)."""
+    if not 0 < fraction <= 0.5:
+        raise GenaugError(f"val_fraction must be above 0 and at most 0.5 (got {fraction})")
+    return stratified_split(np.asarray(labels), groups, fraction, seed)
+
+
+def folds(labels: np.ndarray, groups: list[str] | None, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K seeded folds of a multi-label subset, iterative stratification over patients
+    (`MultilabelStratifiedKFold`): [(train positions, held-out positions)], each image held out once."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    if k < 2:
+        raise GenaugError(f"cv needs at least 2 folds (got {k})")
+    labels = np.asarray(labels)
+    keys = groups if groups is not None else [str(i) for i in range(len(labels))]
+    patients = sorted(set(keys))
+    if len(patients) < k:
+        raise GenaugError(f"cv {k}: only {len(patients)} {'patients' if groups else 'images'} in the subset")
+    index = {p: i for i, p in enumerate(patients)}
+    per_patient = np.zeros((len(patients), labels.shape[1]), dtype=np.uint8)
+    for key, row in zip(keys, labels):
+        per_patient[index[key]] |= row
+    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    where = np.array([index[key] for key in keys])
+    out = []
+    for _, held in splitter.split(np.zeros(len(patients)), per_patient):
+        mask = np.isin(where, held)
+        out.append((np.flatnonzero(~mask), np.flatnonzero(mask)))
+    return out
+
+
+def draw_positives(labels: np.ndarray, groups: list[str] | None, per_label: int, seed: int) -> tuple[np.ndarray, dict]:
+    """The scarcity knob of multi-label data: a seeded subset holding at least `per_label` positive images of
+    every label and `per_label` images without any, whole patients at a time (rarest label first; a label with
+    fewer positives gets all it has). Returns the positions and what it took (images, positives per label)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    keys = np.asarray(groups if groups is not None else [str(i) for i in range(len(labels))])
+    chosen = np.zeros(len(labels), dtype=bool)
+    wants = [labels[:, j] == 1 for j in range(labels.shape[1])] + [labels.sum(1) == 0]
+    for j in np.argsort([w.sum() for w in wants]):
+        have = wants[j]
+        patients = rng.permutation(np.unique(keys[have & ~chosen]))
+        for p in patients:
+            if (chosen & have).sum() >= per_label:
+                break
+            chosen |= keys == p
+    picked = np.flatnonzero(chosen)
+    took = {"images": int(len(picked)), "positives": labels[picked].sum(0).astype(int).tolist(),
+            "without_label": int((labels[picked].sum(1) == 0).sum()), "per_label": int(per_label)}
+    return picked, took
