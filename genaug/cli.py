@@ -243,13 +243,21 @@ def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_siz
 @click.option("--guidance", type=click.FloatRange(min=0), default=None,
               help="Classifier-free guidance weight W of a class-conditional run: 0 unconditional, 1 conditional, "
                    ">1 guided  [default: the run's config, 1]")
+@click.option("--target-labels", default=None,
+              help="The labels of every image, for a label-set (ddpm-multilabel) run: a comma list, e.g. "
+                   "Hernia,Pneumonia to lift rare findings; 'none' for the empty set.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def sample(run_dir, n, out, sampler, steps, batch_size, seed, device, class_name, guidance, no_progress):
+def sample(run_dir, n, out, sampler, steps, batch_size, seed, device, class_name, guidance, target_labels,
+           no_progress):
     """Draw N synthetic images from a trained run."""
     from . import runs
 
+    label_sets = None
+    if target_labels is not None:
+        chosen = [p.strip() for p in target_labels.split(",") if p.strip()]
+        label_sets = [[] if [p.lower() for p in chosen] == ["none"] else chosen]
     folder = runs.sample(run_dir, n, out, sampler, steps, batch_size, seed, device, progress=not no_progress,
-                         class_name=class_name, guidance=guidance)
+                         class_name=class_name, guidance=guidance, label_sets=label_sets)
     click.echo(f"{n} samples in {folder}")
 
 

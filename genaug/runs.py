@@ -329,12 +329,15 @@ def model_hash(run_dir: str | Path) -> str:
 
 def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = None, steps: int | None = None,
            batch_size: int = 64, seed: int = 0, device: str = "auto", progress: bool = True,
-           class_name: str | None = None, guidance: float | None = None) -> Path:
+           class_name: str | None = None, guidance: float | None = None,
+           label_sets: list[list[str]] | None = None) -> Path:
     """Write `n` PNG samples of a trained run into `out`, with `samples.json`.
 
     Image i is drawn from its own generator seeded with `seed + i`, so it does not depend on the
     batch size, and a re-run with the same arguments only writes the images still missing.
-    A class-conditional run needs `class_name`; `guidance` (default: the run's) weighs it.
+    A class-conditional run needs `class_name`; `guidance` (default: the run's) weighs it. A label-set
+    run (ddpm-multilabel) needs `label_sets`: one list of labels per image, or one list for every
+    image (`--target-labels`); each image's labels are recorded beside it.
     """
     if n < 1:
         raise GenaugError(f"--n must be at least 1 (got {n})")
@@ -343,11 +346,19 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
         raise GenaugError(f"run folder not found: {run_dir}")
     model = load_trained(run_dir, device)
     sampler, steps = _resolve_sampler(model, sampler, steps)
-    condition = _condition(model, class_name, guidance)
+    vectors = None
+    if getattr(model, "multilabel", False):
+        vectors, w = _label_vectors(model, label_sets, n, class_name), float(
+            model.config["guidance"] if guidance is None else guidance)
+        condition = None
+    else:
+        condition = _condition(model, class_name, guidance)
     settings = {"run": str(run_dir.resolve()), "model_sha256": model_hash(run_dir), "family": model.family,
                 "sampler": sampler, "steps": steps, "seed": seed}
     if condition:
         settings.update({"class": class_name, "guidance": condition[1]})
+    if vectors is not None:
+        settings.update({"label_sets": [sorted(s) for s in label_sets], "guidance": w})
     manifest_path = out / SAMPLE_MANIFEST
     images: list[dict] = []
     if manifest_path.exists():
@@ -369,16 +380,38 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
         chunk = todo[start: start + batch_size]
         gens = [torch.Generator().manual_seed(seed + i) for i in chunk]
         extra = {"labels": torch.full((len(chunk),), condition[0]), "guidance": condition[1]} if condition else {}
+        if vectors is not None:
+            extra = {"labels": vectors[chunk], "guidance": w}
         batch = to_uint8(model.sample(gens, sampler, steps, **extra))
         for i, img in zip(chunk, batch):
             save_png(img, out / f"{i:06d}.png")
-            images.append({"index": i, "file": f"{i:06d}.png", "seed": seed + i})
+            images.append({"index": i, "file": f"{i:06d}.png", "seed": seed + i,
+                           **({"labels": [model.classes[j] for j in torch.nonzero(vectors[i]).flatten().tolist()]}
+                              if vectors is not None else {})})
         write_json(manifest_path, {**settings, "count": len(images), "images": sorted(images, key=lambda x: x["index"])})
         bar.update(len(chunk))
     bar.close()
     if not todo:
         write_json(manifest_path, {**settings, "count": len(images), "images": sorted(images, key=lambda x: x["index"])})
     return out
+
+
+def _label_vectors(model, label_sets, n: int, class_name) -> torch.Tensor:
+    """0/1 label vectors (n x L) of a label-set model: one list for every image, or one per image."""
+    names = model.classes or []
+    if class_name is not None:
+        raise GenaugError("a label-set run takes --target-labels (the labels of every image), not --class")
+    if not label_sets:
+        raise GenaugError(f"this run is conditioned on label sets: choose --target-labels from {', '.join(names)}")
+    if len(label_sets) not in (1, n):
+        raise GenaugError(f"one label set for every image, or one per image ({n}); got {len(label_sets)}")
+    vectors = torch.zeros(n, len(names))
+    for i in range(n):
+        for label in label_sets[0 if len(label_sets) == 1 else i]:
+            if label not in names:
+                raise GenaugError(f"unknown label {label!r} for this run; choose from {', '.join(names)}")
+            vectors[i, names.index(label)] = 1
+    return vectors
 
 
 def _condition(model, class_name: str | None, guidance: float | None) -> tuple[int, float] | None:

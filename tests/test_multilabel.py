@@ -192,3 +192,67 @@ def test_multilabel_metrics_against_scikit_learn_on_hand_made_predictions():
         max(skm.f1_score(y[:, 2], p[:, 2] >= t) for t in p[:, 2]))  # the best cut of the validation part
     one_class = multilabel_metrics(np.array([[1, 0], [1, 1]]), np.array([[.9, .2], [.8, .7]]), th[:2], ["a", "b"])
     assert one_class["per_label"]["a"]["auroc"] is None and one_class["macro_auroc"] == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def label_set_run(tmp_path_factory):
+    """A tiny label-set DDPM trained a few steps on nih1000 images (16 px) and their 0/1 label vectors."""
+    import torch
+
+    from genaug.generators.training import Trainer
+
+    source = open_source(str(NIH / "labels.csv"))
+    train = source.splits["train"]
+    loaded = source.load("train", train.ids[:64], 16)
+    run = tmp_path_factory.mktemp("labelset") / "run"
+    config = {"steps": 3, "batch_size": 16, "seed": 0, "grid_size": 4,
+              "model": {"block_out_channels": [16, 32], "attention_levels": [], "norm_num_groups": 8,
+                        "lr_warmup_steps": 1, "sample_steps": 3}}
+    trainer = Trainer("ddpm-multilabel", loaded.images, run, config, device="cpu", progress=False,
+                      labels=torch.from_numpy(train.labels[:64].astype("int64")), classes=source.classes)
+    trainer.fit()
+    return run, source.classes
+
+
+def test_the_label_set_embedding_sums_labels_and_keeps_a_null_of_its_own(label_set_run):
+    import torch
+
+    from genaug.generators.ddpm_multilabel import label_set_codes
+    from genaug.generators.training import load_trained
+
+    run, names = label_set_run
+    model = load_trained(run, "cpu")
+    embed = model.unet.class_embedding
+    one = torch.zeros(3, len(names))
+    one[0, 0] = one[1, 1] = one[2, 0] = one[2, 1] = 1  # {a}, {b}, {a, b}
+    codes = label_set_codes(one)
+    null = label_set_codes(torch.zeros(1, len(names)), torch.ones(1, dtype=torch.bool))
+    a, b, both = embed(codes)
+    assert torch.allclose(both, a + b) and not torch.allclose(both, a) and not torch.allclose(both, b)
+    assert not torch.allclose(embed(null)[0], a) and not torch.allclose(embed(null)[0], b)
+    assert torch.equal(embed(label_set_codes(torch.zeros(1, len(names))))[0], torch.zeros_like(a))  # no finding
+    x, t = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.full((4,), 500)
+    with torch.no_grad():
+        out = model.unet(x, t, class_labels=torch.cat([codes, null])).sample
+    assert all(not torch.allclose(out[i], out[j]) for i in range(4) for j in range(i + 1, 4))
+
+
+def test_target_labels_samples_carry_the_chosen_labels(label_set_run, tmp_path):
+    import json
+
+    run, names = label_set_run
+    r = run_cli("sample", "--run", run, "--n", "3", "--out", tmp_path / "rare", "--target-labels", "Hernia,Pneumonia",
+                "--device", "cpu", "--no-progress")
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "rare" / "samples.json").read_text())
+    assert record["label_sets"] == [["Hernia", "Pneumonia"]]
+    assert [im["labels"] for im in record["images"]] == [["Pneumonia", "Hernia"]] * 3  # in the run's label order
+    other = run_cli("sample", "--run", run, "--n", "3", "--out", tmp_path / "none", "--target-labels", "none",
+                    "--device", "cpu", "--no-progress")
+    assert other.exit_code == 0, other.output
+    a, b = (tmp_path / "rare" / "000000.png").read_bytes(), (tmp_path / "none" / "000000.png").read_bytes()
+    assert a != b  # the same seed, another label set: another image
+    assert_clean_error(run_cli("sample", "--run", run, "--n", "2", "--out", tmp_path / "x", "--target-labels",
+                               "Hernia,Flu"), "unknown label 'Flu'")
+    assert_clean_error(run_cli("sample", "--run", run, "--n", "2", "--out", tmp_path / "y"),
+                       "choose --target-labels from Atelectasis")

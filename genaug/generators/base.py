@@ -26,7 +26,7 @@ def register_family(cls: type["GenerativeModel"]) -> type["GenerativeModel"]:
 
 
 def get_family(name: str) -> type["GenerativeModel"]:
-    from . import dcgan, ddpm, ddpm_conditional, ddpm_pool, vae  # noqa: F401 - importing registers the families
+    from . import dcgan, ddpm, ddpm_conditional, ddpm_multilabel, ddpm_pool, vae  # noqa: F401 - importing registers the families
 
     if name not in FAMILIES:
         raise GenaugError(f"unknown generator {name!r}; choose from {', '.join(sorted(FAMILIES))}")
@@ -54,6 +54,8 @@ class GenerativeModel(ABC):
     conditional: ClassVar[bool] = False
     # A pool family also trains on unlabelled images (ddpm_pool.py): the Trainer's `pool`.
     uses_pool: ClassVar[bool] = False
+    # A multi-label family is conditioned on label sets: `labels` are 0/1 vectors (ddpm_multilabel.py).
+    multilabel: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any], channels: int, image_size: int):
         self.config = {**self.default_config, **(config or {})}

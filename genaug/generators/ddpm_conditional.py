@@ -25,6 +25,17 @@ from .base import register_family
 from .ddpm import DDPM, _unet
 
 
+def guided_noise(unet, x, t, condition: torch.Tensor, null: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance: eps_null + w (eps_condition - eps_null), one network call at w 0 or 1."""
+    if w == 0:
+        return unet(x, t, class_labels=null).sample
+    if w == 1:
+        return unet(x, t, class_labels=condition).sample
+    both = unet(torch.cat([x, x]), t, class_labels=torch.cat([null, condition])).sample
+    uncond, cond = both.chunk(2)
+    return uncond + w * (cond - uncond)
+
+
 @register_family
 class ConditionalDDPM(DDPM):
     family = "ddpm-cond"
@@ -70,14 +81,7 @@ class ConditionalDDPM(DDPM):
                               f"(labels 0..{self.num_classes - 1})")
         w = float(self.config["guidance"] if guidance is None else guidance)
         labels = labels.to(x.device)
-        null = torch.full_like(labels, self.null_label)
-        if w == 0:
-            return unet(x, t, class_labels=null).sample
-        if w == 1:
-            return unet(x, t, class_labels=labels).sample
-        both = unet(torch.cat([x, x]), t, class_labels=torch.cat([null, labels])).sample
-        uncond, cond = both.chunk(2)
-        return uncond + w * (cond - uncond)
+        return guided_noise(unet, x, t, labels, torch.full_like(labels, self.null_label), w)
 
     def sample(self, generators, sampler=None, steps=None, labels=None, guidance=None):
         if labels is not None:

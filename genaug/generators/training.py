@@ -383,7 +383,8 @@ class Trainer:
             return
         n = self.config["grid_size"]
         gens = [torch.Generator().manual_seed(i) for i in range(n)]
-        condition = {"labels": torch.arange(n) % len(self.classes)} if self.classes else {}  # classes in turn
+        condition = ({} if not self.classes else self.model.grid_condition(n) if self.model.multilabel
+                     else {"labels": torch.arange(n) % len(self.classes)})  # classes (or labels) in turn
         with self.model.sampling_mode():
             images = self.model.sample(gens, **condition)
         save_grid(to_uint8(images), path)

@@ -166,7 +166,9 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         raise GenaugError(f"synthetic_per_class must be a whole number or a comma list of them "
                           f"(got {config['synthetic_per_class']!r})") from None
     for family in config["generators"]:
-        get_family(family)
+        if get_family(family).multilabel:
+            raise GenaugError(f"{family} generates images with several labels; this experiment has one class per "
+                              "image: choose ddpm-cond")
     try:
         config["guidance"] = sorted({float(v) for v in _as_list(config["guidance"])})
     except (TypeError, ValueError):
