@@ -256,3 +256,31 @@ def test_target_labels_samples_carry_the_chosen_labels(label_set_run, tmp_path):
                                "Hernia,Flu"), "unknown label 'Flu'")
     assert_clean_error(run_cli("sample", "--run", run, "--n", "2", "--out", tmp_path / "y"),
                        "choose --target-labels from Atelectasis")
+
+
+def test_the_multilabel_classifier_trains_sigmoid_outputs_with_bce_and_selects_by_macro_auroc():
+    import torch
+
+    from genaug.classifiers.inference import predict_proba
+    from genaug.harness.classifier import TrainSettings
+    from genaug.harness.multilabel_classifier import mix_multi_hot, positive_weights, train_multilabel
+
+    source = open_source(str(NIH / "labels.csv"))
+    train = source.splits["train"]
+    images = source.load("train", train.ids[:96], 16).images
+    y = torch.from_numpy(train.labels[:96].astype("int64"))
+    settings = TrainSettings(epochs=2, batch_size=16, stem="small", mix=True)
+    trained = train_multilabel(images[:64], y[:64], images[64:], y[64:], source.classes, settings, seed=0,
+                               steps_per_epoch=2, device="cpu", pos_weight=True)
+    assert len(trained.history) == 2 and "val_macro_auroc" in trained.history[0]
+    probs = predict_proba(trained.model, images[64:], "cpu", multilabel=True)
+    assert probs.shape == (32, 14) and (probs >= 0).all() and (probs <= 1).all()
+    assert not np.allclose(probs.sum(1), 1)  # one sigmoid per label, not a softmax over them
+    assert positive_weights(torch.tensor([[1, 0], [0, 0], [1, 0], [0, 0]])).tolist() == [1.0, 1.0]
+    assert positive_weights(torch.tensor([[1, 1], [0, 0], [0, 0], [0, 0]])).tolist() == [3.0, 3.0]
+    x = torch.rand(8, 1, 16, 16)
+    targets = torch.eye(8)[:, :4].clone()
+    for seed in range(4):
+        mixed, soft = mix_multi_hot(x, targets, torch.Generator().manual_seed(seed))
+        assert mixed.shape == x.shape and ((soft >= 0) & (soft <= 1)).all()
+        assert soft.sum().item() == pytest.approx(targets.sum().item(), abs=1e-5)  # label mass kept

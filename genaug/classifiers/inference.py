@@ -38,13 +38,14 @@ def uses_bf16(dev: torch.device, precision: str) -> bool:
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: torch.Tensor, device: str = "auto", batch_size: int = 256,
-                  precision: str = "auto") -> np.ndarray:
-    """Softmax probabilities for uint8 images (`precision`: as the classifier's `mixed_precision`)."""
+                  precision: str = "auto", multilabel: bool = False) -> np.ndarray:
+    """Softmax probabilities for uint8 images (`precision`: as the classifier's `mixed_precision`);
+    with `multilabel`, one sigmoid probability per label."""
     dev = resolve_device(device)
     model = model.to(dev).eval()
     out = []
     for i in range(0, len(images), batch_size):
         with autocast(dev, precision):
             logits = model(to_model_range(images[i: i + batch_size]).to(dev))
-        out.append(F.softmax(logits.float(), 1).cpu())
+        out.append((torch.sigmoid(logits.float()) if multilabel else F.softmax(logits.float(), 1)).cpu())
     return torch.cat(out).numpy()
