@@ -151,13 +151,15 @@ def configs():
 
 
 @main.command()
-@click.argument("family", type=click.Choice(["vae", "dcgan", "ddpm", "ddpm-semi", "ddpm-pseudo", "ddpm-finetune"]))
+@click.argument("family", type=click.Choice(["vae", "dcgan", "ddpm", "ddpm-semi", "ddpm-pseudo", "ddpm-finetune",
+                                             "ddpm-multilabel"]))
 @click.option("--data", "data", default=None,
               help="Data spec: folder, labels.csv, .npz, medmnist:NAME, cifar10, fashion-mnist.")
 @click.option("--unlabeled", default=None,
               help="ddpm-semi, ddpm-pseudo, ddpm-finetune: N (or all) unlabelled train-split images beside the "
                    "labelled ones, outside their items and patients.")
 @click.option("--unlabeled-data", default=None, help="... or a folder of unlabelled images.")
+@label_file_options
 @click.option("--class", "classes", default=None, help="Class name or index, a comma list, or 'all'.")
 @click.option("--per-class", type=click.IntRange(min=1), default=None,
               help="Seeded subset size per class  [default: every train image of the class]")
@@ -188,7 +190,7 @@ def configs():
 @data_options
 def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_size, steps, batch_size, conditional,
           checkpoint_every, config_file, out, seed, device, log_with, resume, no_progress, group_by, test_fraction,
-          given_split, fit, intensity, preprocess, data_root, skip_bad):
+          given_split, fit, intensity, preprocess, data_root, skip_bad, **label_file):
     """Train one FAMILY generator per class on scarce real data (or, with --conditional, one
     class-conditional DDPM for all of them).
 
@@ -208,14 +210,18 @@ def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_siz
         "batch_size": batch_size, "seed": seed, "checkpoint_every": checkpoint_every, "group_by": group_by,
         "given_split": given_split,
         "test_fraction": test_fraction, "fit": fit, "intensity": intensity,
-        "preprocess": preprocess, "log_with": log_with, "unlabeled": unlabeled, "unlabeled_data": unlabeled_data})
+        "preprocess": preprocess, "log_with": log_with, "unlabeled": unlabeled, "unlabeled_data": unlabeled_data,
+        "label_columns": label_columns_of(label_file)})
+    if family == "ddpm-multilabel" and overrides.get("class") is None:
+        overrides["class"] = "all"  # one model over every label set
     progress = not no_progress
     target = out or (runs.default_run_dir(overrides["data"], family, str(overrides["class"]))
                      if overrides.get("data") and overrides.get("class") is not None else None)
     from .generators.base import get_family
 
-    # a pool family's runs resume by drawing the same subset and pool again (the same command, with --resume)
-    if resume and target and runs.run_folders(target) and not get_family(family).uses_pool:
+    # a pool or label-set family's runs resume by drawing the same subset (and pool) again: the same command
+    if resume and target and runs.run_folders(target) and not (get_family(family).uses_pool
+                                                              or get_family(family).multilabel):
         dirs = runs.resume_runs(family, target, overrides, data_root, device, progress)
     else:
         if not overrides.get("data") or overrides.get("class") is None:

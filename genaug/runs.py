@@ -56,8 +56,9 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     `intensity`, `preprocess`). With `resume`, a run folder that exists continues with its own recorded
     settings (see `resume_runs`); one that does not is started.
     """
-    get_family(family)
     config = dict(config or {})
+    if get_family(family).multilabel:
+        return train_multilabel(family, data, config, out, data_root, resume, device, progress)
     source = open_source(data, data_root, group_by=config.get("group_by"), test_fraction=config.get("test_fraction"),
                          given_split=config.get("given_split") or "use")
     selected = source.resolve_classes(classes)
@@ -94,6 +95,26 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
         runs.append(train_on(family, images, run_manifest, run_dir, effective, resume, device, progress,
                              labels=labels))
     return runs
+
+
+def train_multilabel(family, data, config, out, data_root, resume, device, progress) -> list[Path]:
+    """`genaug train ddpm-multilabel` on a multi-label label file: a draw of at least `per_class`
+    positives per label (and as many images without a finding), one model over every label set."""
+    from .data import multilabel
+
+    source = open_source(data, data_root, group_by=config.get("group_by"), test_fraction=config.get("test_fraction"),
+                         given_split=config.get("given_split") or "use", label_columns=config.get("label_columns"))
+    if not source.multilabel:
+        raise GenaugError(f"{family} models several labels per image; {data} has one class per image: train "
+                          "ddpm --conditional")
+    image_size = check_image_size(config.get("image_size") or source.default_size())
+    seed = int(config.get("seed", 0))
+    images, labels, manifest = multilabel.draw_subset(
+        source, config.get("per_class"), seed, image_size, config.get("fit") or "crop",
+        IntensityRule.parse(config.get("intensity")).with_preprocess(config.get("preprocess")))
+    run_dir = Path(out or default_run_dir(data, family, "all"))
+    settings = {**config, "data": data, "class": "all", "classes": list(source.classes), "image_size": image_size}
+    return [train_on(family, images, manifest, run_dir, settings, resume, device, progress, labels=labels)]
 
 
 def train_with_pool(family, data, source, selected, real, manifest, config, out, resume, device, progress,
@@ -348,6 +369,10 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     sampler, steps = _resolve_sampler(model, sampler, steps)
     vectors = None
     if getattr(model, "multilabel", False):
+        if label_sets is None:  # the training part's own distribution of findings
+            from .data.multilabel import training_label_sets
+
+            label_sets = training_label_sets(load_manifest(run_dir), n, seed)
         vectors, w = _label_vectors(model, label_sets, n, class_name), float(
             model.config["guidance"] if guidance is None else guidance)
         condition = None

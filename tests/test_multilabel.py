@@ -284,3 +284,27 @@ def test_the_multilabel_classifier_trains_sigmoid_outputs_with_bce_and_selects_b
         mixed, soft = mix_multi_hot(x, targets, torch.Generator().manual_seed(seed))
         assert mixed.shape == x.shape and ((soft >= 0) & (soft <= 1)).all()
         assert soft.sum().item() == pytest.approx(targets.sum().item(), abs=1e-5)  # label mass kept
+
+
+def test_genaug_train_ddpm_multilabel_draws_positives_per_label_and_samples_the_training_label_sets(tmp_path):
+    import json
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("steps: 2\nbatch_size: 16\nmodel: {block_out_channels: [16, 32], attention_levels: [], "
+                   "norm_num_groups: 8, lr_warmup_steps: 1, sample_steps: 2}\n")
+    args = ["train", "ddpm-multilabel", "--data", NIH / "labels.csv", "--per-class", "3", "--image-size", "16",
+            "--config", cfg, "--device", "cpu", "--no-progress", "--out", tmp_path / "run"]
+    r = run_cli(*args)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    took = manifest["took"]
+    assert took["images"] == manifest["train"]["count"] and min(took["positives"]) >= 3 and took["without_label"] >= 3
+    r = run_cli("sample", "--run", tmp_path / "run", "--n", "6", "--out", tmp_path / "s", "--device", "cpu",
+                "--no-progress")
+    assert r.exit_code == 0, r.output
+    drawn = [sorted(im["labels"]) for im in json.loads((tmp_path / "s" / "samples.json").read_text())["images"]]
+    training = {tuple(sorted(it["labels"])) for it in manifest["train"]["items"]}
+    assert len(drawn) == 6 and all(tuple(d) in training for d in drawn)  # the training part's own label sets
+    assert run_cli(*args, "--resume").exit_code == 0  # the same draw again: nothing left to train
+    assert_clean_error(run_cli("train", "ddpm-multilabel", "--data", SHARED / "pneumoniamnist.npz",
+                               "--out", tmp_path / "x"), "has one class per image")

@@ -251,3 +251,50 @@ def draw_positives(labels: np.ndarray, groups: list[str] | None, per_label: int,
     took = {"images": int(len(picked)), "positives": labels[picked].sum(0).astype(int).tolist(),
             "without_label": int((labels[picked].sum(1) == 0).sum()), "per_label": int(per_label)}
     return picked, took
+
+
+def draw_subset(source, per_label: int | None, seed: int, image_size: int, fit: str = "crop", intensity=None):
+    """The labelled training subset of a multi-label source: at least `per_label` positives of every
+    label and as many images without one (whole patients; every train image with None), decoded, and
+    its manifest (each item's labels by name, what the draw took, the test split's members)."""
+    import torch
+
+    from .intensity import IntensityRule
+    from .subsets import MANIFEST_FORMAT
+
+    train = source.split("train")
+    if per_label is None:
+        picked, took = np.arange(len(train.ids)), {"images": len(train.ids), "per_label": None}
+    else:
+        picked, took = draw_positives(train.labels, train.groups, int(per_label), seed)
+    ids = [train.ids[i] for i in picked]
+    loaded = source.load("train", ids, image_size, fit, IntensityRule.parse(intensity))
+    labels = train.labels[picked]
+
+    def item(i, k):
+        row = {"id": train.ids[i], "labels": [n for n, v in zip(source.classes, train.labels[i]) if v]}
+        return {**row, **({"group": train.groups[i]} if train.groups else {}), **k}
+
+    test = source.split("test")
+    manifest = {
+        "format": MANIFEST_FORMAT, "source": source.spec, "kind": source.kind, "multilabel": True,
+        "classes": source.classes, "selected_classes": source.classes, "channels": source.channels,
+        "image_size": image_size, "fit": fit, "intensity": loaded.intensity.to_dict(),
+        "split_origin": source.split_origin, "split_options": source.options(),
+        "ungrouped_files": len(source.ungrouped), "seed": seed, "per_class": per_label, "took": took,
+        "train": {"split": "train", "count": len(ids), "skipped_bad": 0,
+                  "items": [item(i, {"sha256": h}) for i, h in zip(picked, loaded.hashes)]},
+        "test": {"split": "test", "count": len(test.ids),
+                 "items": [{"id": i, "labels": [n for n, v in zip(source.classes, row) if v],
+                            **({"group": g} if test.groups else {})}
+                           for i, row, g in zip(test.ids, test.labels, test.groups or [None] * len(test.ids))]},
+    }
+    return loaded.images, torch.from_numpy(labels.astype(np.int64)), manifest
+
+
+def training_label_sets(manifest: dict, n: int, seed: int) -> list[list[str]]:
+    """`n` label sets drawn (seeded, with replacement) from a run's training items: the training
+    part's own distribution of findings, the empty set included."""
+    sets = [it["labels"] for it in manifest["train"]["items"]]
+    order = np.random.default_rng(seed).integers(len(sets), size=n)
+    return [list(sets[i]) for i in order]
