@@ -308,3 +308,14 @@ def test_genaug_train_ddpm_multilabel_draws_positives_per_label_and_samples_the_
     assert run_cli(*args, "--resume").exit_code == 0  # the same draw again: nothing left to train
     assert_clean_error(run_cli("train", "ddpm-multilabel", "--data", SHARED / "pneumoniamnist.npz",
                                "--out", tmp_path / "x"), "has one class per image")
+
+
+def test_a_multilabel_export_is_a_label_file_genaug_reads_back(tmp_path):
+    r = run_cli("datasets", NIH / "labels.csv", "--export", tmp_path / "out", "--image-size", "16")
+    assert r.exit_code == 0 and "exported 1000 images" in r.output, r.output
+    source = open_source(str(NIH / "labels.csv"))
+    again = open_source(str(tmp_path / "out" / "labels.csv"))
+    assert again.multilabel and again.classes == source.classes and again.split_origin == "source"
+    for split in ("train", "test"):
+        a, b = source.splits[split], again.splits[split]
+        assert np.array_equal(a.labels, b.labels) and a.groups == b.groups and len(b.ids) == len(a.ids)

@@ -101,6 +101,8 @@ def export(source: Source, out: str | Path, image_size: int | None, fit: str | N
     """
     size = image_size or source.default_size()
     rule, count = intensity, 0
+    if source.multilabel:
+        return _export_multilabel(source, out, size, fit, rule, skip_bad)
     with atomic_dir(out) as tmp:
         for split in ["train"] + [s for s in source.splits if s != "train"]:
             s = source.split(split)
@@ -111,6 +113,34 @@ def export(source: Source, out: str | Path, image_size: int | None, fit: str | N
                 name = slug(str(item).replace("/", "__"))
                 save_png(image, tmp / split / slug(source.classes[int(label_of[item])]) / f"{name}.png")
                 count += 1
+        write_json(tmp / "export.json", {"source": source.spec, "image_size": size, "fit": fit or "crop",
+                                         "intensity": rule.to_dict(), "split_origin": source.split_origin,
+                                         **source.options(), "images": count})
+    return count
+
+
+def _export_multilabel(source: Source, out, size: int, fit: str | None, rule, skip_bad: bool) -> int:
+    """A multi-label source as the models see it: `out/<split>/<image>.png` and one `out/labels.csv`
+    (path, group, split and one 0/1 column per label): a label file genaug reads back, splits kept."""
+    import csv
+
+    count = 0
+    with atomic_dir(out) as tmp:
+        with open(tmp / "labels.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            grouped = any(source.splits[s].groups for s in source.splits)
+            writer.writerow(["path", *(["group"] if grouped else []), "split", *source.classes])
+            for split in ["train"] + [s for s in source.splits if s != "train"]:
+                s = source.split(split)
+                loaded = source.load(split, s.ids, size, fit or "crop", rule, skip_bad)
+                rule = loaded.intensity
+                row_of = {i: k for k, i in enumerate(s.ids)}
+                for item, image in zip(loaded.ids, loaded.images):
+                    name = f"{split}/{slug(str(item).replace('/', '__'))}.png"
+                    save_png(image, tmp / name)
+                    k = row_of[item]
+                    writer.writerow([name, *([s.groups[k]] if grouped else []), split, *s.labels[k].tolist()])
+                    count += 1
         write_json(tmp / "export.json", {"source": source.spec, "image_size": size, "fit": fit or "crop",
                                          "intensity": rule.to_dict(), "split_origin": source.split_origin,
                                          **source.options(), "images": count})
