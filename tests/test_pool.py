@@ -186,3 +186,20 @@ def test_bad_pool_inputs_are_refused_in_one_line_with_nothing_written(tmp_path):
     assert_clean_error(run_cli(*exp, "--unlabeled", "8", "--out", tmp_path / "g"),
                        "the unlabelled pool has 8 images, fewer than a batch (32)")
     assert not any((tmp_path / x).exists() for x in "abcdefg")
+
+
+def test_with_semi_mpl_the_mpl_teacher_labels_the_pool_and_scores_label_fidelity_too(tmp_path):
+    from genaug.harness.experiment import Experiment, experiment_config
+    from genaug.harness.spec import Unit
+    from genaug.harness.teacher import pool_probs, teacher_fidelity, teacher_folder, train_teacher
+
+    config = experiment_config(None, {"per_class": 10, "generators": ["ddpm-pseudo"], "unlabeled": 48,
+                                      "semi": ["mpl"], "semi_settings": {"finetune_epochs": 1}, "epochs": 2,
+                                      "batch_size": 16, "image_size": 16, "seeds": 1})
+    e = Experiment(str(PNEUMONIA), tmp_path, config, device="cpu", progress=False)
+    data = e.unit_data(0)
+    out = train_teacher(e.spec, Unit(0), data)
+    assert out["labels_pool"] == "mpl" and pool_probs(e.spec, Unit(0)).shape == (48, 2)
+    assert (teacher_folder(e.spec, Unit(0)) / "mpl-teacher.safetensors").exists()
+    fidelity = teacher_fidelity(e.spec, Unit(0), data.train_x, data.train_y)
+    assert set(fidelity) == {"per_class", "mean", "mpl_teacher"} and 0 <= fidelity["mpl_teacher"]["mean"] <= 1

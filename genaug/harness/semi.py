@@ -56,6 +56,8 @@ DEFAULTS = {
 class SemiResult:
     trained: TrainedClassifier
     pseudo_labels: dict  # {"indices": pool positions labelled, "labels": their pseudo-labels}
+    teacher: nn.Module | None = None  # MPL's teacher network (ddpm-pseudo's teacher when --semi mpl runs)
+    teacher_probs: np.ndarray | None = None  # its probabilities on the pool
 
 
 def check_options(options: dict, epochs: int, mpl: bool = True) -> dict:
@@ -209,7 +211,7 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
         selector.after_epoch(student, {"train_loss": logged.pop("student_loss"), **logged})
     probs = predict_proba(teacher, pool, device, precision=settings.mixed_precision)
     labels = {"indices": list(range(len(pool))), "labels": probs.argmax(1).tolist()}
-    return SemiResult(selector.finish(student, settings.epochs * steps_per_epoch, seen), labels)
+    return SemiResult(selector.finish(student, settings.epochs * steps_per_epoch, seen), labels, teacher.cpu(), probs)
 
 
 def train_semi(method: str, *args, **kwargs) -> SemiResult:

@@ -2,7 +2,10 @@
 real labelled training part alone with the shared recipe and the baseline's first seed (so it is
 the `+pseudo` arm's teacher of seed 0, run for run). It labels the unlabelled pool for `ddpm-pseudo`
 (its probabilities, and how right they are against the pool's withheld labels, as a diagnostic)
-and scores each synthetic set's label fidelity in the quality stage. Written to `<unit>/teacher/`."""
+and scores each synthetic set's label fidelity in the quality stage. When the experiment runs
+`--semi mpl`, Meta Pseudo Labels' teacher (trained as the `+mpl` arm's seed 0) is trained too: it
+labels the pool for `ddpm-pseudo` instead, and scores label fidelity beside the first. Written to
+`<unit>/teacher/`."""
 
 from __future__ import annotations
 
@@ -32,14 +35,32 @@ def train_teacher(spec: ExperimentSpec, unit: Unit, data: UnitData) -> dict:
                     spec.image_size, int(data.train_x.shape[1]),
                     extra={"role": "teacher", "seed": seed, "stem": spec.settings.stem,
                            "pretrained": spec.settings.pretrained})
-    out = {"seed": seed, "best_epoch": trained.best_epoch, "recipe": spec.settings.classifier}
+    out = {"seed": seed, "best_epoch": trained.best_epoch, "recipe": spec.settings.classifier, "labels_pool": "supervised"}
     if data.pool is not None:
         probs = predict_proba(trained.model, data.pool, spec.device, precision=spec.settings.mixed_precision)
+        if "mpl" in spec.config["semi"]:
+            probs = _mpl_teacher(spec, data, seed, folder)
+            out["labels_pool"] = "mpl"
         out["pool_probs"] = np.round(probs, 6).tolist()
         top = {"indices": list(range(len(probs))), "labels": probs.argmax(1).tolist()}
         out["pool_check"] = pseudo_label_check(spec, data, top)  # the withheld labels: a diagnostic only
     write_json(folder / "teacher.json", out)
     return out
+
+
+def _mpl_teacher(spec: ExperimentSpec, data: UnitData, seed: int, folder: Path) -> np.ndarray:
+    """Meta Pseudo Labels' teacher, trained as the +mpl arm's seed 0; saved beside the supervised one."""
+    from .semi import train_mpl
+
+    c = spec.config
+    result = train_mpl(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes), spec.settings, seed,
+                       data.steps_per_epoch, spec.device, data.pool, c["semi_settings"],
+                       strong_policy=c["strong_augment"])
+    save_classifier(result.teacher, folder / "mpl-teacher.safetensors", spec.settings.classifier, list(spec.classes),
+                    spec.image_size, int(data.train_x.shape[1]),
+                    extra={"role": "mpl teacher", "seed": seed, "stem": spec.settings.stem,
+                           "pretrained": spec.settings.pretrained})
+    return result.teacher_probs
 
 
 def pool_probs(spec: ExperimentSpec, unit: Unit) -> np.ndarray:
@@ -57,6 +78,12 @@ def label_fidelity(probs: np.ndarray, labels: torch.Tensor, classes: list[str]) 
 
 
 def teacher_fidelity(spec: ExperimentSpec, unit: Unit, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    model, _ = load_classifier(teacher_folder(spec, unit) / "model.safetensors")
-    probs = predict_proba(model, images, spec.device, precision=spec.settings.mixed_precision)
-    return label_fidelity(probs, labels, list(spec.classes))
+    """Label fidelity by the supervised teacher, and by MPL's teacher where one was trained."""
+    out = {}
+    for name, file in (("supervised", "model.safetensors"), ("mpl", "mpl-teacher.safetensors")):
+        path = teacher_folder(spec, unit) / file
+        if path.exists():
+            model, _ = load_classifier(path)
+            probs = predict_proba(model, images, spec.device, precision=spec.settings.mixed_precision)
+            out[name] = label_fidelity(probs, labels, list(spec.classes))
+    return {**out["supervised"], **({"mpl_teacher": out["mpl"]} if "mpl" in out else {})}
