@@ -369,7 +369,7 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     sampler, steps = _resolve_sampler(model, sampler, steps)
     vectors = None
     if getattr(model, "multilabel", False):
-        if label_sets is None:  # the training part's own distribution of findings
+        if label_sets is None and (run_dir / MANIFEST_NAME).exists():  # the training part's own findings
             from .data.multilabel import training_label_sets
 
             label_sets = training_label_sets(load_manifest(run_dir), n, seed)
