@@ -319,3 +319,20 @@ def test_a_multilabel_export_is_a_label_file_genaug_reads_back(tmp_path):
     for split in ("train", "test"):
         a, b = source.splits[split], again.splits[split]
         assert np.array_equal(a.labels, b.labels) and a.groups == b.groups and len(b.ids) == len(a.ids)
+
+
+def test_a_multilabel_subset_reloads_from_its_manifest_and_refuses_a_changed_image(tmp_path):
+    import torch
+
+    from genaug.data import multilabel
+
+    folder = tmp_path / "copy"
+    shutil.copytree(NIH, folder)
+    source = open_source(str(folder / "labels.csv"))
+    images, labels, manifest = multilabel.draw_subset(source, 3, seed=0, image_size=16)
+    again_images, again_labels = multilabel.reload_subset(manifest)
+    assert torch.equal(images, again_images) and torch.equal(labels, again_labels)
+    changed = folder / manifest["train"]["items"][0]["id"]
+    changed.write_bytes((folder / manifest["train"]["items"][1]["id"]).read_bytes())
+    with pytest.raises(GenaugError, match="1 image\\(s\\) of this run changed"):
+        multilabel.reload_subset(manifest)

@@ -298,3 +298,23 @@ def training_label_sets(manifest: dict, n: int, seed: int) -> list[list[str]]:
     sets = [it["labels"] for it in manifest["train"]["items"]]
     order = np.random.default_rng(seed).integers(len(sets), size=n)
     return [list(sets[i]) for i in order]
+
+
+def reload_subset(manifest: dict, data_root=None, source=None):
+    """The recorded multi-label subset again (images, 0/1 label vectors), refused if an image changed."""
+    import torch
+
+    from .sources import open_source
+
+    source = source or open_source(manifest["source"], data_root, **manifest.get("split_options", {}))
+    items = manifest["train"]["items"]
+    loaded = source.load("train", [it["id"] for it in items], manifest["image_size"], manifest["fit"],
+                         manifest["intensity"])
+    changed = [it["id"] for it, h in zip(items, loaded.hashes) if it["sha256"] != h]
+    if changed:
+        raise GenaugError(f"{len(changed)} image(s) of this run changed since it was drawn, e.g. {changed[0]}")
+    names = manifest["classes"]
+    labels = torch.zeros(len(items), len(names), dtype=torch.int64)
+    for i, it in enumerate(items):
+        labels[i, [names.index(n) for n in it["labels"]]] = 1
+    return loaded.images, labels
