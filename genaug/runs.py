@@ -135,8 +135,9 @@ def train_with_pool(family, data, source, selected, real, manifest, config, out,
         pool, block = unlabeled.folder_pool(config["unlabeled_data"], manifest)
     else:
         pool, block = unlabeled.draw_unlabeled(source, selected, count, int(config.get("seed", 0)), manifest, [])
-    model = {**get_family(family).default_config, **(config.get("model") or {})}
-    check_pool(family, pool.images, int(config.get("batch_size") or TRAIN_DEFAULTS["batch_size"]), model)
+    settings = effective_config(family, config)
+    model = settings["model"]
+    check_pool(family, pool.images, int(settings["batch_size"]), model)
     names = [source.classes[label] for label in selected]
     manifest = {**manifest, "unlabeled": block}
     base = {k: v for k, v in config.items() if k not in ("unlabeled", "unlabeled_data")}
@@ -295,17 +296,16 @@ def train_on(family: str, images: torch.Tensor, manifest: dict, run_dir: Path, c
 
 def check_pool(family: str, pool: torch.Tensor | None, batch_size: int, model: dict | None = None) -> None:
     """A pool family needs a pool of at least one batch; its settings in range. Refused before anything is written."""
-    from .generators.ddpm_pool import check_share, check_threshold
+    from .generators.ddpm_pool import check_pool_size, check_share, check_threshold
 
     cls = get_family(family)
     model = {**cls.default_config, **(model or {})}
+    if pool is not None:  # any family trained on a pool (ddpm-finetune's pretraining is a plain ddpm)
+        check_pool_size(len(pool), batch_size)
     if not cls.uses_pool:
         return
     if pool is None:
         raise GenaugError(f"{family} trains on unlabelled images too: add --unlabeled N|all or --unlabeled-data DIR")
-    if len(pool) < batch_size:
-        raise GenaugError(f"the unlabelled pool has {len(pool)} images, fewer than a batch ({batch_size}): "
-                          "give more (--unlabeled) or a smaller --batch-size")
     if "pool_share" in model:
         check_share(model["pool_share"])
     if "teacher_threshold" in model:
@@ -368,7 +368,7 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
     model = load_trained(run_dir, device)
     sampler, steps = _resolve_sampler(model, sampler, steps)
     vectors = None
-    if getattr(model, "multilabel", False):
+    if model.multilabel:
         if label_sets is None and (run_dir / MANIFEST_NAME).exists():  # the training part's own findings
             from .data.multilabel import training_label_sets
 

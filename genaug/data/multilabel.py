@@ -175,12 +175,7 @@ def stratified_split(labels: np.ndarray, groups: list[str] | None, fraction: flo
     the patients allow."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-    keys = groups if groups is not None else [str(i) for i in range(len(labels))]
-    patients = sorted(set(keys))
-    index = {p: i for i, p in enumerate(patients)}
-    per_patient = np.zeros((len(patients), labels.shape[1]), dtype=np.uint8)
-    for k, row in zip(keys, labels):
-        per_patient[index[k]] |= row
+    keys, patients, index, per_patient = _per_patient(labels, groups)
     if len(patients) < 2:
         raise GenaugError("a split needs at least two patients")
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
@@ -199,6 +194,18 @@ def stratified_split(labels: np.ndarray, groups: list[str] | None, fraction: flo
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+def _per_patient(labels: np.ndarray, groups: list[str] | None):
+    """(each image's patient key, the sorted patients, patient -> row, each patient's labels: the union of
+    its images')."""
+    keys = groups if groups is not None else [str(i) for i in range(len(labels))]
+    patients = sorted(set(keys))
+    index = {p: i for i, p in enumerate(patients)}
+    per_patient = np.zeros((len(patients), labels.shape[1]), dtype=np.uint8)
+    for k, row in zip(keys, labels):
+        per_patient[index[k]] |= row
+    return keys, patients, index, per_patient
+
+
 def carve(labels: np.ndarray, groups: list[str] | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded validation carve of a multi-label subset: stratified, patient-disjoint (as the test split)."""
     if not 0 < fraction <= 0.5:
@@ -213,15 +220,9 @@ def folds(labels: np.ndarray, groups: list[str] | None, k: int, seed: int) -> li
 
     if k < 2:
         raise GenaugError(f"cv needs at least 2 folds (got {k})")
-    labels = np.asarray(labels)
-    keys = groups if groups is not None else [str(i) for i in range(len(labels))]
-    patients = sorted(set(keys))
+    keys, patients, index, per_patient = _per_patient(np.asarray(labels), groups)
     if len(patients) < k:
         raise GenaugError(f"cv {k}: only {len(patients)} {'patients' if groups else 'images'} in the subset")
-    index = {p: i for i, p in enumerate(patients)}
-    per_patient = np.zeros((len(patients), labels.shape[1]), dtype=np.uint8)
-    for key, row in zip(keys, labels):
-        per_patient[index[key]] |= row
     splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     where = np.array([index[key] for key in keys])
     out = []
@@ -271,8 +272,11 @@ def draw_subset(source, per_label: int | None, seed: int, image_size: int, fit: 
     loaded = source.load("train", ids, image_size, fit, IntensityRule.parse(intensity))
     labels = train.labels[picked]
 
+    def names(row):
+        return [n for n, v in zip(source.classes, row) if v]
+
     def item(i, k):
-        row = {"id": train.ids[i], "labels": [n for n, v in zip(source.classes, train.labels[i]) if v]}
+        row = {"id": train.ids[i], "labels": names(train.labels[i])}
         return {**row, **({"group": train.groups[i]} if train.groups else {}), **k}
 
     test = source.split("test")
@@ -285,7 +289,7 @@ def draw_subset(source, per_label: int | None, seed: int, image_size: int, fit: 
         "train": {"split": "train", "count": len(ids), "skipped_bad": 0,
                   "items": [item(i, {"sha256": h}) for i, h in zip(picked, loaded.hashes)]},
         "test": {"split": "test", "count": len(test.ids),
-                 "items": [{"id": i, "labels": [n for n, v in zip(source.classes, row) if v],
+                 "items": [{"id": i, "labels": names(row),
                             **({"group": g} if test.groups else {})}
                            for i, row, g in zip(test.ids, test.labels, test.groups or [None] * len(test.ids))]},
     }

@@ -39,6 +39,12 @@ def _fraction(name: str, value) -> float:
     return number
 
 
+def check_pool_size(size: int, batch_size: int) -> None:
+    if size < batch_size:
+        raise GenaugError(f"the unlabelled pool has {size} images, fewer than a batch ({batch_size}): "
+                          "give more (--unlabeled) or a smaller --batch-size")
+
+
 def check_share(share) -> float:
     return _fraction("pool_share", share)
 

@@ -30,7 +30,7 @@ from ..data.images import save_grid, to_model_range, to_uint8
 from ..device import resolve_device
 from ..errors import GenaugError
 from ..io import atomic_dir, atomic_path, replace_dir, write_json
-from .ddpm_pool import check_share
+from .ddpm_pool import check_pool_size, check_share
 from .base import GenerativeModel, get_family
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -217,9 +217,7 @@ class Trainer:
             self.model.load_weights(init_from)
         self.n_labelled, self.pool_share = len(real_uint8), None
         if pool is not None:
-            if len(pool) < self.config["batch_size"]:
-                raise GenaugError(f"the unlabelled pool has {len(pool)} images, fewer than a batch "
-                                  f"({self.config['batch_size']}): give more (--unlabeled) or a smaller batch")
+            check_pool_size(len(pool), self.config["batch_size"])
             share = self.model.config.get("pool_share")
             self.pool_share = None if share is None else check_share(share)
             real_uint8 = torch.cat([real_uint8.cpu(), pool.cpu()])

@@ -36,15 +36,18 @@ def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData,
     calibrated on the validation images (held-out real images of the same source)."""
     from ..classifiers.inference import predict_proba
     from ..metrics.fidelity import ImageSet, compute_metrics, inception_features
-    from ..metrics.similarity import cosine_similarity, pixel_similarity
+    from ..metrics.similarity import cached_inception_features, cosine_similarity, pixel_similarity
 
     cache: dict = {}
     device, settings_ = spec.device, spec.settings
 
-    def features(images):
+    def features(images, real: bool = False):
+        """Inception features, once per task; a real gallery's (the training part, the pool) also on disk,
+        keyed by content, so the unit's gate check and every source's acceptance compute them once."""
         key = hashlib.sha256(images.numpy().tobytes()).hexdigest()
         if key not in cache:
-            cache[key] = inception_features(images, device=device)
+            cache[key] = (cached_inception_features(images, True, device) if real
+                          else inception_features(images, device=device))
         return cache[key]
 
     def fid(real, fake):
@@ -63,7 +66,7 @@ def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData,
         if space == "pixels":
             return pixel_similarity(queries, gallery, int(settings["memorization_max_shift"]),
                                     flips=bool(spec.config["hflip"]))
-        return cosine_similarity(features(queries), features(gallery))
+        return cosine_similarity(features(queries), features(gallery, real=True))  # galleries are real images
 
     keep = data.heldout_without_training_patients()
     family = spec.source_specs.get(source, {}).get("family")

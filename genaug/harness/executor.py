@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..errors import GenaugError
 from ..generators.training import TrainingInterrupted
 from .spec import ExperimentSpec, Unit
-from .stages import BUSY, STAGES, Task, done, execute
+from .stages import BUSY, COMPUTED, STAGES, Task, done, execute
 
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 # per stage type, as Ray tasks; num_gpus only counts where the cluster has GPUs (else 0): four classifier
@@ -64,10 +64,6 @@ class Outcome:
     cached: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # task label: "ExceptionType: message"
     skipped: list[str] = field(default_factory=list)  # tasks whose input failed
-
-    @property
-    def started(self) -> int:
-        return len(self.computed) + len(self.cached) + len(self.failed)
 
 
 class Backend(Protocol):
@@ -167,7 +163,7 @@ def run_tasks(spec: ExperimentSpec, tasks: list[Task], backend, progress: bool =
                         continue
                     else:
                         state[task.label] = "done"
-                        (outcome.computed if status == "computed" else outcome.cached).append(task.label)
+                        (outcome.computed if status == COMPUTED else outcome.cached).append(task.label)
                         if task.stage == "subset":
                             data[task.unit] = value
                     bar.update(1)

@@ -13,13 +13,11 @@ from ..data.imagesets import load_image_folder, slug
 from ..data.subsets import class_manifest, load_manifest
 from ..errors import GenaugError
 from ..generators.base import get_family
+from ..generators.ddpm import DDPM
 from ..data.intensity import IntensityRule
 from .seeds import CONDITIONAL_UNIT
 from .spec import ExperimentSpec, Unit, external_set
 from .unit_data import UnitData
-
-DIFFUSION_FAMILIES = ("ddpm", "ddpm-cond", "ddpm-semi", "ddpm-pseudo", "ddpm-finetune")
-
 
 PRETRAINED = "pretrained"  # ddpm-finetune's shared model of a unit, before the per-class fine-tunes
 
@@ -46,14 +44,15 @@ def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str,
         return reused_run(spec, unit, data, family, label, manifest)
     c, seeds, folder = spec.config, spec.seeds(unit), spec.unit_folder(unit) / "generators" / family
     config = {**generator_config(c, family, spec.image_size), "data": spec.data, "image_size": spec.image_size}
+    model = runs.effective_config(family, config)["model"]  # the family's defaults under the config's
     train = {}
     if get_family(family).uses_pool:
         manifest["unlabeled"] = data.manifest["unlabeled"]  # the pool it trains on, by id and hash
         train["pool"] = data.pool
     if label == PRETRAINED:  # ddpm-finetune: one unconditional DDPM on the pool and every labelled image
-        model = {k: v for k, v in (config.get("model") or {}).items() if k in get_family("ddpm").default_config}
-        steps = int({**get_family(family).default_config, **(config.get("model") or {})}["pretrain_steps"])
-        config = {**config, "class": "all", "steps": steps, "model": model,
+        config = {**config, "class": "all", "steps": int(model["pretrain_steps"]),
+                  "model": {k: v for k, v in (config.get("model") or {}).items()
+                            if k in get_family("ddpm").default_config},
                   "seed": seeds.of("generator", CONDITIONAL_UNIT)}
         return runs.train_on("ddpm", data.train_x, manifest, folder / PRETRAINED, config, resume=True,
                              device=spec.device, progress=spec.progress, **train)
@@ -64,7 +63,7 @@ def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str,
             from ..generators.ddpm_pool import pool_labels
             from .teacher import pool_probs, teacher_folder
 
-            threshold = {**get_family(family).default_config, **(config.get("model") or {})}["teacher_threshold"]
+            threshold = model["teacher_threshold"]
             train["pool_labels"] = pool_labels(pool_probs(spec, unit), threshold)
             manifest["teacher"] = {"model": str(teacher_folder(spec, unit) / "model.safetensors"),
                                    "threshold": threshold,
@@ -106,28 +105,27 @@ def reused_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str, la
     <family>/<class> or `genaug train --class all --out R`'s <class>; for a class-conditional family
     <family>, <family>/all or the folder itself), checked to have seen only this replicate's real
     training part."""
-    e = spec
     root = runs_root(Path(spec.runs_dir), unit.replicate, int(spec.config["replicates"]))
     if label is None:
         what, candidates = "class-conditional", [root / family, root / family / "all", root]
     else:
-        what = f"class {e.classes[label]!r}"
-        candidates = [root / family / slug(e.classes[label]), root / slug(e.classes[label])]
+        what = f"class {spec.classes[label]!r}"
+        candidates = [root / family / slug(spec.classes[label]), root / slug(spec.classes[label])]
     run_dir = next((p for p in candidates if (p / "model").exists()
                     and runs.load_run_config(p).get("family") == family), None)
     if run_dir is None:
         raise GenaugError(f"--runs: no trained {family} model ({what}) in "
                           f"{' or '.join(str(p) for p in candidates)}")
-    if label is None and runs.load_run_config(run_dir).get("classes") != list(e.classes):
+    if label is None and runs.load_run_config(run_dir).get("classes") != list(spec.classes):
         raise GenaugError(f"--runs: {run_dir} was trained on the classes "
-                          f"{runs.load_run_config(run_dir).get('classes')}, this experiment has {list(e.classes)}")
+                          f"{runs.load_run_config(run_dir).get('classes')}, this experiment has {list(spec.classes)}")
     seen = {it["sha256"] for it in load_manifest(run_dir)["train"]["items"]}
     train = {it["sha256"] for it in manifest["train"]["items"]}
     held_out = {it["sha256"] for it in data.val_items if "sha256" in it}
     if seen & held_out or not seen <= train:
-        n = e.config["per_class"] - e.n_val if e.n_val else e.config["per_class"]
-        how = (f"`genaug train {family} --data {e.data} --class all --per-class {n} --seed {spec.seeds(unit).of('subset')} --out R`"
-               if e.n_val else "this experiment (drop --runs): it trains generators on the real training part")
+        n = spec.config["per_class"] - spec.n_val if spec.n_val else spec.config["per_class"]
+        how = (f"`genaug train {family} --data {spec.data} --class all --per-class {n} --seed {spec.seeds(unit).of('subset')} --out R`"
+               if spec.n_val else "this experiment (drop --runs): it trains generators on the real training part")
         raise GenaugError(f"--runs: {run_dir} was trained on real images this experiment does not train on "
                           f"({len(seen - train)} of its {len(seen)} images are outside replicate {unit.replicate}'s real "
                           f"training part, {len(seen & held_out)} are its validation images); train compatible "
@@ -145,7 +143,7 @@ def draw_samples(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, 
     family, guidance = spec.source_specs[source]["family"], spec.source_specs[source]["guidance"]
     conditional = guidance is not None
     run_dir = generator_run(spec, unit, data, family, None if conditional else label)
-    diffusion = family in DIFFUSION_FAMILIES
+    diffusion = issubclass(get_family(family), DDPM)  # the samplers and their step counts apply
     sampler = spec.config["sampler"] if diffusion else None
     steps = spec.config["sample_steps"] if diffusion else None
     condition = {"class_name": spec.classes[label], "guidance": guidance} if conditional else {}

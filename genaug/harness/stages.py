@@ -31,7 +31,7 @@ from .store import Store, stage_key
 from .teacher import teacher_folder, train_teacher
 from .unit_data import UnitData, real_subset
 
-STAGES = {  # stage type: what the time table calls it
+STAGES = {  # stage type: what it does
     "subset": "real subset", "teacher": "teacher (labels the pool; label fidelity)",
     "generator": "generator training", "samples": "sampling",
     "gate": "memorisation gate check", "acceptance": "acceptance", "classifier": "classifier runs",
@@ -179,17 +179,21 @@ def execute(spec: ExperimentSpec, task: Task, data: UnitData | None, keys: dict[
     """(CACHED | COMPUTED | BUSY, the subset's UnitData or None). `keys` maps upstream labels to keys
     (recorded, for the critical path); BUSY only with `wait` False, while another driver holds the lease."""
     store = Store(spec.folder)
-    if done(spec, task, store):
+
+    def cached():  # done already: a subset's data is reloaded from its manifest for the tasks that read it
         return CACHED, real_subset(spec, task.unit) if task.stage == "subset" else None
+
+    if done(spec, task, store):
+        return cached()
     while (lease := store.acquire(task.key, owner)) is None:
         if not wait:
             return BUSY, None
         time.sleep(1.0)
         if done(spec, task, store):
-            return CACHED, real_subset(spec, task.unit) if task.stage == "subset" else None
+            return cached()
     try:
         if done(spec, task, store):  # finished by another driver between the look and the lease
-            return CACHED, real_subset(spec, task.unit) if task.stage == "subset" else None
+            return cached()
         inject("raise", task.label)
         started, unix, clock = time.strftime("%Y-%m-%dT%H:%M:%S"), time.time(), time.perf_counter()
         value = compute(spec, task, data)
