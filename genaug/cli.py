@@ -428,8 +428,15 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Classifier seeds per arm inside each replicate  [default: 3]")
 @click.option("--primary-metric", type=click.Choice(["accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr",
-                                                     "cohen_kappa", "final_score"]), default=None,
-              help="The one metric the headline answers on, declared before the run  [default: balanced_accuracy]")
+                                                     "cohen_kappa", "final_score", "macro_auroc", "micro_auroc",
+                                                     "macro_ap"]), default=None,
+              help="The one metric the headline answers on, declared before the run  [default: balanced_accuracy; "
+                   "macro_auroc with several labels per image]")
+@click.option("--target-labels", default=None,
+              help="Several labels per image: a second synthetic source whose label sets hold one of these labels "
+                   "in turn (comma list, or rarest:K), to lift rare findings.")
+@click.option("--pos-weight", is_flag=True, default=None,
+              help="Several labels per image: binary cross-entropy weighted per label by negatives / positives.")
 @click.option("--out", required=True, help="Experiment folder (re-run the same command to resume).")
 @click.option("--classifier", default=None,
               help="resnet18, resnet50, efficientnet_b0 (torchvision, from scratch unless --pretrained) or "
@@ -468,13 +475,15 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
               help="Run the stages as Ray tasks: alone, on a local Ray cluster started for the run; with auto or "
                    "HOST:PORT, on a running cluster (`ray start --head`). Needs the extra genaug[ray].")
 @split_options
+@label_file_options
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
 def augment_and_train(data, classes, per_class, generators, guidance, synthetic, synthetic_per_class, synthetic_ratio, controls,
-                      full_real, unlabeled, unlabeled_data, semi, replicates, cv, seeds, primary_metric, out, classifier, pretrained, finetune, epochs,
+                      full_real, unlabeled, unlabeled_data, semi, replicates, cv, seeds, primary_metric, target_labels,
+                      pos_weight, out, classifier, pretrained, finetune, epochs,
                       batch_size,
                       accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
                       device, no_progress, ray_address, group_by, test_fraction, given_split, fit, intensity, preprocess,
-                      data_root):
+                      data_root, **label_file):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics.
 
     Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, the
@@ -487,7 +496,6 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
     finished stage is never computed twice, whichever driver or host meets it.
     """
     from .harness.experiment import Experiment, experiment_config
-    from .harness.report import render_markdown
 
     if controls is not None and controls.strip().lower() == "none":
         controls = []
@@ -503,13 +511,14 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         "explain": explain_method, "image_size": image_size, "seed": seed,
         "group_by": group_by, "test_fraction": test_fraction, "given_split": given_split, "fit": fit,
         "intensity": intensity,
-        "preprocess": preprocess})
+        "preprocess": preprocess, "target_labels": target_labels, "pos_weight": pos_weight,
+        "label_columns": label_columns_of(label_file)})
     if not config.get("data"):
         raise click.UsageError("--data is required (on the command line or in --config)")
     experiment = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,
                             progress=not no_progress)
-    report = experiment.run(ray=ray_address)
-    md = render_markdown(report)
+    experiment.run(ray=ray_address)
+    md = (Path(out) / "report.md").read_text()
     click.echo(md[md.index("## Answer"):md.index("## Design")].rstrip())
     click.echo(f"\nreport: {Path(out) / 'report.md'}")
 

@@ -172,7 +172,7 @@ def stratified_split(labels: np.ndarray, groups: list[str] | None, fraction: flo
                      seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """(train, held-out) item positions: iterative stratification over patients (each patient's labels the
     union of its images'), so no patient is on two sides and each label's positives split as evenly as
-    the patients allow."""
+    the patients allow; a label only one patient carries stays on the training side."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
     keys, patients, index, per_patient = _per_patient(labels, groups)
@@ -185,10 +185,14 @@ def stratified_split(labels: np.ndarray, groups: list[str] | None, fraction: flo
     size = np.bincount([index[k] for k in keys], minlength=len(patients))
     for j in np.argsort(per_patient.sum(0)):  # rarest label first: a side without its positives gets one
         carriers = np.flatnonzero(per_patient[:, j])
-        for empty in (True, False):
-            if len(carriers) >= 2 and not (side[carriers] == empty).any():
+        for empty in (True, False):  # a label of one patient stays on the training side
+            if len(carriers) >= (2 if empty else 1) and not (side[carriers] == empty).any():
                 move = carriers[np.argmin(size[carriers])]  # the carrier with the fewest images
                 side[move] = empty
+    for j in range(per_patient.shape[1]):  # last, the training side of every label (a move there takes none away)
+        carriers = np.flatnonzero(per_patient[:, j])
+        if len(carriers) and side[carriers].all():
+            side[carriers[np.argmin(size[carriers])]] = False
     held_patients = {patients[i] for i in np.flatnonzero(side)}
     mask = np.array([k in held_patients for k in keys])
     return np.flatnonzero(~mask), np.flatnonzero(mask)
@@ -202,7 +206,7 @@ def _per_patient(labels: np.ndarray, groups: list[str] | None):
     index = {p: i for i, p in enumerate(patients)}
     per_patient = np.zeros((len(patients), labels.shape[1]), dtype=np.uint8)
     for k, row in zip(keys, labels):
-        per_patient[index[k]] |= row
+        per_patient[index[k]] |= np.asarray(row, dtype=np.uint8)
     return keys, patients, index, per_patient
 
 

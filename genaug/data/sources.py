@@ -457,8 +457,9 @@ class MultiLabelSource(FileSource):
         self.channels = _source_channels([root / p for p in paths])
 
     def resolve_classes(self, selection: str) -> list[int]:
-        raise GenaugError(f"{self.spec} is multi-label ({len(self.classes)} labels per image); genaug datasets "
-                          "reads it, and training on several labels per image is not built yet")
+        raise GenaugError(f"{self.spec} is multi-label ({len(self.classes)} labels per image): train its label-set "
+                          "generator with `genaug train ddpm-multilabel`, and classifiers with `genaug augment-and-train "
+                          "--generator ddpm-multilabel`")
 
 
 def _npz_source(path: Path, spec: str, test_fraction: float = DEFAULT_TEST_FRACTION) -> Source:

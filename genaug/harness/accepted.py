@@ -30,25 +30,44 @@ def gate_wanted(spec: ExperimentSpec) -> bool:
     return bool(spec.sources) and "memorization" in acceptance.parse_policies(spec.config["accept"])
 
 
+def gallery_similarity(spec: ExperimentSpec):
+    """similarity(queries, gallery, space) -> N x M, for the memorisation gate: shift-tolerant pixels,
+    or cosine similarity of Inception features; a real gallery's features (the training part, the
+    pool) are computed once per task and cached on disk by content, so a unit's gate check and every
+    source's acceptance compute them once."""
+    from ..metrics.fidelity import inception_features
+    from ..metrics.similarity import cached_inception_features, cosine_similarity, pixel_similarity
+
+    cache: dict = {}
+    settings = {**acceptance.DEFAULTS, **spec.config["acceptance"]}
+
+    def features(images, real: bool = False):
+        key = hashlib.sha256(images.numpy().tobytes()).hexdigest()
+        if key not in cache:
+            cache[key] = (cached_inception_features(images, True, spec.device) if real
+                          else inception_features(images, device=spec.device))
+        return cache[key]
+
+    def similarity(queries, gallery, space):
+        if space == "pixels":
+            return pixel_similarity(queries, gallery, int(settings["memorization_max_shift"]),
+                                    flips=bool(spec.config["hflip"]))
+        return cosine_similarity(features(queries), features(gallery, real=True))  # galleries are real images
+
+    similarity.features = features
+    return similarity
+
+
 def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData,
                        source: str | None = None) -> acceptance.AcceptanceContext:
     """What the policies need, each piece computed on first use; the memorisation gate is
     calibrated on the validation images (held-out real images of the same source)."""
     from ..classifiers.inference import predict_proba
-    from ..metrics.fidelity import ImageSet, compute_metrics, inception_features
-    from ..metrics.similarity import cached_inception_features, cosine_similarity, pixel_similarity
+    from ..metrics.fidelity import ImageSet, compute_metrics
 
     cache: dict = {}
     device, settings_ = spec.device, spec.settings
-
-    def features(images, real: bool = False):
-        """Inception features, once per task; a real gallery's (the training part, the pool) also on disk,
-        keyed by content, so the unit's gate check and every source's acceptance compute them once."""
-        key = hashlib.sha256(images.numpy().tobytes()).hexdigest()
-        if key not in cache:
-            cache[key] = (cached_inception_features(images, True, device) if real
-                          else inception_features(images, device=device))
-        return cache[key]
+    similarity = gallery_similarity(spec)
 
     def fid(real, fake):
         return compute_metrics(ImageSet(real, "real", True), ImageSet(fake, "synthetic"), device=device)["fid"]
@@ -61,17 +80,10 @@ def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData,
         return predict_proba(cache["filter"], images, device, precision=settings_.mixed_precision)
 
     settings = {**acceptance.DEFAULTS, **spec.config["acceptance"]}
-
-    def similarity(queries, gallery, space):
-        if space == "pixels":
-            return pixel_similarity(queries, gallery, int(settings["memorization_max_shift"]),
-                                    flips=bool(spec.config["hflip"]))
-        return cosine_similarity(features(queries), features(gallery, real=True))  # galleries are real images
-
     keep = data.heldout_without_training_patients()
     family = spec.source_specs.get(source, {}).get("family")
     return acceptance.AcceptanceContext(data.train_x, data.train_y, list(spec.classes), settings,
-                                        class_probs=class_probs, fid=fid, features=features,
+                                        class_probs=class_probs, fid=fid, features=similarity.features,
                                         heldout_images=data.val_x[keep], heldout_labels=data.val_y[keep],
                                         similarity=similarity,
                                         pool_images=data.pool if family and get_family(family).uses_pool else None)

@@ -13,6 +13,7 @@ from ..classifiers.networks import CLASSIFIERS, check_stem, is_pretrained
 from ..generators.base import get_family
 from . import acceptance
 from .seeds import SCHEMES
+from .multilabel_stats import MULTILABEL_METRICS
 from .stats import SCALAR_METRICS
 
 DEFAULTS: dict[str, Any] = {
@@ -22,7 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "intensity": "dataset",
     "preprocess": "none",  # contrast step on every image (none, equalize, clahe): data/preprocess.py
     # design: replicates of the whole pipeline, classifier seeds inside each, one primary metric
-    "replicates": 1, "seeds": 3, "primary_metric": "balanced_accuracy",
+    "replicates": 1, "seeds": 3,
+    "primary_metric": None,  # None: balanced_accuracy, or macro_auroc with several labels per image
     "alpha": 0.05,  # the decision rule's level, over the Holm family (verdict.py)
     "min_effect": 0.03,  # the smallest gain on the primary metric worth detecting: power and replicates needed
     "select_metric": None,  # epoch selection on the validation part; None: the primary metric
@@ -48,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # which trained classifiers are kept (safetensors, for `genaug explain` and `nearest --features classifier`)
     "save_models": "first",  # first: seed 0 of each arm and replicate; all; none
     "explain": None,  # a heatmap method (gradcam, gradcam++, scorecam, cam): figures in the report
+    # several labels per image (multilabel_stages.py): the label file's columns, the labels a targeted source
+    # lifts (names, or rarest:K), positive-weighted binary cross-entropy
+    "label_columns": None, "target_labels": None, "pos_weight": False,
     # how the stages run (executor.py): resources of each stage type as Ray tasks, retries of a task whose worker died
     "resources": {}, "retries": 3,
 }
@@ -57,7 +62,7 @@ DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every 
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
 # settings added after the store (stages.py) keyed finished stages, with the value that reproduces what those
 # stages computed: left out of the key at that value, so a folder started before them resumes instead of starting over
-ADDED_SINCE_STORE = {"given_split": "use"}
+ADDED_SINCE_STORE = {"given_split": "use", "label_columns": None, "target_labels": None, "pos_weight": False}
 RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
 # settings added after experiment folders existed, with the value that reproduces how those folders ran
 LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy"}
@@ -165,10 +170,6 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
     except (TypeError, ValueError):
         raise GenaugError(f"synthetic_per_class must be a whole number or a comma list of them "
                           f"(got {config['synthetic_per_class']!r})") from None
-    for family in config["generators"]:
-        if get_family(family).multilabel:
-            raise GenaugError(f"{family} generates images with several labels; this experiment has one class per "
-                              "image: choose ddpm-cond")
     try:
         config["guidance"] = sorted({float(v) for v in _as_list(config["guidance"])})
     except (TypeError, ValueError):
@@ -212,8 +213,11 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         if int(config[key]) < 1:
             raise GenaugError(f"{key} must be at least 1")
     for key in ("primary_metric", "select_metric"):
-        if config[key] is not None and config[key] not in SCALAR_METRICS:
-            raise GenaugError(f"unknown {key} {config[key]!r}; choose from {', '.join(SCALAR_METRICS)}")
+        if config[key] is not None and config[key] not in SCALAR_METRICS + MULTILABEL_METRICS:
+            raise GenaugError(f"unknown {key} {config[key]!r}; choose from {', '.join(SCALAR_METRICS)} (one class "
+                              f"per image) or {', '.join(MULTILABEL_METRICS)} (several labels per image)")
+    if not isinstance(config["pos_weight"], bool):
+        raise GenaugError(f"pos_weight must be true or false (got {config['pos_weight']!r})")
     if config["seed_scheme"] not in SCHEMES:
         raise GenaugError(f"seed_scheme must be one of {', '.join(SCHEMES)} (got {config['seed_scheme']!r})")
     config["alpha"], config["min_effect"] = _number(config, "alpha", 0, 1), _number(config, "min_effect", 0, None)

@@ -37,6 +37,7 @@ from .config import DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RUN_KEYS
 from .config import experiment_config  # noqa: F401 - part of this module's API
 from .executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
 from .generation import check_runs, generator_config
+from .multilabel_stages import check_multilabel, check_single_label
 from .spec import ExperimentSpec, Unit, remember_source
 from .stages import adopt, plan
 
@@ -60,10 +61,16 @@ class Experiment:
         self.runs_dir = Path(runs_dir) if runs_dir else None
         self.data_root, self.device, self.progress = data_root, device, progress
         self.source = open_source(data, data_root, group_by=config["group_by"], test_fraction=config["test_fraction"],
-                                  given_split=config["given_split"])
+                                  given_split=config["given_split"], label_columns=config["label_columns"])
         remember_source(self.source, data, data_root, config["group_by"], config["test_fraction"],
-                        config["given_split"])
-        self.source_labels = self.source.resolve_classes(str(config["classes"]))
+                        config["given_split"], config["label_columns"])
+        self.multilabel = bool(self.source.multilabel)
+        if self.multilabel:  # several labels per image: every label of the file (label_columns choose them)
+            check_multilabel(config, self.source, runs_dir)
+            self.source_labels = list(range(len(self.source.classes)))
+        else:
+            check_single_label(config)
+            self.source_labels = self.source.resolve_classes(str(config["classes"]))
         if len(self.source_labels) < 2:
             raise GenaugError("augment-and-train needs at least two classes")
         self.classes = [self.source.classes[i] for i in self.source_labels]
@@ -79,7 +86,8 @@ class Experiment:
                                                                                         default=str),
                                    classes=tuple(self.classes), source_labels=tuple(int(i) for i in self.source_labels),
                                    image_size=int(self.image_size), n_val=int(self.n_val), data_root=data_root,
-                                   runs_dir=str(self.runs_dir) if self.runs_dir else None, device=device)
+                                   runs_dir=str(self.runs_dir) if self.runs_dir else None, device=device,
+                                   multilabel=self.multilabel)
         self.outcome: Outcome | None = None  # after run(): what each task did
 
     # -- settings and history -----------------------------------------------------------------
@@ -130,6 +138,11 @@ class Experiment:
         mode = self.config["validation"]
         if mode not in ("auto", "carve", "source"):
             raise GenaugError(f"validation must be auto, carve or source (got {mode!r})")
+        if self.multilabel:
+            if mode == "source":
+                raise GenaugError("with several labels per image the validation part is carved from the labelled "
+                                  "subset (stratified, patient-disjoint): drop validation: source")
+            return 0
         if self.config["cv"]:
             if mode == "source":
                 raise GenaugError("cv replaces the validation part: drop validation: source")
@@ -150,6 +163,8 @@ class Experiment:
         """Refuse, before anything is written, unlabelled images that cannot be had and --runs that
         cannot serve every replicate."""
         c = self.config
+        if self.multilabel:
+            return  # check_multilabel refused what a multi-label run cannot use
         if self.runs_dir is not None:
             check_runs(self.runs_dir, int(c["replicates"]), c["cv"])
         if c["unlabeled_data"]:
@@ -173,14 +188,16 @@ class Experiment:
 
     def unit_data(self, replicate: int, fold: int | None = None):
         """The real subset of one unit (drawn and recorded on first use, reloaded afterwards)."""
+        from .multilabel_stages import real_subset as multilabel_subset
         from .unit_data import real_subset
 
-        return real_subset(self.spec, Unit(replicate, fold))
+        return (multilabel_subset if self.multilabel else real_subset)(self.spec, Unit(replicate, fold))
 
     def run(self, ray: str | None = None) -> dict:
         """Every stage not done yet, in this process or (`ray`: "local", "auto" or an address) as Ray
         tasks, then the report. A stage that fails is named, the others finish, and the run then
         stops with a one-line error naming what failed; every finished stage is kept."""
+        from .multilabel_report import write_multilabel_report
         from .report import write_report
 
         self.preflight()
@@ -209,4 +226,4 @@ class Experiment:
             raise GenaugError(f"{n} stage(s) failed: " + "; ".join(f"{k} ({v})" for k, v in self.outcome.failed.items())
                               + (f"; {skipped} stage(s) that read them did not run" if skipped else "")
                               + f"; every other stage finished and is kept in {self.out}: fix it and run again")
-        return write_report(self.spec, self.spec.units())
+        return (write_multilabel_report if self.multilabel else write_report)(self.spec, self.spec.units())

@@ -50,6 +50,7 @@ class ExperimentSpec:
     runs_dir: str | None = None
     device: str = "auto"
     progress: bool = False  # progress bars inside stages (the executor draws its own over the tasks)
+    multilabel: bool = False  # several labels per image: `classes` are the labels (multilabel_stages.py)
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -97,7 +98,8 @@ class ExperimentSpec:
     @property
     def source(self):
         c = self.config
-        return _open(self.data, self.data_root, c["group_by"], c["test_fraction"], c.get("given_split", "use"))
+        return _open(self.data, self.data_root, c["group_by"], c["test_fraction"], c.get("given_split", "use"),
+                     c.get("label_columns"))
 
     @property
     def history(self) -> list[dict]:
@@ -122,17 +124,22 @@ class ExperimentSpec:
 _SOURCES: dict = {}  # per process: a source is opened once
 
 
-def _open(data: str, data_root: str | None, group_by, test_fraction, given_split="use"):
-    key = json.dumps([data, data_root, group_by, test_fraction, given_split], default=str)
+def _open(data: str, data_root: str | None, group_by, test_fraction, given_split="use", label_columns=None):
+    key = _source_key(data, data_root, group_by, test_fraction, given_split, label_columns)
     if key not in _SOURCES:
         _SOURCES[key] = open_source(data, data_root, group_by=group_by, test_fraction=test_fraction,
-                                    given_split=given_split)
+                                    given_split=given_split, label_columns=label_columns)
     return _SOURCES[key]
 
 
-def remember_source(source, data: str, data_root: str | None, group_by, test_fraction, given_split="use") -> None:
+def _source_key(*args) -> str:
+    return json.dumps(list(args), sort_keys=True, default=str)
+
+
+def remember_source(source, data: str, data_root: str | None, group_by, test_fraction, given_split="use",
+                    label_columns=None) -> None:
     """The driver's opened source, so that stages run in its process do not open it again."""
-    _SOURCES[json.dumps([data, data_root, group_by, test_fraction, given_split], default=str)] = source
+    _SOURCES[_source_key(data, data_root, group_by, test_fraction, given_split, label_columns)] = source
 
 
 def test_set(spec: ExperimentSpec, fit, intensity) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..data.imagesets import slug
 from ..data.subsets import MANIFEST_NAME
 from ..io import read_json
-from . import accepted, generation
+from . import accepted, generation, multilabel_stages as ml
 from .arms import Duplicates
 from .classifier_run import classifier_run, result_path
 from .config import ADDED_SINCE_STORE, DESIGN_KEYS, OUTPUT_KEYS, RUN_KEYS
@@ -67,6 +67,8 @@ def plan(spec: ExperimentSpec) -> list[Task]:
             tasks[label] = Task(stage, unit, params, tuple(upstream), label, key)
         return label
 
+    if spec.multilabel:
+        return _multilabel_plan(spec, add, tasks)
     for unit in spec.units():
         u = unit.name
         subset = add("subset", unit, (), [], f"subset {u}")
@@ -102,6 +104,26 @@ def plan(spec: ExperimentSpec) -> list[Task]:
     return list(tasks.values())
 
 
+def _multilabel_plan(spec: ExperimentSpec, add, tasks: dict) -> list[Task]:
+    """Several labels per image (multilabel_stages.py): one label-set generator per family and unit,
+    its sources (training distribution, targeted), their acceptance, and the classifier runs."""
+    sources = ml.sources(spec)
+    for unit in spec.units():
+        u = unit.name
+        subset = add("subset", unit, (), [], f"subset {u}")
+        decided = {}
+        for source, s in sources.items():
+            trained = add("generator", unit, (s["family"], None), [subset], f"generator {u} {s['family']}")
+            drawn = add("samples", unit, (source,), [subset, trained], f"samples {u} {source}")
+            decided[source] = add("acceptance", unit, (source,), [subset, drawn], f"acceptance {u} {source}")
+        for k in range(int(spec.config["seeds"])):
+            for arm in ml.arm_names(spec):
+                needs = ([decided[arm[1:]]] if arm[1:] in decided else
+                         list(decided.values()) if arm == "+dup" else [])
+                add("classifier", unit, (arm, k), [subset, *needs], f"classifier {u} {arm} seed {k}")
+    return list(tasks.values())
+
+
 def teacher_wanted(spec: ExperimentSpec) -> bool:
     """The teacher labels the pool for ddpm-pseudo and scores label fidelity in the quality stage."""
     return "ddpm-pseudo" in spec.config["generators"] or bool(spec.config["quality"] and spec.sources)
@@ -112,6 +134,8 @@ def output_exists(spec: ExperimentSpec, task: Task) -> bool:
     unit, p = task.unit, task.params
     if task.stage == "subset":
         return (spec.unit_folder(unit) / MANIFEST_NAME).exists()
+    if spec.multilabel:
+        return _multilabel_output_exists(spec, task)
     if task.stage == "generator":
         family, label = p
         folder = spec.unit_folder(unit) / "generators" / family
@@ -130,6 +154,18 @@ def output_exists(spec: ExperimentSpec, task: Task) -> bool:
     if task.stage == "classifier":
         return result_path(spec, unit, _arm(spec, p[0]), p[1], p[2]).exists()
     return quality_path(spec, unit, p[0]).exists()
+
+
+def _multilabel_output_exists(spec: ExperimentSpec, task: Task) -> bool:
+    unit, p = task.unit, task.params
+    if task.stage == "generator":
+        return (spec.unit_folder(unit) / "generators" / p[0] / "model").exists()
+    if task.stage == "samples":
+        path = ml.samples_folder(spec, unit, p[0]) / "samples.json"
+        return path.exists() and len(read_json(path).get("images", [])) >= max(spec.config["synthetic_per_class"])
+    if task.stage == "acceptance":
+        return ml.decisions_path(spec, unit, p[0]).exists()
+    return ml.result_path(spec, unit, p[0], p[1]).exists()
 
 
 def _arm(spec: ExperimentSpec, name: str):
@@ -157,6 +193,8 @@ def adopt(spec: ExperimentSpec, tasks: list[Task]) -> int:
 def compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
     """The stage's work itself: outputs written, nothing recorded."""
     unit, p = task.unit, task.params
+    if spec.multilabel:
+        return _multilabel_compute(spec, task, data)
     if task.stage == "subset":
         return real_subset(spec, unit)
     if task.stage == "generator":
@@ -174,6 +212,19 @@ def compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
     return assess(spec, unit, data, p[0])
 
 
+def _multilabel_compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
+    unit, p = task.unit, task.params
+    if task.stage == "subset":
+        return ml.real_subset(spec, unit)
+    if task.stage == "generator":
+        return str(ml.generator_run(spec, unit, data, p[0]))
+    if task.stage == "samples":
+        return ml.draw_samples(spec, unit, data, p[0])
+    if task.stage == "acceptance":
+        return ml.decide(spec, unit, data, p[0])
+    return ml.classifier_run(spec, unit, data, p[0], p[1])
+
+
 def execute(spec: ExperimentSpec, task: Task, data: UnitData | None, keys: dict[str, str], owner: str,
             resources: dict, *, wait: bool = True, executor: str = "in-process"):
     """(CACHED | COMPUTED | BUSY, the subset's UnitData or None). `keys` maps upstream labels to keys
@@ -181,7 +232,8 @@ def execute(spec: ExperimentSpec, task: Task, data: UnitData | None, keys: dict[
     store = Store(spec.folder)
 
     def cached():  # done already: a subset's data is reloaded from its manifest for the tasks that read it
-        return CACHED, real_subset(spec, task.unit) if task.stage == "subset" else None
+        reload = ml.real_subset if spec.multilabel else real_subset
+        return CACHED, reload(spec, task.unit) if task.stage == "subset" else None
 
     if done(spec, task, store):
         return cached()

@@ -50,14 +50,15 @@ def compared(arm: str, ref: str) -> bool:
     return ref == "baseline" or augmented(arm)
 
 
-def comparisons(units: dict, arms: list[str], primary: str, alpha: float = DEFAULT_ALPHA) -> dict:
+def comparisons(units: dict, arms: list[str], primary: str, alpha: float = DEFAULT_ALPHA,
+                metrics: tuple[str, ...] = SCALAR_METRICS) -> dict:
     """{reference: {arm: {metric: paired difference}}}; on the primary metric, the family's Holm p,
     the adjusted interval and the decision (see the module docstring)."""
     out: dict = {}
     for ref in REFERENCES:
         if ref not in units:
             continue
-        out[ref] = {arm: {m: paired_difference(*paired_values(units[arm][m], units[ref][m])) for m in SCALAR_METRICS}
+        out[ref] = {arm: {m: paired_difference(*paired_values(units[arm][m], units[ref][m])) for m in metrics}
                     for arm in arms if arm in units and compared(arm, ref)}
     family = {(ref, arm): block[primary] for ref, blocks in out.items() for arm, block in blocks.items()
               if augmented(arm)}
@@ -215,10 +216,10 @@ def post_hoc_notes(history: list[dict]) -> list[str]:
 
 
 def verdict_block(units: dict, arm_names: list[str], primary: str, unit: str, alpha: float, min_effect: float,
-                  history: list[dict]) -> dict:
+                  history: list[dict], metrics: tuple[str, ...] = SCALAR_METRICS) -> dict:
     """The comparisons, power table and answer of one long table's units (shared by the report and
     the re-rendering of a finished experiment's results.csv)."""
-    comps = comparisons(units, arm_names, primary, alpha)
+    comps = comparisons(units, arm_names, primary, alpha, metrics)
     power = power_table(comps, primary, alpha, min_effect)
     n_units = len(next(iter(units.values()))[primary])
     boot = coverage.bootstrap_allowed(n_units)

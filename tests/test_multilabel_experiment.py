@@ -1,0 +1,140 @@
+"""augment-and-train with several labels per image (harness/multilabel_stages.py, multilabel_report.py), on
+../shared/data/nih1000: a tiny experiment end to end, and the pieces it is made of on hand-made inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genaug.errors import GenaugError
+from genaug.harness.experiment import Experiment, experiment_config
+from genaug.harness.multilabel_report import PER_LABEL
+from genaug.harness.multilabel_stages import rare_weights, set_agreement, targeted_label_sets
+from genaug.harness.multilabel_stats import choose_thresholds, multilabel_metrics
+from genaug.harness.store import Store
+from genaug.io import read_json
+
+from conftest import SHARED
+
+NIH = str(SHARED / "nih1000" / "labels.csv")
+TINY_DDPM = ("steps: 6\nbatch_size: 16\nmodel: {block_out_channels: [16, 32], attention_levels: [], "
+             "norm_num_groups: 8, lr_warmup_steps: 1, sample_steps: 3}\n")
+
+
+def _config(tmp_path, **over):
+    (tmp_path / "ddpm.yaml").write_text(TINY_DDPM)
+    return experiment_config(None, {
+        "per_class": 4, "image_size": 16, "replicates": 2, "seeds": 1, "epochs": 1, "generators": "ddpm-multilabel",
+        "generator_configs": {"ddpm-multilabel": str(tmp_path / "ddpm.yaml")}, "synthetic_per_class": 12,
+        "accept": "memorization", "acceptance": {"memorization_spaces": ["pixels"]}, "target_labels": "rarest:2",
+        **over})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("multilabel")
+    e = Experiment(NIH, tmp / "out", _config(tmp), progress=False)
+    report = e.run()
+    return e, report
+
+
+def test_a_multilabel_experiment_runs_every_arm_and_reports_each_label(tiny):
+    e, report = tiny
+    names = list(e.classes)
+    assert len(names) == 14 and report["design"]["primary_metric"] == "macro_auroc"
+    arms = ["baseline", "baseline-strong", "+dup", "+ddpm-multilabel", "+ddpm-multilabel-targeted"]
+    assert list(report["arms"]) == arms
+    assert set(report["per_label"]) == set(names)
+    assert all(set(row["mean"]) == set(arms) for row in report["per_label"].values() if row["mean"])
+    # the verdict's family: the two synthetic arms against the three references, on macro AUROC
+    family = [(ref, a) for ref, block in report["comparisons"].items() for a, m in block.items()
+              if m["macro_auroc"]["in_family"]]
+    assert len(family) == 6 and report["answer"][0].startswith("Primary metric: **macro_auroc**")
+    md = (e.out / "report.md").read_text()
+    assert "## Per-label test AUROC" in md and "Hernia" in md
+    # each stored run's metrics are those of its stored probabilities and validation-chosen thresholds
+    unit = e.spec.units()[0]
+    data = e.unit_data(0)
+    run = read_json(e.out / "rep-0" / "classifiers" / "baseline" / "seed-0.json")
+    again = multilabel_metrics(data.test_y.numpy(), np.array(run["test_probs"]), np.array(run["thresholds"]), names)
+    assert again["macro_auroc"] == pytest.approx(run["test"]["macro_auroc"], abs=1e-3)  # probabilities stored to 6 digits
+    assert np.allclose(run["thresholds"], choose_thresholds(data.val_y.numpy(), np.array(run["val_probs"])), atol=1e-5)
+    assert unit.name == "rep-0"
+    rows = (e.out / "results.csv").read_text().splitlines()
+    assert any(PER_LABEL + "Hernia" in r for r in rows)
+
+
+def test_multilabel_units_are_patient_disjoint_and_every_label_trains_on_positives(tiny):
+    e, _ = tiny
+    for rep in range(2):
+        data = e.unit_data(rep)
+        train = {it["group"] for it in data.train_items}
+        val = {it["group"] for it in data.val_items}
+        test = {it["group"] for it in data.manifest["test"]["items"]}
+        assert not (train & val) and not (train & test) and not (val & test)
+        assert (data.train_y.sum(0) >= 1).all()
+        assert data.train_y.shape[1] == 14 and data.test_y.shape == (len(data.test_x), 14)
+
+
+def test_targeted_samples_hold_a_target_label_in_turn_and_dup_matches_the_largest_accepted_set(tiny):
+    e, report = tiny
+    targets = report["targets"]
+    assert len(targets) == 2
+    drawn = read_json(e.out / "rep-0" / "synthetic" / "ddpm-multilabel-targeted" / "samples.json")["images"]
+    assert all(targets[im["index"] % 2] in im["labels"] for im in drawn)
+    kept = max(len(read_json(e.out / "rep-0" / "acceptance" / f"{s}.json")["kept"])
+               for s in ("ddpm-multilabel", "ddpm-multilabel-targeted"))
+    assert read_json(e.out / "rep-0" / "classifiers" / "plus-dup" / "seed-0.json")["n_extra"] == kept
+
+
+def test_a_finished_multilabel_experiment_recomputes_nothing(tiny, tmp_path):
+    e, report = tiny
+    log = (Store(e.out).dir / "log.jsonl").read_text() if (Store(e.out).dir / "log.jsonl").exists() else None
+    again = Experiment(NIH, e.out, _config(e.out.parent), progress=False)
+    again.run()
+    assert not again.outcome.computed
+    if log is not None:
+        assert (Store(e.out).dir / "log.jsonl").read_text() == log
+
+
+def test_set_agreement_keeps_images_whose_intended_labels_the_classifier_finds():
+    probs = np.array([[0.9, 0.1, 0.2], [0.9, 0.1, 0.2], [0.1, 0.1, 0.1], [0.6, 0.1, 0.1], [0.9, 0.8, 0.1]])
+    intended = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0], [1, 1, 0]])
+    thresholds = np.array([0.5, 0.5, 0.5])
+    assert set_agreement(probs, thresholds, intended).tolist() == [True, False, True, False, True]
+
+
+def test_rare_label_images_are_duplicated_more_often():
+    labels = np.array([[1, 0]] * 8 + [[0, 1]] * 2 + [[0, 0]] * 4)
+    w = rare_weights(labels)
+    assert w[8] == pytest.approx(1 / 2) and w[0] == pytest.approx(1 / 8) and w[-1] == pytest.approx(1 / 4)
+    share_rare = w[8:10].sum() / w.sum()
+    assert share_rare > 2 / 14  # oversampled towards the rare label
+
+
+def test_targeted_label_sets_take_each_target_in_turn_from_the_training_sets():
+    items = [{"labels": ["A"]}, {"labels": ["A", "B"]}, {"labels": []}, {"labels": ["C", "A"]}]
+    sets = targeted_label_sets(items, ["B", "C"], 6, seed=0)
+    assert [("B" if i % 2 == 0 else "C") in s for i, s in enumerate(sets)] == [True] * 6
+    assert all(s in ([["A", "B"]] if i % 2 == 0 else [["C", "A"]]) for i, s in enumerate(sets))
+
+
+@pytest.mark.parametrize("over, words", [
+    ({"generators": "ddpm"}, "the generator is ddpm-multilabel"),
+    ({"classes": "Hernia,Mass"}, "--class"),
+    ({"cv": 3}, "--cv"),
+    ({"primary_metric": "balanced_accuracy"}, "with several labels choose from"),
+    ({"target_labels": "Hernia,Fracture"}, "unknown label 'Fracture'"),
+])
+def test_what_a_multilabel_experiment_cannot_do_is_refused_in_one_line_with_nothing_written(tmp_path, over, words):
+    with pytest.raises(GenaugError) as err:
+        Experiment(NIH, tmp_path / "out", _config(tmp_path, **over), progress=False).run()
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_label_set_families_and_targets_are_refused_on_one_class_per_image(tmp_path):
+    with pytest.raises(GenaugError, match="one class per image"):
+        Experiment(str(SHARED / "pneumoniamnist.npz"), tmp_path / "out",
+                   experiment_config(None, {"generators": "ddpm-multilabel"}), progress=False)
+    assert not (tmp_path / "out").exists()
