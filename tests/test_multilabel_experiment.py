@@ -60,6 +60,7 @@ def test_a_multilabel_experiment_runs_every_arm_and_reports_each_label(tiny):
     assert again["macro_auroc"] == pytest.approx(run["test"]["macro_auroc"], abs=1e-3)  # probabilities stored to 6 digits
     assert np.allclose(run["thresholds"], choose_thresholds(data.val_y.numpy(), np.array(run["val_probs"])), atol=1e-5)
     assert unit.name == "rep-0"
+    assert (e.out / "rep-0" / "classifiers" / "baseline" / "seed-0.safetensors").exists()  # for explain --label
     rows = (e.out / "results.csv").read_text().splitlines()
     assert any(PER_LABEL + "Hernia" in r for r in rows)
 

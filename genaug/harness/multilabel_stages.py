@@ -358,5 +358,15 @@ def classifier_run(spec: ExperimentSpec, unit: Unit, data: UnitData, arm: str, k
               "thresholds": thresholds.tolist(),
               "test": multilabel_metrics(data.test_y.numpy(), test, thresholds, list(spec.classes)),
               "val_probs": np.round(val, 6).tolist(), "test_probs": np.round(test, 6).tolist()}  # for ensembles
-    write_json(result_path(spec, unit, arm, k), result)
+    path = result_path(spec, unit, arm, k)
+    if c["save_models"] == "all" or (c["save_models"] == "first" and k == 0):  # for `genaug explain --label`
+        from ..classifiers.networks import save_classifier
+
+        save_classifier(trained.model, path.with_suffix(".safetensors"), settings.classifier, list(spec.classes),
+                        spec.image_size, int(data.train_x.shape[1]),
+                        extra={"multilabel": True, "arm": arm, "replicate": unit.replicate, "seed_index": k,
+                               "data": spec.data, "fit": data.manifest["fit"], "intensity": data.manifest["intensity"],
+                               "pretrained": settings.pretrained, "finetune": settings.finetune, "stem": settings.stem,
+                               "thresholds": thresholds.tolist()})
+    write_json(path, result)
     return result
