@@ -367,7 +367,10 @@ def nearest(query, gallery, out, k, features, model, image_size, max_shift, flip
               help="Test images per class in the mean heatmaps.")
 @click.option("--device", type=DEVICES, default="auto", show_default=True)
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
-def explain(experiment, model, data, split, out, method, replicate, per_class, mean_count, device, data_root):
+@click.option("--label", "labels_wanted", default=None,
+              help="Several labels per image: the labels to explain (comma list)  [default: every label]")
+def explain(experiment, model, data, split, out, method, replicate, per_class, mean_count, device, data_root,
+            labels_wanted):
     """Heatmaps: where each arm's classifier finds evidence, on the same test images.
 
     Either --experiment DIR (its saved classifiers, side by side) or --model FILE --data SPEC.
@@ -377,12 +380,14 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
     if (experiment is None) == (model is None):
         raise click.UsageError("give either --experiment DIR or --model FILE (with --data SPEC)")
     if experiment is not None:
-        result = explain_experiment(experiment, out, method, replicate, data_root, per_class, mean_count, device)
+        result = explain_experiment(experiment, out, method, replicate, data_root, per_class, mean_count, device,
+                                    labels_wanted)
         out = Path(out or Path(experiment) / "explain")
     else:
         if not data or not out:
             raise click.UsageError("--model needs --data SPEC and --out DIR")
-        result = explain_model(model, data, out, method, split, data_root, per_class, mean_count, device)
+        result = explain_model(model, data, out, method, split, data_root, per_class, mean_count, device,
+                               labels_wanted)
     click.echo(f"{method} heatmaps of {', '.join(result['models'])} on {len(result['images'])} images: "
                + ", ".join(str(Path(out) / f) for f in result["figures"]))
 

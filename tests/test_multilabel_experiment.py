@@ -139,3 +139,18 @@ def test_label_set_families_and_targets_are_refused_on_one_class_per_image(tmp_p
         Experiment(str(SHARED / "pneumoniamnist.npz"), tmp_path / "out",
                    experiment_config(None, {"generators": "ddpm-multilabel"}), progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_explain_draws_heatmaps_per_label_on_test_images_that_carry_it(tiny, tmp_path):
+    from genaug.explain.views import explain_experiment
+
+    e, _ = tiny
+    result = explain_experiment(e.out, tmp_path / "explain", "gradcam", labels_wanted="Effusion,Mass", per_class=2,
+                                mean_count=8)
+    assert result["labels"] == ["Effusion", "Mass"] and result["models"][0] == "baseline"
+    assert len(result["models"]) == 5 and len(result["images"]) == 4
+    assert all(im["label"] in im["labels"] for im in result["images"])
+    assert all(0 <= p <= 1 for im in result["images"] for p in im["probability"].values())
+    assert all((tmp_path / "explain" / f).exists() for f in result["figures"])
+    with pytest.raises(GenaugError, match="--label 'Fracture': not a label"):
+        explain_experiment(e.out, tmp_path / "x", "gradcam", labels_wanted="Fracture")

@@ -99,3 +99,27 @@ def test_without_ray_the_in_process_path_runs_and_ray_says_how_to_install(runs, 
     assert r.exit_code == 0, r.output
     assert_clean_error(run_cli("augment-and-train", *args, "--out", root / "here", "--ray"),
                        "pip install 'genaug[ray]'", code=1)
+
+
+def test_sigterm_to_a_ray_driver_cancels_its_tasks_and_keeps_what_finished(runs, tmp_path):
+    """`ray.init` installs a SIGTERM handler of its own that ends the driver at once; genaug's, installed
+    after it, stops the run with its one-line message, and a re-run continues from the store."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    root, args, _ = runs
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("GENAUG_FAULT", None)
+    cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *args, "--out", str(out), "--ray"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((out / "stages").glob("subset-*.json")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, text  # interrupted, as Ctrl-C
+    assert "interrupted; every finished stage is kept" in text and "SIGTERM received" not in text
+    assert any((out / "stages").glob("subset-*.json"))

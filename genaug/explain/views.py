@@ -90,8 +90,9 @@ def explain_models(models: dict, images: torch.Tensor, labels: torch.Tensor, cla
 
 def explain_experiment(experiment: str | Path, out: str | Path | None = None, method: str = "gradcam",
                        replicate: int = 0, data_root: str | None = None, per_class: int = 2, mean_count: int = 64,
-                       device: str = "auto") -> dict:
-    """Every arm's saved classifier of one replicate, on that replicate's test images."""
+                       device: str = "auto", labels_wanted: str | None = None) -> dict:
+    """Every arm's saved classifier of one replicate, on that replicate's test images (per label, for
+    a multi-label experiment: `labels_wanted`, a comma list, default every label)."""
     from ..data import load_split, open_source
     from ..data.subsets import load_manifest
     from ..classifiers.networks import load_classifier
@@ -104,7 +105,15 @@ def explain_experiment(experiment: str | Path, out: str | Path | None = None, me
         unit = unit / "fold-0"  # cross-validation: the first fold's classifiers and manifest (saved_models)
     manifest = load_manifest(unit)
     source = open_source(config["data"], data_root, group_by=config.get("group_by"),
-                         test_fraction=config.get("test_fraction"))
+                         test_fraction=config.get("test_fraction"), given_split=config.get("given_split") or "use",
+                         label_columns=config.get("label_columns"))
+    if source.multilabel:
+        from .labels import explain_labels
+
+        loaded, y = _multilabel_split(source, "test", config["image_size"], manifest["fit"], manifest["intensity"])
+        models = {arm: load_classifier(p)[0] for arm, p in paths.items()}
+        return explain_labels(models, loaded, y, list(source.classes), out or experiment / "explain", method,
+                              labels_wanted, per_class, mean_count, seed=replicate, device=device)
     labels = source.resolve_classes(str(config["classes"]))
     test = load_split(source, "test", labels, config["image_size"], fit=manifest["fit"],
                       intensity=manifest["intensity"])
@@ -116,14 +125,32 @@ def explain_experiment(experiment: str | Path, out: str | Path | None = None, me
                           mean_count, seed=replicate, device=device)
 
 
+def _multilabel_split(source, split: str, size: int, fit: str, intensity) -> tuple[torch.Tensor, torch.Tensor]:
+    part = source.split(split)
+    loaded = source.load(split, list(part.ids), size, fit, intensity)
+    return loaded.images, torch.from_numpy(np.asarray(part.labels, dtype=np.int64))
+
+
 def explain_model(model_path: str | Path, data: str, out: str | Path, method: str = "gradcam", split: str = "test",
-                  data_root: str | None = None, per_class: int = 2, mean_count: int = 64, device: str = "auto") -> dict:
+                  data_root: str | None = None, per_class: int = 2, mean_count: int = 64, device: str = "auto",
+                  labels_wanted: str | None = None) -> dict:
     """One saved classifier on a split of a data source (its recorded size, fit and intensity rule)."""
     from ..data import load_split, open_source
     from ..classifiers.networks import load_classifier
 
     model, meta = load_classifier(model_path)
     source = open_source(data, data_root)
+    if meta.get("multilabel") or source.multilabel:
+        from .labels import explain_labels
+
+        if not (meta.get("multilabel") and source.multilabel and list(source.classes) == meta["classes"]):
+            raise GenaugError(f"{model_path} has the labels {', '.join(meta['classes'])} and {data} "
+                              + (f"the labels {', '.join(source.classes)}" if source.multilabel else "one class per image"))
+        if split not in source.splits:
+            raise GenaugError(f"{data} has no {split!r} split (has {', '.join(source.splits)})")
+        images, y = _multilabel_split(source, split, meta["image_size"], meta.get("fit", "crop"), meta.get("intensity"))
+        return explain_labels({meta.get("arm", Path(model_path).stem): model}, images, y, meta["classes"], out, method,
+                              labels_wanted, per_class, mean_count, device=device)
     try:
         labels = [source.class_index(c) for c in meta["classes"]]
     except GenaugError as e:

@@ -205,8 +205,7 @@ class Experiment:
         write_text(self.out / "spec.json", self.spec.to_json() + "\n")
         tasks = plan(self.spec)
         adopt(self.spec, tasks)
-        previous = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread() else None
-        backend = None
+        previous, backend = None, None
         try:
             owner = new_owner()
             if ray is None:
@@ -215,6 +214,8 @@ class Experiment:
                 from .ray_executor import RayBackend
 
                 backend = RayBackend(self.spec, owner, ray)
+            # after ray.init, whose own SIGTERM handler would end the driver without cancelling its tasks
+            previous = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread() else None
             self.outcome = run_tasks(self.spec, tasks, backend, progress=self.progress)
         finally:
             if previous is not None:
