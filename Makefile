@@ -20,8 +20,10 @@ fashion-mnist:
 demo: setup fashion-mnist
 	$(BIN)/genaug augment-and-train --config demo-fashion --out demo-out
 
+# Two pytest workers of one thread each (a file's tests stay on one worker, so module fixtures are built once):
+# on 2 cores that beats one process with two threads, since small models scale poorly over threads.
 test: setup fashion-mnist
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: setup fashion-mnist
 	$(BIN)/python scripts/bench_data.py

@@ -88,6 +88,8 @@ LABEL_FILE_OPTIONS = (  # (flag, LabelColumns field, help): the columns of a mul
     ("--no-label", "no_label", "The name of the empty label set  [default: No Finding]"),
     ("--group-column", "group", "Label file: the patient column  [default: group, patient or 'Patient ID']"),
     ("--split-column", "split", "Label file: the split column  [default: split]"),
+    ("--uncertain", "uncertain", "Named label columns with CheXpert's -1 (uncertain): read as zeros or ones  "
+                                 "[default: zeros]"),
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -336,3 +337,39 @@ def test_a_multilabel_subset_reloads_from_its_manifest_and_refuses_a_changed_ima
     changed.write_bytes((folder / manifest["train"]["items"][1]["id"]).read_bytes())
     with pytest.raises(GenaugError, match="1 image\\(s\\) of this run changed"):
         multilabel.reload_subset(manifest)
+
+
+def test_chexperts_own_file_reads_unchanged_with_uncertain_labels_as_zeros_or_ones(tmp_path):
+    """CheXpert's train.csv: `Path` under the file's own folder name, Sex/Age/view columns, label columns
+    holding 1.0, 0.0, a blank (not mentioned) or -1.0 (uncertain), the patient in the path."""
+    rows = _rows()
+    names = [c for c in rows[0] if c not in ("path", "patient")]
+    folder = tmp_path / "CheXpert-v1.0-small"
+    (folder / "train").mkdir(parents=True)
+    code = {}
+    with open(folder / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *names])
+        for i, r in enumerate(rows):
+            study = folder / "train" / f"patient{r['patient']}" / f"study{i}"
+            study.mkdir(parents=True, exist_ok=True)
+            (study / "view1_frontal.png").symlink_to(NIH / r["path"])
+            cells = [("1.0" if r[n] == "1" else ("-1.0" if (i + j) % 7 == 0 else ("" if (i + j) % 2 else "0.0")))
+                     for j, n in enumerate(names)]
+            code[i] = cells
+            w.writerow([f"CheXpert-v1.0-small/train/patient{r['patient']}/study{i}/view1_frontal.png", "F", "60",
+                        "Frontal", "PA", *cells])
+    spec = {"path": "Path", "labels": ",".join(names)}
+    zeros = open_source(str(folder / "train.csv"), group_by=r"patient([^/]+)/", label_columns=spec)
+    ones = open_source(str(folder / "train.csv"), group_by=r"patient([^/]+)/",
+                       label_columns={**spec, "uncertain": "ones"})
+    truth = np.array([[int(r[n]) for n in names] for r in rows])
+    uncertain = np.array([[c == "-1.0" for c in code[i]] for i in range(len(rows))])
+    for source, expected in ((zeros, truth), (ones, truth | uncertain)):
+        got = np.concatenate([source.split(s).labels for s in ("train", "test")])
+        ids = source.split("train").ids + source.split("test").ids
+        order = [int(Path(p).parent.name[5:]) for p in ids]
+        assert (got == expected[order]).all()
+        assert not ({g for g in source.split("train").groups} & {g for g in source.split("test").groups})
+    with pytest.raises(GenaugError, match="uncertain labels are read as zeros or ones"):
+        open_source(str(folder / "train.csv"), label_columns={**spec, "uncertain": "maybe"})

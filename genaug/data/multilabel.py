@@ -5,7 +5,10 @@ Two layouts read as the same data set:
   every column besides the path, group and split ones whose values are all 0 or 1, or those named
   by `labels`;
 - one column holding a separated list (NIH's `Finding Labels`: `Effusion|Mass`), with the name of
-  the empty set (`No Finding`) read as no label; `labels` then fixes the label list (a label not in
+  the empty set (`No Finding`) read as no label;
+- CheXpert's own `train.csv`: label columns named (`labels`) may hold 1.0 / 0.0, a blank (not
+  mentioned: 0) and -1.0 (uncertain), read as 0 or 1 by `uncertain` (`zeros`, the U-Zeros policy
+  of Irvin et al. 2019, or `ones`); `labels` then fixes the label list (a label not in
   it is refused), else it is every label the file names, sorted.
 Columns are named where a file differs (`LabelColumns`), so NIH's `Data_Entry_2017.csv` reads
 unchanged: `path="Image Index", label="Finding Labels", group="Patient ID"`; other columns of a
@@ -27,6 +30,9 @@ from ..errors import GenaugError
 from .images import READABLE_SUFFIXES
 
 GROUP_NAMES = ("group", "patient", "patient_id", "Patient ID")  # a group column found by name
+BINARY = {"0": 0, "1": 1}
+CHEXPERT = {"0.0": 0, "1.0": 1, "": 0}  # CheXpert: a blank is a finding the report did not mention
+UNCERTAIN = ("-1", "-1.0")
 SPLIT_SEED = 0
 
 
@@ -39,6 +45,7 @@ class LabelColumns:
     no_label: str = "No Finding"
     group: str | None = None  # default: the first of GROUP_NAMES the file has
     split: str | None = None  # default: `split` when the file has it
+    uncertain: str = "zeros"  # named 0/1 columns: -1 (CheXpert's uncertain) read as 0 (zeros) or 1 (ones)
 
     @classmethod
     def parse(cls, value) -> "LabelColumns | None":
@@ -53,6 +60,8 @@ class LabelColumns:
             raw["labels"] = [p.strip() for p in raw["labels"].split(",") if p.strip()]
         if raw.get("labels") is not None:
             raw["labels"] = tuple(raw["labels"])
+        if raw.get("uncertain") not in (None, "zeros", "ones"):
+            raise GenaugError(f"uncertain labels are read as zeros or ones (got {raw['uncertain']!r})")
         return cls(**{k: v for k, v in raw.items() if v is not None})
 
     def to_dict(self) -> dict:
@@ -129,19 +138,24 @@ def parse_rows(path: Path, columns: list[str], rows: list[dict], spec: LabelColu
         if not names:
             raise GenaugError(f"{path}: no 0/1 label columns; name them (--label-columns) or the column with a "
                               "list of labels (--label-column)")
+        values = dict(BINARY)
+        if spec.labels:  # named columns: CheXpert's encoding too (blank: not mentioned; -1: uncertain)
+            values.update(CHEXPERT)
+            values.update({v: int(spec.uncertain == "ones") for v in UNCERTAIN})
         labels = np.zeros((len(rows), len(names)), dtype=np.uint8)
         for i, r in enumerate(rows):
             for j, c in enumerate(names):
-                if r[c] not in ("0", "1"):
-                    raise GenaugError(f"{path}, line {i + 2}: column {c!r} holds {r[c]!r}, not 0 or 1")
-                labels[i, j] = int(r[c])
+                if r[c] not in values:
+                    allowed = "0 or 1" if not spec.labels else "1, 0, blank or -1 (uncertain)"
+                    raise GenaugError(f"{path}, line {i + 2}: column {c!r} holds {r[c]!r}, not {allowed}")
+                labels[i, j] = values[r[c]]
         used |= set(names)
     if not spec.named:
         unknown = [c for c in columns if c not in used]
         if unknown:
             raise GenaugError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}; name the columns "
                               "(--path-column, --label-column or --label-columns, --group-column, --split-column)")
-    paths = [r[spec.path] for r in rows]
+    paths = [_relative(r[spec.path], path.parent) for r in rows]
     for n, p in enumerate(paths, start=2):
         if not p:
             raise GenaugError(f"{path}, line {n}: empty path")
@@ -153,6 +167,15 @@ def parse_rows(path: Path, columns: list[str], rows: list[dict], spec: LabelColu
             raise GenaugError(f"{path}, line {n}: split {s!r} is not train, val or test")
     return LabelRows([Path(p).as_posix() for p in paths], labels, names,
                      [r[group] for r in rows] if group else None, splits)
+
+
+def _relative(p: str, root: Path) -> str:
+    """A row's path inside the label file's folder; one that starts with that folder's own name (CheXpert's
+    `CheXpert-v1.0-small/train/...` beside `CheXpert-v1.0-small/train.csv`) is read from the folder."""
+    parts = Path(p).parts
+    if len(parts) > 1 and parts[0] == root.name and not (root / p).is_file():
+        return Path(*parts[1:]).as_posix()
+    return p
 
 
 def unlisted_images(root: Path, listed: list[str]) -> list[str]:
