@@ -442,6 +442,9 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @click.option("--target-labels", default=None,
               help="Several labels per image: a second synthetic source whose label sets hold one of these labels "
                    "in turn (comma list, or rarest:K), to lift rare findings.")
+@click.option("--labelled-images", type=click.IntRange(min=2), default=None,
+              help="Several labels per image: about N labelled images in all, stratified over patients, instead of "
+                   "--per-class positives per label.")
 @click.option("--pos-weight", is_flag=True, default=None,
               help="Several labels per image: binary cross-entropy weighted per label by negatives / positives.")
 @click.option("--out", required=True, help="Experiment folder (re-run the same command to resume).")
@@ -486,7 +489,7 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
 def augment_and_train(data, classes, per_class, generators, guidance, synthetic, synthetic_per_class, synthetic_ratio, controls,
                       full_real, unlabeled, unlabeled_data, semi, replicates, cv, seeds, primary_metric, target_labels,
-                      pos_weight, out, classifier, pretrained, finetune, epochs,
+                      labelled_images, pos_weight, out, classifier, pretrained, finetune, epochs,
                       batch_size,
                       accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
                       device, no_progress, ray_address, group_by, test_fraction, given_split, fit, intensity, preprocess,
@@ -518,7 +521,7 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         "explain": explain_method, "image_size": image_size, "seed": seed,
         "group_by": group_by, "test_fraction": test_fraction, "given_split": given_split, "fit": fit,
         "intensity": intensity,
-        "preprocess": preprocess, "target_labels": target_labels, "pos_weight": pos_weight,
+        "preprocess": preprocess, "target_labels": target_labels, "pos_weight": pos_weight, "labelled_images": labelled_images,
         "label_columns": label_columns_of(label_file)})
     if not config.get("data"):
         raise click.UsageError("--data is required (on the command line or in --config)")

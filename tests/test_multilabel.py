@@ -373,3 +373,20 @@ def test_chexperts_own_file_reads_unchanged_with_uncertain_labels_as_zeros_or_on
         assert not ({g for g in source.split("train").groups} & {g for g in source.split("test").groups})
     with pytest.raises(GenaugError, match="uncertain labels are read as zeros or ones"):
         open_source(str(folder / "train.csv"), label_columns={**spec, "uncertain": "maybe"})
+
+
+def test_a_total_of_labelled_images_is_drawn_stratified_over_whole_patients():
+    from genaug.data.multilabel import draw_total
+
+    source = open_source(str(NIH / "labels.csv"))
+    train = source.split("train")
+    picked, took = draw_total(train.labels, train.groups, 300, seed=3)
+    assert abs(len(picked) - 300) <= 30 and took["images"] == len(picked) and took["total"] == 300  # whole patients
+    chosen = {train.groups[i] for i in picked}
+    assert all((train.groups[i] in chosen) == (i in set(picked.tolist())) for i in range(len(train.ids)))
+    share = train.labels[picked].sum(0) / train.labels.sum(0)
+    common = train.labels.sum(0) >= 40
+    assert np.all(np.abs(share[common] - 300 / len(train.ids)) < 0.15)  # each common label keeps about its share
+    assert not np.array_equal(picked, draw_total(train.labels, train.groups, 300, seed=4)[0])
+    with pytest.raises(GenaugError, match="labelled_images must be from 2 to"):
+        draw_total(train.labels, train.groups, 1, seed=0)

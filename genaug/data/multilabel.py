@@ -281,17 +281,38 @@ def draw_positives(labels: np.ndarray, groups: list[str] | None, per_label: int,
     return picked, took
 
 
-def draw_subset(source, per_label: int | None, seed: int, image_size: int, fit: str = "crop", intensity=None):
+def draw_total(labels: np.ndarray, groups: list[str] | None, total: int, seed: int) -> tuple[np.ndarray, dict]:
+    """The other scarcity knob: about `total` labelled images, whole patients at a time, drawn by iterative
+    stratification over patients so each label keeps its share (a label one patient carries may be left out)."""
+    labels = np.asarray(labels)
+    if not 2 <= total <= len(labels):
+        raise GenaugError(f"labelled_images must be from 2 to the {len(labels)} images of the train split "
+                          f"(got {total})")
+    if total == len(labels):
+        picked = np.arange(len(labels))
+    else:
+        _, picked = stratified_split(labels, groups, total / len(labels), seed)
+        picked = np.sort(picked)
+    took = {"images": int(len(picked)), "total": int(total), "positives": labels[picked].sum(0).astype(int).tolist(),
+            "without_label": int((labels[picked].sum(1) == 0).sum()), "per_label": None}
+    return picked, took
+
+
+def draw_subset(source, per_label: int | None, seed: int, image_size: int, fit: str = "crop", intensity=None,
+                total: int | None = None):
     """The labelled training subset of a multi-label source: at least `per_label` positives of every
-    label and as many images without one (whole patients; every train image with None), decoded, and
-    its manifest (each item's labels by name, what the draw took, the test split's members)."""
+    label and as many images without one (whole patients; every train image with None), or about
+    `total` images stratified over patients (`draw_total`), decoded, and its manifest (each item's
+    labels by name, what the draw took, the test split's members)."""
     import torch
 
     from .intensity import IntensityRule
     from .subsets import MANIFEST_FORMAT
 
     train = source.split("train")
-    if per_label is None:
+    if total is not None:
+        picked, took = draw_total(train.labels, train.groups, int(total), seed)
+    elif per_label is None:
         picked, took = np.arange(len(train.ids)), {"images": len(train.ids), "per_label": None}
     else:
         picked, took = draw_positives(train.labels, train.groups, int(per_label), seed)

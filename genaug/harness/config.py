@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     # several labels per image (multilabel_stages.py): the label file's columns, the labels a targeted source
     # lifts (names, or rarest:K), positive-weighted binary cross-entropy
     "label_columns": None, "target_labels": None, "pos_weight": False,
+    "labelled_images": None,  # the other scarcity knob of multi-label data: about N labelled images in all
     # how the stages run (executor.py): resources of each stage type as Ray tasks, retries of a task whose worker died
     "resources": {}, "retries": 3,
 }
@@ -62,7 +63,8 @@ DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every 
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
 # settings added after the store (stages.py) keyed finished stages, with the value that reproduces what those
 # stages computed: left out of the key at that value, so a folder started before them resumes instead of starting over
-ADDED_SINCE_STORE = {"given_split": "use", "label_columns": None, "target_labels": None, "pos_weight": False}
+ADDED_SINCE_STORE = {"given_split": "use", "label_columns": None, "target_labels": None, "pos_weight": False,
+                     "labelled_images": None}
 RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
 # settings added after experiment folders existed, with the value that reproduces how those folders ran
 LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy"}

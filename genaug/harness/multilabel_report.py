@@ -150,9 +150,12 @@ def render(r: dict) -> str:
              f"Source `{d['source']}` ({d['kind']}), {len(d['labels'])} labels, {d['image_size']} px; test split: "
              f"{d['split_origin']}, {d['n_test']} images, "
              + ("patient-disjoint from every training and validation image" if d["patients_known"]
-                else "by image (no patient ids)") + ". Each replicate draws at least "
-             f"{d['per_label_positives_at_least']} positive images of every label (and as many without a finding), "
-             "whole patients at a time, then carves a stratified, patient-disjoint validation part: "
+                else "by image (no patient ids)") + ". Each replicate draws "
+             + (f"about {r['config']['labelled_images']} labelled images by iterative stratification over patients"
+                if r["config"].get("labelled_images") else
+                f"at least {d['per_label_positives_at_least']} positive images of every label (and as many without "
+                "a finding), whole patients at a time")
+             + ", then carves a stratified, patient-disjoint validation part: "
              + "; ".join(f"rep {s['replicate']}: {s['train_images']} training + {s['validation_images']} validation"
                          for s in d["subset"]) + "."
              + (" The source's own val split is not used (the validation part is carved)." if d["unused_val_split"]

@@ -116,6 +116,11 @@ def check_multilabel(config: dict, source, runs_dir) -> None:
     for refused, what in refusals:
         if refused:
             raise GenaugError(f"{source.spec} has several labels per image; not built for it: {what}")
+    if config["labelled_images"] is not None:
+        train = len(source.split("train").ids)
+        if not isinstance(config["labelled_images"], int) or not 2 <= config["labelled_images"] <= train:
+            raise GenaugError(f"labelled_images must be a whole number from 2 to the {train} images of the train "
+                              f"split (got {config['labelled_images']!r})")
     config["primary_metric"] = config["primary_metric"] or "macro_auroc"
     if config["primary_metric"] not in MULTILABEL_METRICS:
         raise GenaugError(f"primary_metric {config['primary_metric']!r} is a metric of one class per image; with "
@@ -132,8 +137,10 @@ def check_single_label(config: dict) -> None:
         if get_family(family).multilabel:
             raise GenaugError(f"{family} generates images with several labels; this experiment has one class per "
                               "image: choose ddpm-cond")
-    if config["target_labels"]:
-        raise GenaugError("target_labels are labels of a multi-label file; this experiment has one class per image")
+    for key in ("target_labels", "labelled_images"):
+        if config[key]:
+            raise GenaugError(f"{key} applies to a multi-label file; this experiment has one class per image "
+                              "(per_class sets its scarcity)")
     config["primary_metric"] = config["primary_metric"] or "balanced_accuracy"
     for key in ("primary_metric", "select_metric"):
         if config[key] is not None and config[key] not in SCALAR_METRICS:
@@ -152,7 +159,7 @@ def real_subset(spec: ExperimentSpec, unit: Unit) -> UnitData:
     else:
         rule = IntensityRule.parse(c["intensity"]).with_preprocess(c["preprocess"])
         images, labels, manifest = draw_subset(spec.source, c["per_class"], seeds.of("subset"), spec.image_size,
-                                               c["fit"], rule)
+                                               c["fit"], rule, total=c["labelled_images"])
     items = manifest["train"]["items"]
     if "validation_ids" in manifest:
         held = set(manifest["validation_ids"])
@@ -164,8 +171,9 @@ def real_subset(spec: ExperimentSpec, unit: Unit) -> UnitData:
     train_y = labels[train_idx]
     empty = [name for name, n in zip(spec.classes, train_y.sum(0).tolist()) if n == 0]
     if empty:
+        knob = (f"labelled_images {c['labelled_images']}" if c["labelled_images"] else f"per_class {c['per_class']}")
         raise GenaugError(f"label {empty[0]!r} has no positive image in the training part of {unit.name} "
-                          f"(per_class {c['per_class']}); raise per_class or drop the label")
+                          f"({knob}); raise it or drop the label")
     if not path.exists():  # written only once every check passed
         manifest["validation_ids"] = [items[i]["id"] for i in val_idx]
         manifest["validation_carve"] = {"images": len(val_idx), "train_images": len(train_idx),
