@@ -60,6 +60,7 @@ class RayBackend:
                      log_to_driver=False, configure_logging=False)
             self.started = True
         self.gpus = ray.cluster_resources().get("GPU", 0) > 0
+        self.capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.resources = check_resources(spec.config.get("resources"))
         self.retries = check_retries(spec.config.get("retries", 3))
         self.remote = ray.remote(_run_task)
@@ -81,7 +82,9 @@ class RayBackend:
         return len(self.refs)
 
     def free(self) -> bool:
-        return True  # Ray queues what the cluster's resources cannot start yet
+        """No more tasks in flight than the cluster has CPUs: what runs next follows the plan's order (a unit's
+        samples before the next unit's generator), not Ray's queue of everything that was ready at once."""
+        return len(self.refs) < self.capacity
 
     def poll(self):
         ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=1.0)
