@@ -155,3 +155,15 @@ def test_explain_draws_heatmaps_per_label_on_test_images_that_carry_it(tiny, tmp
     assert all((tmp_path / "explain" / f).exists() for f in result["figures"])
     with pytest.raises(GenaugError, match="--label 'Fracture': not a label"):
         explain_experiment(e.out, tmp_path / "x", "gradcam", labels_wanted="Fracture")
+
+
+def test_genaug_plan_reads_a_finished_multilabel_experiment():
+    """The committed nih1000 report (6 replicates): the power table on macro AUROC from its results.csv."""
+    from conftest import REPO
+    from genaug.harness import planning
+
+    plan = planning.plan_from_experiment(REPO / "samples" / "reports" / "nih1000-multilabel")
+    assert plan["primary_metric"] == "macro_auroc" and plan["unit"] == "replicate"
+    assert {(r["arm"], r["reference"]) for r in plan["rows"]} == {
+        (a, ref) for a in ("+ddpm-multilabel", "+ddpm-multilabel-targeted") for ref in ("baseline", "baseline-strong", "+dup")}
+    assert all(r["min_detectable_effect"] > 0 for r in plan["rows"])

@@ -47,7 +47,11 @@ def rejudge(folder: str | Path, alpha: float | None = None, min_effect: float | 
     min_effect = float(min_effect if min_effect is not None else c.get("min_effect", verdict.DEFAULT_MIN_EFFECT))
     replicates = len({r["replicate"] for r in found["rows"]})
     unit, units = analysis.unit_values(found["rows"], replicates, bool(c.get("cv")))
-    out = verdict.verdict_block(units, found["arms"], primary, unit, alpha, min_effect, found["history"])
+    from .multilabel_stats import MULTILABEL_METRICS
+    from .stats import SCALAR_METRICS
+
+    metrics = MULTILABEL_METRICS if primary in MULTILABEL_METRICS else SCALAR_METRICS  # several labels per image
+    out = verdict.verdict_block(units, found["arms"], primary, unit, alpha, min_effect, found["history"], metrics)
     return {**out, "primary_metric": primary, "unit": unit, "alpha": alpha, "min_effect": min_effect,
             "arms": found["arms"]}
 
