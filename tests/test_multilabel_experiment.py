@@ -167,3 +167,19 @@ def test_genaug_plan_reads_a_finished_multilabel_experiment():
     assert {(r["arm"], r["reference"]) for r in plan["rows"]} == {
         (a, ref) for a in ("+ddpm-multilabel", "+ddpm-multilabel-targeted") for ref in ("baseline", "baseline-strong", "+dup")}
     assert all(r["min_detectable_effect"] > 0 for r in plan["rows"])
+
+
+def test_seed_ensembles_score_the_averaged_probabilities_with_thresholds_on_the_averaged_validation():
+    from genaug.harness.multilabel_report import ensembles
+
+    rng = np.random.default_rng(0)
+    names = ["A", "B"]
+    test_y, val_y = rng.integers(0, 2, (40, 2)), rng.integers(0, 2, (30, 2))
+    runs = [{"arm": "baseline", "replicate": 0, "val_probs": rng.random((30, 2)).tolist(),
+             "test_probs": rng.random((40, 2)).tolist()} for _ in range(3)]
+    out = ensembles(runs + [{**runs[0], "arm": "+dup"}], {0: test_y}, {0: val_y}, names)
+    assert set(out) == {"baseline"}  # one seed is no ensemble
+    val, test = np.mean([r["val_probs"] for r in runs], 0), np.mean([r["test_probs"] for r in runs], 0)
+    expected = multilabel_metrics(test_y, test, choose_thresholds(val_y, val), names)
+    assert out["baseline"][0]["macro_auroc"] == pytest.approx(expected["macro_auroc"])
+    assert out["baseline"][0]["final_score"] == pytest.approx(expected["final_score"])
