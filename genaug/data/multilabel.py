@@ -344,6 +344,16 @@ def draw_subset(source, per_label: int | None, seed: int, image_size: int, fit: 
     return loaded.images, torch.from_numpy(labels.astype(np.int64)), manifest
 
 
+def load_split(source, split: str, image_size: int, fit: str = "crop", intensity=None):
+    """Every image of a multi-label source's split, decoded with a recorded size, fit and intensity rule, and
+    its N x L 0/1 labels (int64)."""
+    import torch
+
+    part = source.split(split)
+    loaded = source.load(split, list(part.ids), image_size, fit, intensity)
+    return loaded.images, torch.from_numpy(np.asarray(part.labels, dtype=np.int64))
+
+
 def training_label_sets(manifest: dict, n: int, seed: int) -> list[list[str]]:
     """`n` label sets drawn (seeded, with replacement) from a run's training items: the training
     part's own distribution of findings, the empty set included."""

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import yaml
 
+from ..data.multilabel import load_split as load_label_split
 from ..errors import GenaugError
 from ..plots import pyplot, save_figure
 from ..io import write_json
@@ -110,7 +111,7 @@ def explain_experiment(experiment: str | Path, out: str | Path | None = None, me
     if source.multilabel:
         from .labels import explain_labels
 
-        loaded, y = _multilabel_split(source, "test", config["image_size"], manifest["fit"], manifest["intensity"])
+        loaded, y = load_label_split(source, "test", config["image_size"], manifest["fit"], manifest["intensity"])
         models = {arm: load_classifier(p)[0] for arm, p in paths.items()}
         return explain_labels(models, loaded, y, list(source.classes), out or experiment / "explain", method,
                               labels_wanted, per_class, mean_count, seed=replicate, device=device)
@@ -123,12 +124,6 @@ def explain_experiment(experiment: str | Path, out: str | Path | None = None, me
     classes = [source.classes[i] for i in labels]
     return explain_models(models, test.images, y, classes, out or experiment / "explain", method, per_class,
                           mean_count, seed=replicate, device=device)
-
-
-def _multilabel_split(source, split: str, size: int, fit: str, intensity) -> tuple[torch.Tensor, torch.Tensor]:
-    part = source.split(split)
-    loaded = source.load(split, list(part.ids), size, fit, intensity)
-    return loaded.images, torch.from_numpy(np.asarray(part.labels, dtype=np.int64))
 
 
 def explain_model(model_path: str | Path, data: str, out: str | Path, method: str = "gradcam", split: str = "test",
@@ -148,7 +143,7 @@ def explain_model(model_path: str | Path, data: str, out: str | Path, method: st
                               + (f"the labels {', '.join(source.classes)}" if source.multilabel else "one class per image"))
         if split not in source.splits:
             raise GenaugError(f"{data} has no {split!r} split (has {', '.join(source.splits)})")
-        images, y = _multilabel_split(source, split, meta["image_size"], meta.get("fit", "crop"), meta.get("intensity"))
+        images, y = load_label_split(source, split, meta["image_size"], meta.get("fit", "crop"), meta.get("intensity"))
         return explain_labels({meta.get("arm", Path(model_path).stem): model}, images, y, meta["classes"], out, method,
                               labels_wanted, per_class, mean_count, device=device)
     try:

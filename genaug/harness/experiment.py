@@ -39,7 +39,7 @@ from .executor import InProcess, Outcome, check_resources, check_retries, new_ow
 from .generation import check_runs, generator_config
 from .multilabel_stages import check_multilabel, check_single_label
 from .spec import ExperimentSpec, Unit, remember_source
-from .stages import adopt, plan
+from .stages import adopt, plan, unit_subset
 
 FLIP_SAFE_KINDS = {"cifar10", "fashion-mnist"}  # natural images; medical and folder sources: flips off
 
@@ -188,10 +188,7 @@ class Experiment:
 
     def unit_data(self, replicate: int, fold: int | None = None):
         """The real subset of one unit (drawn and recorded on first use, reloaded afterwards)."""
-        from .multilabel_stages import real_subset as multilabel_subset
-        from .unit_data import real_subset
-
-        return (multilabel_subset if self.multilabel else real_subset)(self.spec, Unit(replicate, fold))
+        return unit_subset(self.spec, Unit(replicate, fold))
 
     def run(self, ray: str | None = None) -> dict:
         """Every stage not done yet, in this process or (`ray`: "local", "auto" or an address) as Ray

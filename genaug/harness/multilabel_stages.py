@@ -22,7 +22,7 @@ import torch
 
 from .. import runs
 from ..data.intensity import IntensityRule
-from ..data.multilabel import carve, draw_subset, reload_subset
+from ..data.multilabel import carve, draw_subset, load_split, reload_subset
 from ..data.imagesets import load_image_folder
 from ..data.subsets import MANIFEST_NAME, load_manifest
 from ..errors import GenaugError
@@ -188,9 +188,7 @@ def real_subset(spec: ExperimentSpec, unit: Unit) -> UnitData:
 @lru_cache(maxsize=4)
 def test_set(spec: ExperimentSpec, fit: str, intensity: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The test split (N x L 0/1 labels) with a replicate's recorded intensity rule, once per rule and process."""
-    split = spec.source.split("test")
-    loaded = spec.source.load("test", list(split.ids), spec.image_size, fit, json.loads(intensity))
-    return loaded.images, torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
+    return load_split(spec.source, "test", spec.image_size, fit, json.loads(intensity))
 
 
 def training_manifest(data: UnitData) -> dict:
@@ -228,9 +226,10 @@ def targeted_label_sets(train_items: list[dict], targets: list[str], n: int, see
 def draw_samples(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> None:
     """`max(synthetic_per_class)` images of one source, each with its label set (in samples.json)."""
     n = max(spec.config["synthetic_per_class"])
-    s = sources(spec)[source]
+    every = sources(spec)
+    s = every[source]
     run_dir = generator_run(spec, unit, data, s["family"])
-    seed = spec.seeds(unit).of("sample", list(sources(spec)).index(source))
+    seed = spec.seeds(unit).of("sample", list(every).index(source))
     sets = targeted_label_sets(data.train_items, s["targets"], n, seed) if s["targets"] else None
     runs.sample(run_dir, n, samples_folder(spec, unit, source), spec.config["sampler"], spec.config["sample_steps"],
                 seed=seed, device=spec.device, progress=spec.progress, label_sets=sets)
@@ -273,7 +272,8 @@ def decide(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> dic
                                        heldout_labels=torch.zeros(int(keep_heldout.sum()), dtype=torch.int64),
                                        similarity=gallery_similarity(spec))
     keep, rows = np.ones(len(images), bool), []
-    for policy in acceptance.parse_policies(spec.config["accept"]):
+    policies = acceptance.parse_policies(spec.config["accept"])
+    for policy in policies:
         idx = np.flatnonzero(keep)
         if policy == "confidence":
             model, thresholds = filter_classifier(spec, unit, data)
@@ -290,7 +290,7 @@ def decide(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> dic
             keep[idx[~ok_all]] = False
             row = found[0]
         rows.append(row)
-    out = {"policies": acceptance.parse_policies(spec.config["accept"]), "settings": settings, "rows": rows,
+    out = {"policies": policies, "settings": settings, "rows": rows,
            "kept": np.flatnonzero(keep).tolist(),
            "kept_positives": dict(zip(spec.classes, labels[keep].sum(0).tolist()))}
     write_json(decisions_path(spec, unit, source), out)

@@ -143,8 +143,7 @@ def output_exists(spec: ExperimentSpec, task: Task) -> bool:
                   else folder / slug(spec.classes[label]))
         return spec.runs_dir is not None or (folder / "model").exists()
     if task.stage == "samples":
-        path = generation.samples_folder(spec, unit, p[0], p[1]) / "samples.json"
-        return path.exists() and len(read_json(path).get("images", [])) >= max(spec.config["synthetic_per_class"])
+        return _samples_drawn(spec, generation.samples_folder(spec, unit, p[0], p[1]))
     if task.stage == "gate":
         return accepted.gate_path(spec, unit).exists()
     if task.stage == "teacher":
@@ -156,13 +155,23 @@ def output_exists(spec: ExperimentSpec, task: Task) -> bool:
     return quality_path(spec, unit, p[0]).exists()
 
 
+def _samples_drawn(spec: ExperimentSpec, folder) -> bool:
+    """Whether a samples folder holds every image the experiment draws per source (and class)."""
+    path = folder / "samples.json"
+    return path.exists() and len(read_json(path).get("images", [])) >= max(spec.config["synthetic_per_class"])
+
+
+def unit_subset(spec: ExperimentSpec, unit: Unit) -> UnitData:
+    """A unit's real subset: drawn and recorded on first use, reloaded from its manifest afterwards."""
+    return (ml.real_subset if spec.multilabel else real_subset)(spec, unit)
+
+
 def _multilabel_output_exists(spec: ExperimentSpec, task: Task) -> bool:
     unit, p = task.unit, task.params
     if task.stage == "generator":
         return (spec.unit_folder(unit) / "generators" / p[0] / "model").exists()
     if task.stage == "samples":
-        path = ml.samples_folder(spec, unit, p[0]) / "samples.json"
-        return path.exists() and len(read_json(path).get("images", [])) >= max(spec.config["synthetic_per_class"])
+        return _samples_drawn(spec, ml.samples_folder(spec, unit, p[0]))
     if task.stage == "acceptance":
         return ml.decisions_path(spec, unit, p[0]).exists()
     return ml.result_path(spec, unit, p[0], p[1]).exists()
@@ -193,10 +202,10 @@ def adopt(spec: ExperimentSpec, tasks: list[Task]) -> int:
 def compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
     """The stage's work itself: outputs written, nothing recorded."""
     unit, p = task.unit, task.params
+    if task.stage == "subset":
+        return unit_subset(spec, unit)
     if spec.multilabel:
         return _multilabel_compute(spec, task, data)
-    if task.stage == "subset":
-        return real_subset(spec, unit)
     if task.stage == "generator":
         return str(generation.generator_run(spec, unit, data, *p))
     if task.stage == "samples":
@@ -214,8 +223,6 @@ def compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
 
 def _multilabel_compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
     unit, p = task.unit, task.params
-    if task.stage == "subset":
-        return ml.real_subset(spec, unit)
     if task.stage == "generator":
         return str(ml.generator_run(spec, unit, data, p[0]))
     if task.stage == "samples":
@@ -232,8 +239,7 @@ def execute(spec: ExperimentSpec, task: Task, data: UnitData | None, keys: dict[
     store = Store(spec.folder)
 
     def cached():  # done already: a subset's data is reloaded from its manifest for the tasks that read it
-        reload = ml.real_subset if spec.multilabel else real_subset
-        return CACHED, reload(spec, task.unit) if task.stage == "subset" else None
+        return CACHED, unit_subset(spec, task.unit) if task.stage == "subset" else None
 
     if done(spec, task, store):
         return cached()
