@@ -100,9 +100,16 @@ class RayBackend:
         return out
 
     def cancel(self) -> None:
-        for ref in list(self.refs):
+        """Stop what runs. A cluster this driver started ends with it (`close` stops every worker), so its
+        tasks are not cancelled one by one: Ray's cancel races with the reply of a task that is just finishing
+        and can abort the driver ("Tried to complete task that was not pending", ray-project/ray#54798). On a
+        cluster it joined, only the tasks that have not finished are cancelled."""
+        refs, self.refs = list(self.refs), {}
+        if self.started or not refs:
+            return
+        _, pending = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in pending:
             self.ray.cancel(ref, force=True)
-        self.refs.clear()
 
     def close(self) -> None:
         if self.started:
