@@ -54,6 +54,41 @@ def test_fid_orders_halves_below_different_classes(fashion_sets):
     assert 0 < same < 0.75 * different, (same, different)
 
 
+def test_fid_kid_and_precision_recall_equal_torch_fidelitys_own_calculate_metrics(fashion_sets, tmp_path):
+    """compute_metrics runs torch-fidelity's steps with one loaded network and FID's trace term from the
+    features: the same numbers as torch-fidelity's `calculate_metrics` on the same real images."""
+    import torch_fidelity
+
+    from genaug.metrics.fidelity import _RGBUint8, _extractor_name
+
+    a, b = fashion_sets[0][:24], fashion_sets[2][:24]
+    ours = compute_metrics(ImageSet(a, "tee"), ImageSet(b, "shirt"), kid=True, prc=True, cache_dir=tmp_path)
+    path, sha = ensure_weights(tmp_path)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=_RGBUint8(a), input2=_RGBUint8(b), fid=True, kid=True, prc=True, feature_extractor=_extractor_name(sha),
+        feature_extractor_weights_path=str(path), feature_layer_prc="2048", kid_subset_size=12, cuda=False,
+        cache=False, verbose=False)
+    assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-5)
+    assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-6)
+    assert (ours["precision"], ours["recall"]) == (theirs["precision"], theirs["recall"])
+
+
+def test_frechet_distance_from_features_is_torch_fidelitys_on_either_side_of_the_dimension(fashion):
+    """Real Fashion-MNIST pixels as 784-d features: fewer images than dimensions on one side (the
+    singular values of A1 A2') and more on both (torch-fidelity's eigenvalues) give its number."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    from genaug.metrics.fidelity import frechet_distance
+
+    s = open_source(fashion)
+    tee = load_split(s, "test", [s.class_index("T-shirt/top")], 28).images.flatten(1).double()
+    shirt = load_split(s, "test", [s.class_index("Shirt")], 28).images.flatten(1).double()
+    for fa, fb in ((tee[:1000], shirt[:300]), (tee[:40], shirt[:50]), (tee[:1000], shirt[:900])):
+        stats = [fid_features_to_statistics(f) for f in (fa, fb)]
+        expected = fid_statistics_to_metric(*stats, False)["frechet_inception_distance"]
+        assert frechet_distance(fa, fb) == pytest.approx(expected, rel=1e-6), (len(fa), len(fb))
+
+
 def test_fid_of_a_set_with_itself_is_zero(fashion_sets):
     r = compute_metrics(ImageSet(fashion_sets[0], "a", True), ImageSet(fashion_sets[0].clone(), "b"))
     assert abs(r["fid"]) < 1e-3 and r["n_a"] == r["n_b"] == N and "biased upward" in r["warning"]
