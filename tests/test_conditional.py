@@ -107,7 +107,7 @@ def test_harness_guidance_sweep_from_one_conditional_model(tmp_path):
     r = run_cli("augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "ddpm-cond",
                 "--guidance", "3,0", "--synthetic-per-class", "4", "--replicates", "1", "--seeds", "1", "--epochs", "1",
                 "--generator-steps", "3", "--controls", "none", "--config", cfg, "--out", out, "--no-progress",
-                "--device", "cpu")
+                "--image-size", "16", "--device", "cpu")
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
     assert list(report["arms"]) == ["baseline", "+ddpm-cond-w0", "+ddpm-cond-w3"]

@@ -214,7 +214,7 @@ def test_two_architectures_each_train_and_their_ensemble_is_the_mean(tmp_path):
     out = tmp_path / "exp"
     r = run_cli("augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
                 "--controls", "dup", "--synthetic-per-class", "6", "--seeds", "2", "--epochs", "1",
-                "--classifier", "resnet18,efficientnet_b0", "--preprocess", "clahe",
+                "--classifier", "resnet18,efficientnet_b0", "--preprocess", "clahe", "--image-size", "16",
                 "--no-progress", "--device", "cpu", "--out", out)
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
@@ -224,7 +224,7 @@ def test_two_architectures_each_train_and_their_ensemble_is_the_mean(tmp_path):
     assert list(report["classifiers"]["others"]) == ["efficientnet_b0"]
     assert report["data"]["intensity"]["preprocess"] == "clahe"
     s = open_source(str(PNEUMONIA))
-    y = load_split(s, "test", [0, 1], 28).labels.numpy()
+    y = load_split(s, "test", [0, 1], 16).labels.numpy()
     for key, members in (("ensembles", ["seed-0", "seed-1"]),
                          ("ensembles_all_architectures", ["seed-0", "seed-1", "efficientnet_b0-seed-0",
                                                           "efficientnet_b0-seed-1"])):
@@ -270,8 +270,8 @@ def test_cv_experiment_generators_never_see_a_folds_held_out_images(tmp_path):
     (tmp_path / "no-quality.yaml").write_text("quality: false\n")  # FIDs per fold are not what is tested here
     r = run_cli("augment-and-train", "--config", tmp_path / "no-quality.yaml", "--data", PNEUMONIA, "--per-class",
                 "9", "--cv", "3", "--generator", "vae", "--generator-steps", "5", "--synthetic-per-class", "4",
-                "--accept", "all", "--controls", "none", "--seeds", "1", "--epochs", "1", "--no-progress",
-                "--explain", "cam", "--device", "cpu", "--out", out)
+                "--accept", "all", "--controls", "none", "--seeds", "1", "--epochs", "1", "--image-size", "16",
+                "--no-progress", "--explain", "cam", "--device", "cpu", "--out", out)
     assert r.exit_code == 0, r.output
     assert (out / "explain" / "heatmaps-cam.png").stat().st_size > 0 and (out / "report.json").exists()
     assert json.loads((out / "report.json").read_text())["explain"]["models"] == ["baseline", "plus-vae"]
@@ -314,7 +314,8 @@ def test_pair_confusion_on_a_hand_example():
 
 def test_compare_two_recipes_pairs_replicates_and_refuses_other_subsets(tmp_path):
     base = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none", "--controls", "dup",
-            "--synthetic-per-class", "5", "--seeds", "2", "--epochs", "2", "--no-progress", "--device", "cpu"]
+            "--synthetic-per-class", "5", "--seeds", "2", "--epochs", "2", "--image-size", "16", "--no-progress",
+            "--device", "cpu"]  # 16 px: a third of the classifiers' time at 28 px
     for name, extra in (("ce", []), ("cr", ["--loss", "cr"])):
         r = run_cli(*base, *extra, "--out", tmp_path / name)
         assert r.exit_code == 0, r.output

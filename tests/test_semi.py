@@ -70,7 +70,7 @@ def test_unlabeled_pool_is_disjoint_recorded_and_patient_disjoint(tmp_path):
 def test_pool_labels_never_reach_training_and_an_interrupted_run_resumes(tmp_path, monkeypatch):
     """Run A is interrupted in +mpl and resumed; run B, in a folder holding A's manifest, sees every
     unlabelled image with a wrong label: the classifiers of both are identical, only the diagnostic differs."""
-    a = tmp_path / "a"
+    a = tmp_path / "a"  # 16 px: a third of the classifiers' time at 28 px
     real_mpl = semi.train_mpl
 
     def killed(*args, **kwargs):
@@ -78,16 +78,16 @@ def test_pool_labels_never_reach_training_and_an_interrupted_run_resumes(tmp_pat
 
     monkeypatch.setattr(semi, "train_mpl", killed)
     with pytest.raises(TrainingInterrupted, match="run the same command again"):
-        _experiment(a).run()
+        _experiment(a, image_size=16).run()
     assert (a / "rep-0" / "classifiers" / "plus-pseudo" / "seed-0.json").exists()
     assert not (a / "rep-0" / "classifiers" / "plus-mpl").exists()
     monkeypatch.setattr(semi, "train_mpl", real_mpl)
-    report = _experiment(a).run()
+    report = _experiment(a, image_size=16).run()
 
     b = tmp_path / "b"
     (b / "rep-0").mkdir(parents=True)
     shutil.copy(a / "rep-0" / "manifest.json", b / "rep-0" / "manifest.json")
-    e = _experiment(b)
+    e = _experiment(b, image_size=16)
     pool_ids = [it["id"] for it in json.loads((a / "rep-0" / "manifest.json").read_text())["unlabeled"]["items"]]
     labels = e.source.split("train").labels
     position = {i: n for n, i in enumerate(e.source.split("train").ids)}
