@@ -114,8 +114,8 @@ def test_gate_in_acceptance_rejects_near_copies_keeps_new_images(pneumonia):
 
 
 def test_gate_rates_on_pneumoniamnist(pneumonia):
-    """As the harness calibrates it, both spaces: >= 90% of near-copies of every kind but rescaling
-    (>= 75%) rejected, the copies the pixel search does not look for included; held-out real
+    """As the harness calibrates it, both spaces: >= 90% of shifted and rotated near-copies and >= 75% of
+    rescaled ones rejected, the copies the pixel search does not look for included; held-out real
     images falsely rejected at about what the bound allows in two spaces with 10 calibration
     images (2 / 11 each; figures in the README, scripts/gate_rates.py)."""
     train_x, train_y, val_x, val_y, test_x, test_y, classes = pneumonia
@@ -125,7 +125,9 @@ def test_gate_rates_on_pneumoniamnist(pneumonia):
             return pixel_similarity(q, g, 3)
         return cosine_similarity(cached_inception_features(q, False, "cpu"), cached_inception_features(g, True, "cpu"))
 
-    kinds = ["flip", "shift", "rotate", "rescale", "blur", "jpeg50"]  # all ten kinds: scripts/gate_rates.py
+    # one Inception pass over the training images per kind: the one the pixel search targets and the two the
+    # gate catches least often (README, all ten kinds: scripts/gate_rates.py); flip is dropped for X-rays
+    kinds = ["flip", "shift", "rotate", "rescale"]
     rates = gate.gate_rates(train_x, train_y, val_x, val_y, classes, similarity, ["inception", "pixels"],
                             gate.GateSettings(), flips=False, test_x=test_x, test_y=test_y, kinds=kinds)
     assert rates["near_copy_kinds"] == kinds[1:]  # no mirrored X-rays
