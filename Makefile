@@ -23,7 +23,7 @@ demo: setup fashion-mnist
 # Two pytest workers of one thread each (a file's tests stay on one worker, so module fixtures are built once):
 # on 2 cores that beats one process with two threads, since small models scale poorly over threads.
 test: setup fashion-mnist
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: setup fashion-mnist
 	$(BIN)/python scripts/bench_data.py
