@@ -151,7 +151,7 @@ def test_pretrained_inception_learns_pneumonia_and_reloads(tmp_path):
     val, _ = draw_subset(s, [0, 1], 10, 1, 28, split="val")
     test = load_split(s, "test", [0, 1], 28)
     pick = torch.cat([torch.nonzero(test.labels == c).flatten()[:40] for c in (0, 1)])
-    settings = TrainSettings(classifier="inception-v3", epochs=3, batch_size=16, lr=3e-3)
+    settings = TrainSettings(classifier="inception-v3", epochs=2, batch_size=16, lr=3e-3)  # 0.875 measured
     model = train_classifier(train.images, train.labels, val.images, val.labels, 2, settings, 0, 5, "cpu").model
     probs = predict_proba(model, test.images[pick], "cpu")
     bacc = classification_metrics(test.labels[pick].numpy(), probs, ["normal", "pneumonia"])["balanced_accuracy"]
