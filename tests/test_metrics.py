@@ -48,10 +48,19 @@ def fashion_sets(fashion):
 
 
 def test_fid_orders_halves_below_different_classes(fashion_sets):
+    """Also through features extracted once for a mixed set and taken per class (as the quality stage
+    does): the same FID as the class's images on their own."""
+    from genaug.metrics.fidelity import with_features
+
     tee_a, tee_b, shirt = fashion_sets
-    same = compute_metrics(ImageSet(tee_a, "tee A", True), ImageSet(tee_b, "tee B", True))["fid"]
-    different = compute_metrics(ImageSet(tee_a, "tee A", True), ImageSet(shirt, "shirt", True))["fid"]
+    real = with_features(ImageSet(tee_a, "tee A", True))
+    mixed = with_features(ImageSet(torch.cat([tee_b, shirt]), "tee B and shirt"))
+    is_tee = torch.arange(2 * N) < N
+    same = compute_metrics(real, mixed.subset(is_tee, "tee B"))["fid"]
+    different = compute_metrics(real, mixed.subset(~is_tee, "shirt"))["fid"]
     assert 0 < same < 0.75 * different, (same, different)
+    alone = compute_metrics(ImageSet(tee_a, "tee A", True), ImageSet(shirt, "shirt"))["fid"]
+    assert different == pytest.approx(alone, rel=1e-6)
 
 
 def test_fid_kid_and_precision_recall_equal_torch_fidelitys_own_calculate_metrics(fashion_sets, tmp_path):

@@ -39,39 +39,42 @@ def assess(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> dic
 
 def _measure(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, x: torch.Tensor,
              y: torch.Tensor) -> dict[str, Any]:
-    from ..metrics.fidelity import ImageSet, compute_metrics
+    from ..metrics.fidelity import ImageSet, compute_metrics, with_features
 
-    out = compute_metrics(ImageSet(data.train_x, "real training part", True), ImageSet(x, source), kid=True,
-                          prc=True, device=spec.device)
+    # one Inception pass over each side: the per-class FIDs take their rows of the same features
+    real = with_features(ImageSet(data.train_x, "real training part", True), device=spec.device)
+    fake = with_features(ImageSet(x, source), device=spec.device)
+    out = compute_metrics(real, fake, kid=True, prc=True, device=spec.device)
     trained = train_classifier(x, y, data.val_x, data.val_y, len(spec.classes), spec.settings,
                                spec.seeds(unit).of("cas"), data.steps_per_epoch, spec.device)
     probs = predict_proba(trained.model, data.test_x, spec.device, precision=spec.settings.mixed_precision)
     return {**out, "cas": classification_metrics(data.test_y.numpy(), probs, list(spec.classes)),
             "classes_without_images": [spec.classes[label] for label in spec.labels if not (y == label).any()],
-            "per_class": class_fids(spec, unit, data, x, y),
+            "per_class": class_fids(spec, unit, data, real, fake, y),
             # a sample the real-image classifier puts in another class is label noise, not augmentation
             "label_fidelity": teacher_fidelity(spec, unit, x, y)}
 
 
-def class_fids(spec: ExperimentSpec, unit: Unit, data: UnitData, x: torch.Tensor, y: torch.Tensor) -> dict[str, dict]:
+def class_fids(spec: ExperimentSpec, unit: Unit, data: UnitData, real_set, fake_set, y: torch.Tensor) -> dict[str, dict]:
     """Per class: FID of the accepted images against the class's real training images, beside the
-    real-vs-real floor at the same real count and (up to) the same synthetic count."""
-    from ..metrics.fidelity import ImageSet, compute_metrics
+    real-vs-real floor at the same real count and (up to) the same synthetic count. `real_set` and
+    `fake_set` are the whole sets' `ImageSet`s with their features."""
+    from ..metrics.fidelity import compute_metrics
 
-    floors = floor_fids(spec, unit, data)
+    floors = floor_fids(spec, unit, data, real_set)
     out = {}
     for label in spec.labels:
         name = spec.classes[label]
-        real, fake = data.train_x[data.train_y == label], x[y == label]
-        row = {"n_real": len(real), "n_synthetic": len(fake), "fid": None, **floors.get(name, {})}
-        if len(fake) >= 2 and len(real) >= 2:
-            row["fid"] = compute_metrics(ImageSet(real, f"real training {name}", True),
-                                         ImageSet(fake, f"synthetic {name}"), device=spec.device)["fid"]
+        real = real_set.subset(data.train_y == label, f"real training {name}")
+        fake = fake_set.subset(y == label, f"synthetic {name}")
+        row = {"n_real": len(real.images), "n_synthetic": len(fake.images), "fid": None, **floors.get(name, {})}
+        if len(fake.images) >= 2 and len(real.images) >= 2:
+            row["fid"] = compute_metrics(real, fake, device=spec.device)["fid"]
         out[name] = row
     return out
 
 
-def floor_fids(spec: ExperimentSpec, unit: Unit, data: UnitData) -> dict[str, dict]:
+def floor_fids(spec: ExperimentSpec, unit: Unit, data: UnitData, real_set) -> dict[str, dict]:
     """Per class: FID between the class's real training images and as many other real train-split
     images of the class as synthetic images are drawn (never validation or test images)."""
     path = spec.unit_folder(unit) / "quality" / "floor.json"
@@ -87,14 +90,13 @@ def floor_fids(spec: ExperimentSpec, unit: Unit, data: UnitData) -> dict[str, di
     for label, source_label in zip(e.labels, e.source_labels):
         pool = [i for i, lab in zip(split.ids, split.labels) if int(lab) == source_label and i not in used]
         n = min(max(e.config["synthetic_per_class"]), len(pool))
-        real = data.train_x[data.train_y == label]
-        if n < 2 or len(real) < 2:
+        real = real_set.subset(data.train_y == label, f"real training {e.classes[label]}")
+        if n < 2 or len(real.images) < 2:
             out[e.classes[label]] = {"floor_fid": None, "n_floor": n}
             continue
         pick = [pool[int(i)] for i in torch.randperm(len(pool), generator=g)[:n]]
         other = e.source.load("train", pick, e.image_size, data.manifest["fit"], data.manifest["intensity"]).images
-        fid = compute_metrics(ImageSet(real, f"real training {e.classes[label]}", True),
-                              ImageSet(other, f"other real {e.classes[label]}"), device=e.device)["fid"]
+        fid = compute_metrics(real, ImageSet(other, f"other real {e.classes[label]}"), device=e.device)["fid"]
         out[e.classes[label]] = {"floor_fid": fid, "n_floor": n}
     write_json(path, out)
     return out

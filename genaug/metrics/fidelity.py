@@ -16,7 +16,7 @@ import functools
 
 import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,11 +32,19 @@ LAYER = "2048"  # pool3: FID, KID and precision/recall all read it
 
 @dataclass
 class ImageSet:
-    """uint8 images (N x C x H x W, C = 1 or 3) with a description; `cacheable` for real sets."""
+    """uint8 images (N x C x H x W, C = 1 or 3) with a description; `cacheable` for real sets;
+    `features` (N x 2048, from `with_features`) when they were extracted already: subsets of one
+    synthetic set (per class) then need no second Inception pass."""
 
     images: torch.Tensor
     description: str
     cacheable: bool = False
+    features: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def subset(self, mask: torch.Tensor, description: str) -> "ImageSet":
+        """The images where `mask` holds, with their features when this set has them."""
+        return ImageSet(self.images[mask], description, self.cacheable,
+                        None if self.features is None else self.features[mask])
 
     def content_hash(self) -> str:
         h = hashlib.sha256(repr(tuple(self.images.shape)).encode())
@@ -90,19 +98,13 @@ def compute_metrics(a: ImageSet, b: ImageSet, kid: bool = False, prc: bool = Fal
     minimum = 4 if prc else 2  # precision/recall's k-NN radii (k = 3) need more than 3 images
     _check(a, minimum)
     _check(b, minimum)
-    cache_dir = Path(cache_dir or default_cache_dir())
-    weights_path, weights_sha = ensure_weights(cache_dir, weights)
-    cuda = resolve_device(device).type == "cuda"
-    network = _pool3_network(str(weights_path), weights_sha, cuda)
     n_a, n_b = len(a.images), len(b.images)
-    kwargs = dict(input1=_RGBUint8(a.images), input2=_RGBUint8(b.images),
-                  input1_cache_name=f"genaug-{a.content_hash()}" if a.cacheable else None,
-                  input2_cache_name=f"genaug-{b.content_hash()}" if b.cacheable else None,
-                  cache_root=str(cache_dir / "fidelity"), cache=True, batch_size=batch_size, cuda=cuda,
-                  save_cpu_ram=True, verbose=verbose, kid_subset_size=min(1000, max(2, min(n_a, n_b) // 2)))
+    network, kwargs = _fidelity_kwargs(a, b, batch_size, device, cache_dir, weights, verbose)
+    kwargs["kid_subset_size"] = min(1000, max(2, min(n_a, n_b) // 2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f1, f2 = (extract_featuresdict_from_input_id_cached(i, network, **kwargs) for i in (1, 2))
+        f1, f2 = ({LAYER: s.features} if s.features is not None else
+                  extract_featuresdict_from_input_id_cached(i, network, **kwargs) for i, s in ((1, a), (2, b)))
         fid = frechet_distance(f1[LAYER], f2[LAYER])
         result = {"fid": 0.0 if abs(fid) < 5e-4 else fid, "n_a": n_a, "n_b": n_b}  # no "-0.000" for identical sets
         if kid:
@@ -117,6 +119,35 @@ def compute_metrics(a: ImageSet, b: ImageSet, kid: bool = False, prc: bool = Fal
         result["warning"] = (f"FID with fewer than {FEW_IMAGES_WARNING} images per side is biased upward "
                              f"({n_a} vs {n_b}); compare only figures made with equal counts")
     return result
+
+
+def _fidelity_kwargs(a: ImageSet, b: ImageSet | None, batch_size: int, device: str, cache_dir, weights,
+                     verbose: bool) -> tuple[InceptionPool3, dict]:
+    """The network (loaded once per process) and torch-fidelity's keyword arguments for one or two sets
+    (cache names from their content)."""
+    cache_dir = Path(cache_dir or default_cache_dir())
+    weights_path, weights_sha = ensure_weights(cache_dir, weights)
+    cuda = resolve_device(device).type == "cuda"
+    kwargs = dict(cache_root=str(cache_dir / "fidelity"), cache=True, batch_size=batch_size, cuda=cuda,
+                  save_cpu_ram=True, verbose=verbose)
+    for i, s in ((1, a), (2, b)):
+        if s is not None:
+            kwargs[f"input{i}"] = _RGBUint8(s.images)
+            kwargs[f"input{i}_cache_name"] = f"genaug-{s.content_hash()}" if s.cacheable else None
+    return _pool3_network(str(weights_path), weights_sha, cuda), kwargs
+
+
+def with_features(s: ImageSet, batch_size: int = 64, device: str = "auto", cache_dir: str | Path | None = None,
+                  weights: str | Path | None = None) -> ImageSet:
+    """The set with its pool3 features extracted (through torch-fidelity and its cache, as in `compute_metrics`)."""
+    from torch_fidelity.utils import extract_featuresdict_from_input_id_cached
+
+    _check(s, 1)
+    network, kwargs = _fidelity_kwargs(s, None, batch_size, device, cache_dir, weights, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        features = extract_featuresdict_from_input_id_cached(1, network, **kwargs)[LAYER]
+    return ImageSet(s.images, s.description, s.cacheable, features)
 
 
 def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
