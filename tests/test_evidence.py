@@ -239,9 +239,10 @@ def test_more_replicates_and_seeds_on_a_rerun_are_recorded(tiny, tmp_path):
 # -- any synthetic source --------------------------------------------------------------------
 
 def _external(folder, names):
+    """Six val-split images per class folder, mirrored, at 16 px (the size of the experiments using them)."""
     s = open_source(str(PNEUMONIA))
     for label, name in enumerate(names):
-        for i, img in enumerate(load_split(s, "val", [label % 2], 28).images[:6]):
+        for i, img in enumerate(load_split(s, "val", [label % 2], 16).images[:6]):
             save_png(img.flip(-1), folder / name / f"{i}.png")
 
 
@@ -249,7 +250,8 @@ def test_external_synthetic_folder_goes_through_acceptance_and_arms(tmp_path):
     _external(tmp_path / "ext", ["normal", "PNEUMONIA"])  # class folders match case-insensitively
     args = ["augment-and-train", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
             "--generator", "none", "--synthetic", f"mine={tmp_path / 'ext'}", "--synthetic-per-class", "6", "--controls", "none",
-            "--seeds", "2", "--epochs", "1", "--no-progress", "--device", "cpu", "--out", tmp_path / "exp"]
+            "--seeds", "2", "--epochs", "1", "--image-size", "16", "--no-progress", "--device", "cpu",
+            "--out", tmp_path / "exp"]
     r = run_cli(*args)
     assert r.exit_code == 0, r.output
     report = _json(tmp_path / "exp" / "report.json")
@@ -268,12 +270,12 @@ def test_runs_from_genaug_train_are_reused_and_incompatible_ones_refused(tmp_pat
 
     subset_seed = Seeds(0, 0).of("subset")  # the seed replicate 0 of an experiment with --seed 0 draws its subset with
     common = ["--data", PNEUMONIA, "--class", "all", "--seed", subset_seed, "--steps", "5", "--batch-size", "4",
-              "--no-progress", "--device", "cpu"]
+              "--image-size", "16", "--no-progress", "--device", "cpu"]
     # per class 10 with 20% validation from the source's val split: 8 training images per class
     assert run_cli("train", "vae", *common, "--per-class", "8", "--out", tmp_path / "R").exit_code == 0
     exp = ["augment-and-train", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
            "--generator", "vae", "--synthetic-per-class", "4", "--controls", "none", "--seeds", "1", "--epochs", "1",
-           "--no-progress", "--device", "cpu"]
+           "--image-size", "16", "--no-progress", "--device", "cpu"]
     r = run_cli(*exp, "--runs", tmp_path / "R", "--out", tmp_path / "exp")
     assert r.exit_code == 0, r.output
     from genaug.runs import model_hash
@@ -297,7 +299,8 @@ def test_an_arm_whose_images_were_all_rejected_is_marked(tmp_path):
     cfg.write_text("accept: [fid-gate]\nacceptance: {fid_max: 0.0}\nquality: false\n")  # every image rejected
     r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
                 "--synthetic", f"mine={tmp_path / 'ext'}", "--synthetic-per-class", "6", "--controls", "none",
-                "--seeds", "1", "--epochs", "1", "--no-progress", "--device", "cpu", "--out", tmp_path / "exp")
+                "--seeds", "1", "--epochs", "1", "--image-size", "16", "--no-progress", "--device", "cpu",
+                "--out", tmp_path / "exp")
     assert r.exit_code == 0, r.output
     md = (tmp_path / "exp" / "report.md").read_text()
     assert "| +mine (no accepted images) |" in md and "+mine had no accepted synthetic images" in md
