@@ -557,6 +557,20 @@ def compare(first, second, metric, out):
 
 
 @main.command()
+@click.argument("experiment_dir")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of the table.")
+def status(experiment_dir, as_json):
+    """How far an augment-and-train folder is, also while it runs: per stage type the tasks planned,
+    recorded and running, and the stage time ahead at the mean of the recorded ones."""
+    import json
+
+    from .harness.progress import progress, render
+
+    result = progress(experiment_dir)
+    click.echo(json.dumps(result, indent=2) if as_json else render(result))
+
+
+@main.command()
 @click.option("--experiment", "experiment_dir", default=None,
               help="A finished augment-and-train folder (a pilot): its results.csv and config.yaml.")
 @click.option("--sd", type=float, default=None, help="SD of the paired differences, without a pilot experiment.")

@@ -390,3 +390,32 @@ def test_report_says_where_the_time_went(tiny):
     assert sum(r["critical_s"] for r in t.values()) == pytest.approx(sum(r["wall_s"] for r in path), abs=0.5)
     md = (tiny / "report.md").read_text()
     assert "## Where the time went" in md and "| classifier | 16 |" in md and "critical path" in md
+
+
+def test_status_counts_recorded_running_and_the_time_ahead(tiny, tmp_path):
+    """`genaug status`: a finished folder has every planned task recorded; with three classifier records
+    gone and one of them leased, it counts them, names the running one and puts the time ahead at three
+    times the mean of the recorded classifier runs."""
+    from genaug.harness.progress import progress
+
+    finished = progress(tiny)
+    assert finished["done"] == finished["planned"] == 34 and finished["report"] and finished["left_s"] == 0
+    out = tmp_path / "copy"
+    shutil.copytree(tiny, out)
+    store = Store(out)
+    gone = [r for r in store.records() if r["stage"] == "classifier"][:3]
+    for record in gone:
+        store.record_path(record["key"]).unlink()
+    (out / "report.json").unlink()
+    (out / "stages" / f"{gone[0]['key']}.lease-0").write_text("someone\nhost-a 4242 2026-12-01T19:00:00\n")
+    p = progress(out)
+    row = p["stages"]["classifier"]
+    assert (p["done"], row["done"], row["running"], p["report"]) == (31, 13, 1, False)
+    kept = [r["wall_s"] for r in store.records() if r["stage"] == "classifier"]
+    assert row["left_s"] == pytest.approx(3 * sum(kept) / len(kept)) and p["left_s"] == pytest.approx(row["left_s"])
+    assert p["running"] == [{"label": gone[0]["label"], "host": "host-a", "pid": "4242", "since": "2026-12-01T19:00:00"}]
+    r = run_cli("status", out)
+    assert r.exit_code == 0, r.output
+    assert "31 of 34 stage tasks recorded, 1 running; no report yet" in r.output and "| classifier | 13 / 16 | 1 |" in r.output
+    assert f"running: {gone[0]['label']} (host-a, since 2026-12-01T19:00:00)" in r.output
+    assert_clean_error(run_cli("status", tmp_path), "no spec.json; not an augment-and-train folder")

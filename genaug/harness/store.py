@@ -90,6 +90,20 @@ class Store:
         found = [(int(m.group(1)), p) for p in self.dir.glob(f"{key}.lease-*") if (m := pattern.match(p.name))]
         return sorted(found)
 
+    def holder(self, key: str) -> dict | None:
+        """Who runs the stage now ({"host", "pid", "since"}), or None without a fresh lease."""
+        leases = self._leases(key)
+        if not leases:
+            return None
+        try:
+            text, age = leases[-1][1].read_text(), time.time() - leases[-1][1].stat().st_mtime
+        except FileNotFoundError:
+            return None  # released meanwhile
+        if age >= LEASE_S:
+            return None
+        host, pid, since = (text.split("\n")[1].split(" ") + ["?", "?", "?"])[:3]
+        return {"host": host, "pid": pid, "since": since}
+
     def acquire(self, key: str, owner: str) -> Lease | None:
         """The stage's lease for `owner` (a driver run's id), or None while another owner's lease is fresh."""
         self.dir.mkdir(parents=True, exist_ok=True)
