@@ -157,12 +157,10 @@ def test_the_spec_is_data_any_process_can_run_a_stage_from(tiny):
     # a setting added since the store, at the value that reproduces earlier stages, leaves every key as it was
     from dataclasses import replace
 
-    from genaug.harness.stages import settings_hash
-
     config = json.loads(spec.config_json)
     without = replace(spec, config_json=json.dumps({k: v for k, v in config.items() if k != "given_split"}))
     ignore = replace(spec, config_json=json.dumps({**config, "given_split": "ignore"}))
-    assert settings_hash(without) == settings_hash(spec) != settings_hash(ignore)
+    assert without.settings_hash == spec.settings_hash != ignore.settings_hash
 
 
 def test_leases_one_holder_a_dead_holder_superseded_a_retry_takes_its_own(tmp_path):
@@ -419,3 +417,42 @@ def test_status_counts_recorded_running_and_the_time_ahead(tiny, tmp_path):
     assert "31 of 34 stage tasks recorded, 1 running; no report yet" in r.output and "| classifier | 13 / 16 | 1 |" in r.output
     assert f"running: {gone[0]['label']} (host-a, since 2026-12-01T19:00:00)" in r.output
     assert_clean_error(run_cli("status", tmp_path), "no spec.json; not an augment-and-train folder")
+
+
+def test_the_confidence_filter_is_trained_once_per_unit_and_decides_for_every_source(tmp_path, monkeypatch):
+    """Two sources through `all,confidence`: one filter classifier in the unit's folder, and each source's
+    decisions are the reloaded filter's probabilities against confidence_tau."""
+    from genaug.classifiers import networks
+    from genaug.classifiers.networks import load_classifier
+    from genaug.harness.accepted import decisions_path
+    from genaug.harness.classifier import predict_proba
+    from genaug.harness.generation import synthetic_set
+    from genaug.harness.spec import ExperimentSpec
+    from genaug.harness.stages import unit_subset
+
+    saved = []
+    original = networks.save_classifier
+    monkeypatch.setattr(networks, "save_classifier", lambda *a, **k: saved.append((k.get("extra") or {}).get("role"))
+                        or original(*a, **k))
+    _external(tmp_path / "ext", ["normal", "pneumonia"])
+    out = tmp_path / "exp"
+    r = run_cli("augment-and-train", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
+                "--generator", "vae", "--generator-steps", "5", "--synthetic", f"mine={tmp_path / 'ext'}",
+                "--synthetic-per-class", "6", "--accept", "all,confidence", "--controls", "none", "--seeds", "1",
+                "--epochs", "1", "--image-size", "16", "--no-progress", "--device", "cpu", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert saved.count("confidence filter") == 1  # trained once for the unit's two acceptance tasks
+    files = list((out / "rep-0" / "acceptance").glob("filter-*.safetensors"))
+    assert len(files) == 1
+    model, meta = load_classifier(files[0])
+    assert meta["role"] == "confidence filter"
+    spec = ExperimentSpec.from_json((out / "spec.json").read_text())
+    unit = spec.units()[0]
+    data = unit_subset(spec, unit)
+    for source in ("vae", "mine"):
+        drawn = synthetic_set(spec, unit, data, source)
+        decisions = _json(decisions_path(spec, unit, source))
+        kept, tau = decisions["kept"], decisions["settings"]["confidence_tau"]
+        for label, name in enumerate(spec.classes):
+            probs = predict_proba(model, drawn[label], "cpu")[:, label]
+            assert kept[name] == np.flatnonzero(probs >= tau).tolist(), (source, name)

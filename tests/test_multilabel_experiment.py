@@ -26,7 +26,8 @@ def _config(tmp_path, **over):
     return experiment_config(None, {
         "per_class": 4, "image_size": 16, "replicates": 2, "seeds": 1, "epochs": 1, "generators": "ddpm-multilabel",
         "generator_configs": {"ddpm-multilabel": str(tmp_path / "ddpm.yaml")}, "synthetic_per_class": 12,
-        "accept": "memorization", "acceptance": {"memorization_spaces": ["pixels"]}, "target_labels": "rarest:2",
+        "accept": "memorization,confidence", "acceptance": {"memorization_spaces": ["pixels"]},
+        "target_labels": "rarest:2",
         **over})
 
 
@@ -183,3 +184,28 @@ def test_seed_ensembles_score_the_averaged_probabilities_with_thresholds_on_the_
     expected = multilabel_metrics(test_y, test, choose_thresholds(val_y, val), names)
     assert out["baseline"][0]["macro_auroc"] == pytest.approx(expected["macro_auroc"])
     assert out["baseline"][0]["final_score"] == pytest.approx(expected["final_score"])
+
+
+def test_the_confidence_filter_is_one_per_unit_and_decides_for_both_sources(tiny):
+    """Its per-label thresholds come with it; each source's confidence row counts the images after the
+    memorisation gate whose predicted label set agrees with their own, by the reloaded filter."""
+    from genaug.classifiers.inference import predict_proba
+    from genaug.classifiers.networks import load_classifier
+    from genaug.harness.multilabel_stages import decisions_path, set_agreement, synthetic_set
+
+    e, _ = tiny
+    unit, data = e.spec.units()[0], e.unit_data(0)
+    files = list((e.out / "rep-0" / "acceptance").glob("filter-*.safetensors"))
+    assert len(files) == 1
+    model, meta = load_classifier(files[0])
+    thresholds = np.asarray(meta["filter"]["thresholds"])
+    assert meta["role"] == "confidence filter" and thresholds.shape == (14,)
+    for source in ("ddpm-multilabel", "ddpm-multilabel-targeted"):
+        images, labels = synthetic_set(e.spec, unit, data, source)
+        decisions = read_json(decisions_path(e.spec, unit, source))
+        gate, confidence = decisions["rows"]
+        assert confidence["policy"] == "confidence" and confidence["seen"] == gate["kept"]
+        probs = predict_proba(model, images, "cpu", multilabel=True)
+        agree = set_agreement(probs, thresholds, labels.numpy())
+        assert set(decisions["kept"]) <= set(np.flatnonzero(agree).tolist())
+        assert confidence["kept"] == len(decisions["kept"])

@@ -13,6 +13,7 @@ from ..generators.base import get_family
 from ..io import read_json, write_json
 from . import acceptance
 from .classifier import train_classifier
+from .filter_model import filter_model
 from .generation import synthetic_set
 from .spec import ExperimentSpec, Unit
 from .unit_data import UnitData
@@ -72,11 +73,13 @@ def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData,
     def fid(real, fake):
         return compute_metrics(ImageSet(real, "real", True), ImageSet(fake, "synthetic"), device=device)["fid"]
 
+    def train_filter():
+        return train_classifier(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes), settings_,
+                                spec.seeds(unit).of("filter"), data.steps_per_epoch, device).model, {}
+
     def class_probs(images):
-        if "filter" not in cache:  # a classifier on the real training part only
-            cache["filter"] = train_classifier(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes),
-                                               settings_, spec.seeds(unit).of("filter"), data.steps_per_epoch,
-                                               device).model
+        if "filter" not in cache:  # a classifier on the real training part only, one per unit (filter_model.py)
+            cache["filter"] = filter_model(spec, unit, int(data.train_x.shape[1]), train_filter)[0]
         return predict_proba(cache["filter"], images, device, precision=settings_.mixed_precision)
 
     settings = {**acceptance.DEFAULTS, **spec.config["acceptance"]}

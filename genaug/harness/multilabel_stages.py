@@ -29,6 +29,7 @@ from ..errors import GenaugError
 from ..io import read_json, write_json
 from . import acceptance
 from .accepted import gallery_similarity
+from .filter_model import filter_model
 from .generation import generator_config
 from .multilabel_stats import choose_thresholds, multilabel_metrics
 from .seeds import CONDITIONAL_UNIT
@@ -299,16 +300,20 @@ def decide(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> dic
 
 def filter_classifier(spec: ExperimentSpec, unit: Unit, data: UnitData):
     """The confidence policy's classifier: the baseline recipe on the real training part alone, and its
-    per-label thresholds chosen on the validation part."""
+    per-label thresholds chosen on the validation part; trained once per unit (filter_model.py)."""
     from ..classifiers.inference import predict_proba
     from .multilabel_classifier import train_multilabel
 
-    trained = train_multilabel(data.train_x, data.train_y, data.val_x, data.val_y, list(spec.classes), spec.settings,
-                               spec.seeds(unit).of("filter"), data.steps_per_epoch, spec.device,
-                               pos_weight=bool(spec.config["pos_weight"]))
-    val = predict_proba(trained.model, data.val_x, spec.device, precision=spec.settings.mixed_precision,
-                        multilabel=True)
-    return trained.model, choose_thresholds(data.val_y.numpy(), val)
+    def train():
+        trained = train_multilabel(data.train_x, data.train_y, data.val_x, data.val_y, list(spec.classes),
+                                   spec.settings, spec.seeds(unit).of("filter"), data.steps_per_epoch, spec.device,
+                                   pos_weight=bool(spec.config["pos_weight"]))
+        val = predict_proba(trained.model, data.val_x, spec.device, precision=spec.settings.mixed_precision,
+                            multilabel=True)
+        return trained.model, {"thresholds": choose_thresholds(data.val_y.numpy(), val).tolist()}
+
+    model, extra = filter_model(spec, unit, int(data.train_x.shape[1]), train)
+    return model, np.asarray(extra["thresholds"])
 
 
 def accepted(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> tuple[torch.Tensor, torch.Tensor]:

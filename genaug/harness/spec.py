@@ -8,6 +8,7 @@ fold with cross-validation; each trains its own generators and classifiers in `O
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
@@ -23,7 +24,7 @@ from ..errors import GenaugError
 from ..io import read_json
 from .arms import Arm, plan_arms
 from .classifier import TrainSettings
-from .config import architectures, synthetic_sources
+from .config import ADDED_SINCE_STORE, DESIGN_KEYS, OUTPUT_KEYS, RUN_KEYS, architectures, synthetic_sources
 from .seeds import Seeds
 
 
@@ -55,6 +56,16 @@ class ExperimentSpec:
     @cached_property
     def config(self) -> dict[str, Any]:
         return json.loads(self.config_json)
+
+    @cached_property
+    def settings_hash(self) -> str:
+        """Every setting that decides what a stage computes (not how many units, nor what is kept or
+        where): part of every stage key, and of the names of files shared by a unit's tasks."""
+        c = {k: v for k, v in self.config.items() if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS
+             and not (k in ADDED_SINCE_STORE and v == ADDED_SINCE_STORE[k])}
+        blob = json.dumps({"config": c, "data": self.data, "runs": self.runs_dir is not None}, sort_keys=True,
+                          default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_json(self) -> str:
         """The spec as JSON (`OUT/spec.json`): with it, any process can run any stage of the experiment."""

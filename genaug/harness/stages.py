@@ -10,8 +10,6 @@ computes, writes its outputs and then its record.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import socket
 import time
@@ -23,7 +21,6 @@ from ..io import read_json
 from . import accepted, generation, multilabel_stages as ml
 from .arms import Duplicates
 from .classifier_run import classifier_run, result_path
-from .config import ADDED_SINCE_STORE, DESIGN_KEYS, OUTPUT_KEYS, RUN_KEYS
 from .faults import inject
 from .quality import assess, quality_path
 from .spec import ExperimentSpec, Unit
@@ -49,16 +46,8 @@ class Task:
     key: str
 
 
-def settings_hash(spec: ExperimentSpec) -> str:
-    """Every setting that decides what a stage computes (not how many units, nor what is kept or where)."""
-    c = {k: v for k, v in spec.config.items() if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS
-         and not (k in ADDED_SINCE_STORE and v == ADDED_SINCE_STORE[k])}
-    blob = json.dumps({"config": c, "data": spec.data, "runs": spec.runs_dir is not None}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def plan(spec: ExperimentSpec) -> list[Task]:
-    settings = settings_hash(spec)
+    settings = spec.settings_hash
     tasks: dict[str, Task] = {}
 
     def add(stage: str, unit: Unit, params: tuple, upstream: list[str], label: str) -> str:
