@@ -172,7 +172,7 @@ def _teacher_labels(real, labels, names, pool, model, config, device):
     from .classifiers.inference import predict_proba
     from .data.splits import carve_validation
     from .generators.ddpm_pool import pool_labels
-    from .harness.classifier import TrainSettings, train_classifier
+    from .classifiers.training import TrainSettings, train_classifier
 
     seed = int(config.get("seed", 0))
     train_idx, val_idx = carve_validation(labels.numpy(), real.groups, 0.2, seed)

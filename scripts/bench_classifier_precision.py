@@ -37,7 +37,8 @@ def main(data_root: Path, per_class: int, epochs: int, classifiers: str) -> None
 
     from genaug.data import draw_subset, load_split, open_source
     from genaug.data.splits import carve_validation
-    from genaug.harness.classifier import TrainSettings, predict_proba, train_classifier
+    from genaug.classifiers.inference import predict_proba
+    from genaug.classifiers.training import TrainSettings, train_classifier
 
     source = open_source(str(data_root / "pneumoniamnist.npz"))
     real, manifest = draw_subset(source, [0, 1], per_class, 0, 28)

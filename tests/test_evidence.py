@@ -309,7 +309,7 @@ def test_an_arm_whose_images_were_all_rejected_is_marked(tmp_path):
 
 def test_saved_classifiers_reload_to_the_recorded_test_results(tiny):
     from genaug.data import load_split
-    from genaug.harness.classifier import predict_proba
+    from genaug.classifiers.inference import predict_proba
     from genaug.classifiers.networks import load_classifier
 
     saved = sorted(tiny.glob("rep-*/classifiers/*/seed-*.safetensors"))
@@ -425,7 +425,7 @@ def test_the_confidence_filter_is_trained_once_per_unit_and_decides_for_every_so
     from genaug.classifiers import networks
     from genaug.classifiers.networks import load_classifier
     from genaug.harness.accepted import decisions_path
-    from genaug.harness.classifier import predict_proba
+    from genaug.classifiers.inference import predict_proba
     from genaug.harness.generation import synthetic_set
     from genaug.harness.spec import ExperimentSpec
     from genaug.harness.stages import unit_subset

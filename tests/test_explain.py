@@ -9,7 +9,8 @@ import torch
 from genaug.data import draw_subset, open_source
 from genaug.errors import GenaugError
 from genaug.explain.cams import METHODS, heatmaps
-from genaug.harness.classifier import TrainSettings, predict_proba, train_classifier
+from genaug.classifiers.inference import predict_proba
+from genaug.classifiers.training import TrainSettings, train_classifier
 
 from conftest import PNEUMONIA
 

@@ -263,7 +263,7 @@ def test_the_multilabel_classifier_trains_sigmoid_outputs_with_bce_and_selects_b
     import torch
 
     from genaug.classifiers.inference import predict_proba
-    from genaug.harness.classifier import TrainSettings
+    from genaug.classifiers.training import TrainSettings
     from genaug.harness.multilabel_classifier import mix_multi_hot, positive_weights, train_multilabel
 
     source = open_source(str(NIH / "labels.csv"))

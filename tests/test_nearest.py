@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from genaug.data import draw_subset, open_source, save_png
-from genaug.harness.classifier import TrainSettings, predict_proba, train_classifier
+from genaug.classifiers.inference import predict_proba
+from genaug.classifiers.training import TrainSettings, train_classifier
 from genaug.classifiers.networks import embed, load_classifier, save_classifier
 
 from conftest import PNEUMONIA, assert_clean_error, run_cli

@@ -20,9 +20,10 @@ from genaug.data.images import to_model_range
 from genaug.data.intensity import IntensityRule
 from genaug.data.preprocess import preprocess
 from genaug.errors import GenaugError
-from genaug.harness.classifier import TrainSettings, predict_proba, train_classifier
+from genaug.classifiers.inference import predict_proba
+from genaug.classifiers.training import TrainSettings, train_classifier
 from genaug.classifiers.networks import build_classifier, head, load_classifier, save_classifier
-from genaug.harness.stats import classification_metrics
+from genaug.classifiers.metrics import classification_metrics
 
 from conftest import PNEUMONIA, assert_clean_error, run_cli
 

@@ -17,7 +17,8 @@ from genaug.data.unlabeled import candidates, draw_unlabeled
 from genaug.errors import GenaugError
 from genaug.generators.training import TrainingInterrupted
 from genaug.harness import semi
-from genaug.harness.classifier import TrainSettings, predict_proba, train_classifier
+from genaug.classifiers.inference import predict_proba
+from genaug.classifiers.training import TrainSettings, train_classifier
 from genaug.harness.unit_data import pseudo_label_check
 from genaug.harness.experiment import Experiment, experiment_config
 

@@ -20,7 +20,7 @@ BASE = [0.70, 0.72, 0.68, 0.75, 0.71, 0.69]
 
 def _units(arms: dict[str, list[float]], metric: str = "balanced_accuracy") -> dict:
     """{arm: {metric: {replicate: value}}} with every secondary metric equal to the primary."""
-    from genaug.harness.stats import SCALAR_METRICS
+    from genaug.classifiers.metrics import SCALAR_METRICS
 
     return {arm: {m: dict(enumerate(values)) for m in SCALAR_METRICS} for arm, values in arms.items()}
 
@@ -177,7 +177,7 @@ def test_mpl_reward_is_exactly_zero_when_the_student_does_not_move():
     """The reward compares the student before and after its step on the same batch composition, with
     its batch-norm running statistics untouched by the reward pass."""
     from genaug.harness import semi
-    from genaug.harness.classifier import TrainSettings, build_training
+    from genaug.classifiers.training import TrainSettings, build_training
 
     torch.manual_seed(0)
     settings = TrainSettings(classifier="resnet18", stem="small")
@@ -221,7 +221,7 @@ def test_config_refuses_bad_decision_settings():
 def test_epoch_selection_follows_the_primary_metric():
     """A model whose validation balanced accuracy peaks at epoch 1 and its AUC at epoch 2: each
     metric picks its own epoch."""
-    from genaug.harness.classifier import EpochSelector
+    from genaug.classifiers.training import EpochSelector
 
     val_y = torch.tensor([0, 0, 1, 1])
     scores = [torch.tensor([[2.0, 0.0], [0.0, 0.1], [0.0, 2.0], [0.1, 0.0]]),  # 3 of 4 right, AUC 0.75
@@ -308,7 +308,7 @@ def test_gate_calibration_leaves_out_held_out_images_of_training_patients():
 def test_arm_registry_one_small_class_per_arm():
     """Each arm overrides only what it changes; the kinds drive the report's family and tables."""
     from genaug.harness import arms as arm_module
-    from genaug.harness.classifier import TrainSettings
+    from genaug.classifiers.training import TrainSettings
     from genaug.harness.config import experiment_config
 
     config = experiment_config(None, {"generators": ["vae"], "full_real": True, "semi": ["pseudo", "mpl"],

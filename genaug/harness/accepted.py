@@ -12,7 +12,7 @@ from ..data.imagesets import slug
 from ..generators.base import get_family
 from ..io import read_json, write_json
 from . import acceptance
-from .classifier import train_classifier
+from ..classifiers.training import train_classifier
 from .filter_model import filter_model
 from .generation import synthetic_set
 from .spec import ExperimentSpec, Unit

@@ -16,7 +16,8 @@ import numpy as np
 from scipy import stats
 
 from . import coverage
-from .stats import SCALAR_METRICS, summarize, t_half_width
+from .stats import summarize, t_half_width
+from ..classifiers.metrics import SCALAR_METRICS
 
 
 def rows_of(results: list[dict]) -> list[dict]:
@@ -131,7 +132,7 @@ def scarcity_gap(summ: dict, primary: str) -> dict:
 def ensembles(results: list[dict], test_labels: dict[int, np.ndarray], classes: list[str]) -> list[dict]:
     """Per replicate, fold and arm, the ensemble of its classifiers: mean test probabilities,
     scored like a single run. Runs saved without probabilities (older results) are left out."""
-    from .stats import classification_metrics
+    from ..classifiers.metrics import classification_metrics
 
     groups: dict = defaultdict(list)
     for r in results:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from . import semi
-from .classifier import TrainedClassifier, TrainSettings, train_classifier
+from ..classifiers.training import TrainedClassifier, TrainSettings, train_classifier
 from .config import synthetic_sources
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -17,7 +17,7 @@ from . import accepted
 from .arms import Arm
 from .faults import inject
 from .spec import ExperimentSpec, Unit
-from .stats import classification_metrics
+from ..classifiers.metrics import classification_metrics
 from .unit_data import UnitData, pseudo_label_check
 
 

@@ -14,7 +14,8 @@ from ..errors import GenaugError
 from ..io import read_json
 from . import analysis
 from . import verdict
-from .stats import SCALAR_METRICS, paired_difference
+from .stats import paired_difference
+from ..classifiers.metrics import SCALAR_METRICS
 from .text import adjusted_interval, number, p_value
 
 

@@ -14,7 +14,7 @@ from ..generators.base import get_family
 from . import acceptance
 from .seeds import SCHEMES
 from .multilabel_stats import MULTILABEL_METRICS
-from .stats import SCALAR_METRICS
+from ..classifiers.metrics import SCALAR_METRICS
 
 DEFAULTS: dict[str, Any] = {
     # data

@@ -18,7 +18,7 @@ from ..classifiers.networks import train_mode
 from ..data.images import to_model_range
 from ..device import resolve_device
 from ..errors import GenaugError
-from .classifier import TrainedClassifier, TrainSettings, _Stream, augmenter, build_training
+from ..classifiers.training import TrainedClassifier, TrainSettings, _Stream, augmenter, build_training
 from .multilabel_stats import multilabel_metrics
 
 

@@ -132,7 +132,7 @@ def check_multilabel(config: dict, source, runs_dir) -> None:
 def check_single_label(config: dict) -> None:
     """The converse: label-set generators, targets and multi-label metrics need several labels per image."""
     from ..generators.base import get_family
-    from .stats import SCALAR_METRICS
+    from ..classifiers.metrics import SCALAR_METRICS
 
     for family in config["generators"]:
         if get_family(family).multilabel:

@@ -48,7 +48,7 @@ def rejudge(folder: str | Path, alpha: float | None = None, min_effect: float | 
     replicates = len({r["replicate"] for r in found["rows"]})
     unit, units = analysis.unit_values(found["rows"], replicates, bool(c.get("cv")))
     from .multilabel_stats import MULTILABEL_METRICS
-    from .stats import SCALAR_METRICS
+    from ..classifiers.metrics import SCALAR_METRICS
 
     metrics = MULTILABEL_METRICS if primary in MULTILABEL_METRICS else SCALAR_METRICS  # several labels per image
     out = verdict.verdict_block(units, found["arms"], primary, unit, alpha, min_effect, found["history"], metrics)

@@ -11,9 +11,9 @@ from ..classifiers.inference import predict_proba
 from ..data.imagesets import slug
 from ..io import read_json, write_json
 from .accepted import accepted_at
-from .classifier import train_classifier
+from ..classifiers.training import train_classifier
 from .spec import ExperimentSpec, Unit
-from .stats import classification_metrics
+from ..classifiers.metrics import classification_metrics
 from .teacher import teacher_fidelity
 from .unit_data import UnitData
 

@@ -26,7 +26,7 @@ from .spec import ExperimentSpec, Unit
 from .store import Store
 from .teacher import teacher_folder
 from .unit_data import real_subset, validation_plan
-from .stats import SCALAR_METRICS, with_composite
+from ..classifiers.metrics import SCALAR_METRICS, with_composite
 
 PACKAGES = ("genaug", "torch", "torchvision", "diffusers", "accelerate", "torch-fidelity", "scipy", "scikit-learn")
 

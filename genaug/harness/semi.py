@@ -36,7 +36,7 @@ from ..device import resolve_device
 from ..errors import GenaugError
 from ..classifiers.inference import autocast, predict_proba
 from ..classifiers.networks import train_mode
-from .classifier import (EpochSelector, TrainedClassifier, TrainSettings, _Stream, augmenter, build_training,
+from ..classifiers.training import (EpochSelector, TrainedClassifier, TrainSettings, _Stream, augmenter, build_training,
                          strong_augmentation, train_classifier)
 
 METHODS = ("pseudo", "mpl")

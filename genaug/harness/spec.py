@@ -23,7 +23,7 @@ from ..data.imagesets import image_files, load_image_folder, slug
 from ..errors import GenaugError
 from ..io import read_json
 from .arms import Arm, plan_arms
-from .classifier import TrainSettings
+from ..classifiers.training import TrainSettings
 from .config import ADDED_SINCE_STORE, DESIGN_KEYS, OUTPUT_KEYS, RUN_KEYS, architectures, synthetic_sources
 from .seeds import Seeds
 

@@ -17,7 +17,7 @@ import torch
 from ..classifiers.inference import predict_proba
 from ..classifiers.networks import load_classifier, save_classifier
 from ..io import read_json, write_json
-from .classifier import train_classifier
+from ..classifiers.training import train_classifier
 from .spec import ExperimentSpec, Unit
 from .unit_data import UnitData, pseudo_label_check
 

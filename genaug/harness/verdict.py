@@ -29,7 +29,8 @@ import numpy as np
 from . import coverage
 from .analysis import paired_values
 from .power import design_power, floor_units
-from .stats import SCALAR_METRICS, holm, paired_difference, t_half_width
+from .stats import holm, paired_difference, t_half_width
+from ..classifiers.metrics import SCALAR_METRICS
 
 REFERENCES = ("baseline", "baseline-strong", "+dup")
 DEFAULT_ALPHA = 0.05

@@ -1,4 +1,4 @@
-"""The loop that trains one classifier of an arm of the experiment (the networks: `classifiers/`).
+"""The loop that trains one classifier: an arm of an experiment, a teacher, a filter (networks: `networks.py`).
 
 Every arm runs the same number of optimizer steps: `epochs` x `steps_per_epoch`, where
 `steps_per_epoch` comes from the real training images alone; an augmented arm draws its batches
@@ -20,10 +20,10 @@ from torchvision.transforms import v2
 from ..data.images import to_model_range
 from ..device import resolve_device
 from ..errors import GenaugError
+from .inference import autocast, predict_proba
 from .losses import confusion_rates, cr_cross_entropy
-from ..classifiers.inference import autocast, predict_proba
-from ..classifiers.networks import build_classifier, freeze_backbone, is_pretrained, train_mode
-from .stats import SCALAR_METRICS, classification_metrics
+from .metrics import SCALAR_METRICS, classification_metrics
+from .networks import build_classifier, freeze_backbone, is_pretrained, train_mode
 
 def classical_augmentation(image_size: int, rotation: float, crop_padding: int, hflip: bool) -> v2.Compose:
     """Crops and small rotations; horizontal flips only when asked (off for medical sources)."""
