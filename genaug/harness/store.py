@@ -57,6 +57,14 @@ class Lease:
             path.unlink(missing_ok=True)
 
 
+def _read_lease(path: Path) -> tuple[str, float] | None:
+    """A lease's text and seconds since its last heartbeat, or None once it is released."""
+    try:
+        return path.read_text(), time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.dir = Path(root) / STORE_DIR
@@ -93,15 +101,10 @@ class Store:
     def holder(self, key: str) -> dict | None:
         """Who runs the stage now ({"host", "pid", "since"}), or None without a fresh lease."""
         leases = self._leases(key)
-        if not leases:
-            return None
-        try:
-            text, age = leases[-1][1].read_text(), time.time() - leases[-1][1].stat().st_mtime
-        except FileNotFoundError:
-            return None  # released meanwhile
-        if age >= LEASE_S:
-            return None
-        host, pid, since = (text.split("\n")[1].split(" ") + ["?", "?", "?"])[:3]
+        read = _read_lease(leases[-1][1]) if leases else None
+        if read is None or read[1] >= LEASE_S:
+            return None  # none, released meanwhile, or stale
+        host, pid, since = (read[0].split("\n")[1].split(" ") + ["?", "?", "?"])[:3]
         return {"host": host, "pid": pid, "since": since}
 
     def acquire(self, key: str, owner: str) -> Lease | None:
@@ -110,10 +113,10 @@ class Store:
         leases = self._leases(key)
         if leases:
             generation, path = leases[-1]
-            try:
-                holder, age = path.read_text(), time.time() - path.stat().st_mtime
-            except FileNotFoundError:
+            read = _read_lease(path)
+            if read is None:
                 return self.acquire(key, owner)  # released meanwhile
+            holder, age = read
             if holder.split("\n", 1)[0] == owner:
                 return Lease(path)  # this run's own lease (its task is being retried)
             if age < LEASE_S:
