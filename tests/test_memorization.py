@@ -10,7 +10,8 @@ from genaug.data import draw_subset, load_split, open_source
 from genaug.errors import GenaugError
 from genaug.harness import acceptance
 from genaug.metrics import memorization as gate
-from genaug.metrics.similarity import cached_inception_features, cosine_similarity, pixel_similarity, top_k
+from genaug.metrics.fidelity import inception_features
+from genaug.metrics.similarity import cosine_similarity, pixel_similarity, top_k
 
 from conftest import PNEUMONIA
 
@@ -123,7 +124,7 @@ def test_gate_rates_on_pneumoniamnist(pneumonia):
     def similarity(q, g, space):
         if space == "pixels":
             return pixel_similarity(q, g, 3)
-        return cosine_similarity(cached_inception_features(q, False, "cpu"), cached_inception_features(g, True, "cpu"))
+        return cosine_similarity(inception_features(q, device="cpu"), inception_features(g, True, device="cpu"))
 
     # one Inception pass over the training images per kind: the one the pixel search targets and the two the
     # gate catches least often (README, all ten kinds: scripts/gate_rates.py); flip is dropped for X-rays

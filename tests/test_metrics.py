@@ -186,6 +186,18 @@ def test_bad_inputs(tmp_path):
                         ImageSet(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "two"))
 
 
-def test_inception_features_shape(fashion_sets):
-    feats = fidelity.inception_features(fashion_sets[0][:4])
-    assert feats.shape == (4, 2048) and torch.isfinite(feats).all()
+def test_inception_features_are_fids_features_cached_or_not(fashion_sets):
+    """The gate's features are the rows FID reads, with torch-fidelity's cache or without it; an empty
+    set has none."""
+    from genaug.inception import default_cache_dir
+
+    images = fashion_sets[0][:4]
+    feats = fidelity.inception_features(images)
+    assert feats.shape == (4, 2048) and feats.dtype == torch.float64 and torch.isfinite(feats).all()
+    cached = fidelity.inception_features(images, True)
+    key = ImageSet(images, "four").content_hash()
+    assert list((default_cache_dir() / "fidelity").rglob(f"*genaug-{key}*"))  # kept under the set's content
+    again = fidelity.inception_features(images, True)
+    rows = fidelity.with_features(ImageSet(images, "four")).features
+    assert torch.equal(cached, again) and torch.allclose(feats, cached) and torch.allclose(feats, rows.double())
+    assert fidelity.inception_features(images[:0]).shape == (0, 2048)

@@ -37,7 +37,7 @@ def gallery_similarity(spec: ExperimentSpec):
     pool) are computed once per task and cached on disk by content, so a unit's gate check and every
     source's acceptance compute them once."""
     from ..metrics.fidelity import inception_features
-    from ..metrics.similarity import cached_inception_features, cosine_similarity, pixel_similarity
+    from ..metrics.similarity import cosine_similarity, pixel_similarity
 
     cache: dict = {}
     settings = {**acceptance.DEFAULTS, **spec.config["acceptance"]}
@@ -45,8 +45,7 @@ def gallery_similarity(spec: ExperimentSpec):
     def features(images, real: bool = False):
         key = hashlib.sha256(images.numpy().tobytes()).hexdigest()
         if key not in cache:
-            cache[key] = (cached_inception_features(images, True, spec.device) if real
-                          else inception_features(images, device=spec.device))
+            cache[key] = inception_features(images, real, device=spec.device)
         return cache[key]
 
     def similarity(queries, gallery, space):

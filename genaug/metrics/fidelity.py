@@ -180,13 +180,13 @@ def _pool3_network(weights_path: str, weights_sha: str, cuda: bool) -> Inception
     return model.cuda() if cuda else model
 
 
-def inception_features(images: torch.Tensor, batch_size: int = 64, device: str = "auto",
+def inception_features(images: torch.Tensor, cache: bool = False, batch_size: int = 64, device: str = "auto",
                        cache_dir: str | Path | None = None, weights: str | Path | None = None) -> torch.Tensor:
-    """2048-d pool3 features of uint8 images (for nearest-neighbour checks)."""
-    from torch_fidelity.utils import get_featuresdict_from_dataset
-
-    weights_path, weights_sha = ensure_weights(Path(cache_dir or default_cache_dir()), weights)
-    cuda = resolve_device(device).type == "cuda"
-    model = _pool3_network(str(weights_path), weights_sha, cuda)
-    feats = get_featuresdict_from_dataset(_RGBUint8(images), model, batch_size, cuda, True, False)
-    return feats[LAYER].double()
+    """N x 2048 pool3 features (float64) of uint8 images, for nearest-neighbour checks; the same
+    extraction as `with_features`, and with `cache` kept in torch-fidelity's cache under the images'
+    content (a real gallery's, so its features are extracted once however many sets meet it).
+    An empty set has no features rather than an error: a gate may have nothing left to check."""
+    if len(images) == 0:
+        return torch.zeros(0, int(LAYER), dtype=torch.float64)
+    s = with_features(ImageSet(images, "images", cache), batch_size, device, cache_dir, weights)
+    return s.features.double()

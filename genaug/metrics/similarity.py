@@ -13,7 +13,6 @@ and brightness/contrast changes do not hide it. 1.0 means identical up to an aff
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -57,28 +56,6 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b.T
 
 
-def cached_inception_features(images: torch.Tensor, cache: bool, device: str = "auto",
-                              cache_dir: str | Path | None = None) -> torch.Tensor:
-    """Inception pool3 features; a real set's are stored under the FID cache, keyed by content."""
-    from .fidelity import ImageSet, inception_features
-    from ..inception import default_cache_dir
-
-    path = None
-    if cache:
-        key = ImageSet(images, "real set").content_hash()  # the key FID's real-set cache uses
-        path = Path(cache_dir or default_cache_dir()) / "features" / f"inception-{key}.pt"
-        if path.exists():
-            return torch.load(path)
-    feats = inception_features(images, device=device, cache_dir=cache_dir)
-    if path is not None:
-        from ..io import atomic_path
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(feats, tmp)
-    return feats
-
-
 def similarity_matrix(queries: torch.Tensor, gallery: torch.Tensor, features: str = "inception", *,
                       embed: Callable[[torch.Tensor], torch.Tensor] | None = None, cache_gallery: bool = False,
                       max_shift: int = 3, flips: bool = False, device: str = "auto") -> torch.Tensor:
@@ -87,8 +64,10 @@ def similarity_matrix(queries: torch.Tensor, gallery: torch.Tensor, features: st
     if features == "pixels":
         return pixel_similarity(queries, gallery, max_shift=max_shift, flips=flips)
     if features == "inception":
-        return cosine_similarity(cached_inception_features(queries, False, device),
-                                 cached_inception_features(gallery, cache_gallery, device))
+        from .fidelity import inception_features
+
+        return cosine_similarity(inception_features(queries, device=device),
+                                 inception_features(gallery, cache_gallery, device=device))
     if features == "classifier":
         if embed is None:
             raise GenaugError("--features classifier needs a trained classifier (--model FILE)")
