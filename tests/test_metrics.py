@@ -186,18 +186,30 @@ def test_bad_inputs(tmp_path):
                         ImageSet(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "two"))
 
 
-def test_inception_features_are_fids_features_cached_or_not(fashion_sets):
-    """The gate's features are the rows FID reads, with torch-fidelity's cache or without it; an empty
-    set has none."""
-    from genaug.inception import default_cache_dir
+def test_inception_features_are_fids_features_cached_or_not(fashion_sets, tmp_path, monkeypatch):
+    """The gate's features are the rows FID reads, from the per-image cache or without it: a second
+    gallery that shares images with the first (as two replicates' pools do) extracts only its new
+    ones, a repeated image once; an empty set has none."""
+    from genaug.metrics import feature_rows
 
-    images = fashion_sets[0][:4]
-    feats = fidelity.inception_features(images)
+    images = torch.cat([fashion_sets[0][:4], fashion_sets[2][:2]])
+    feats = fidelity.inception_features(images[:4])
     assert feats.shape == (4, 2048) and feats.dtype == torch.float64 and torch.isfinite(feats).all()
-    cached = fidelity.inception_features(images, True)
-    key = ImageSet(images, "four").content_hash()
-    assert list((default_cache_dir() / "fidelity").rglob(f"*genaug-{key}*"))  # kept under the set's content
-    again = fidelity.inception_features(images, True)
-    rows = fidelity.with_features(ImageSet(images, "four")).features
-    assert torch.equal(cached, again) and torch.allclose(feats, cached) and torch.allclose(feats, rows.double())
-    assert fidelity.inception_features(images[:0]).shape == (0, 2048)
+    rows = fidelity.with_features(ImageSet(images[:4], "four")).features
+    assert torch.allclose(feats, rows.double())
+
+    extracted = []
+    real_cached_rows = feature_rows.cached_rows
+
+    def counting(x, extract, folder):
+        return real_cached_rows(x, lambda y: extracted.append(len(y)) or extract(y), tmp_path / folder.name)
+
+    monkeypatch.setattr(feature_rows, "cached_rows", counting)
+    first = fidelity.inception_features(images[:4], True)
+    second = fidelity.inception_features(images[[2, 3, 4, 5, 5]], True)  # two known, one new twice
+    again = fidelity.inception_features(images[[5, 0]], True)
+    assert extracted == [4, 2]
+    assert torch.allclose(first, feats) and torch.equal(second[:2], first[2:4]) and torch.equal(second[3], second[4])
+    assert torch.equal(again[1], first[0]) and torch.equal(again[0], second[3])
+    assert torch.allclose(second[2:], fidelity.inception_features(images[[4, 5, 5]]))
+    assert fidelity.inception_features(images[:0], True).shape == (0, 2048)

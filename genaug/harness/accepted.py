@@ -34,8 +34,9 @@ def gate_wanted(spec: ExperimentSpec) -> bool:
 def gallery_similarity(spec: ExperimentSpec):
     """similarity(queries, gallery, space) -> N x M, for the memorisation gate: shift-tolerant pixels,
     or cosine similarity of Inception features; a real gallery's features (the training part, the
-    pool) are computed once per task and cached on disk by content, so a unit's gate check and every
-    source's acceptance compute them once."""
+    pool) are computed once per task and kept on disk per image (`metrics/feature_rows.py`), so a
+    unit's gate check and every source's acceptance compute them once, and another replicate's pool
+    only for the images it does not share."""
     from ..metrics.fidelity import inception_features
     from ..metrics.similarity import cosine_similarity, pixel_similarity
 

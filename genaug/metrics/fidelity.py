@@ -182,11 +182,21 @@ def _pool3_network(weights_path: str, weights_sha: str, cuda: bool) -> Inception
 
 def inception_features(images: torch.Tensor, cache: bool = False, batch_size: int = 64, device: str = "auto",
                        cache_dir: str | Path | None = None, weights: str | Path | None = None) -> torch.Tensor:
-    """N x 2048 pool3 features (float64) of uint8 images, for nearest-neighbour checks; the same
-    extraction as `with_features`, and with `cache` kept in torch-fidelity's cache under the images'
-    content (a real gallery's, so its features are extracted once however many sets meet it).
-    An empty set has no features rather than an error: a gate may have nothing left to check."""
+    """N x 2048 pool3 features (float64) of uint8 images, for nearest-neighbour checks: the same
+    extraction as `with_features`. With `cache` (a real gallery) each image's row is kept by its
+    content (`feature_rows`), so galleries that share images, such as the pools of two replicates,
+    extract each image once. An empty set has no features rather than an error: a gate may have
+    nothing left to check."""
     if len(images) == 0:
         return torch.zeros(0, int(LAYER), dtype=torch.float64)
-    s = with_features(ImageSet(images, "images", cache), batch_size, device, cache_dir, weights)
-    return s.features.double()
+
+    def extract(x: torch.Tensor) -> torch.Tensor:
+        return with_features(ImageSet(x, "images"), batch_size, device, cache_dir, weights).features
+
+    if not cache:
+        return extract(images).double()
+    from .feature_rows import cached_rows
+
+    cache_dir = Path(cache_dir or default_cache_dir())
+    _, weights_sha = ensure_weights(cache_dir, weights)
+    return cached_rows(images, extract, cache_dir / "feature-rows" / _extractor_name(weights_sha)).double()

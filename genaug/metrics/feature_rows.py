@@ -1,0 +1,73 @@
+"""Features kept per image, so real galleries that overlap share one extraction.
+
+A replicate's unlabelled pool is the source's images minus that replicate's labelled ones (and
+their patients), so the pools of two replicates share almost every image but no set-level cache
+name (torch-fidelity names a cache by the whole set). Here each image's feature row is kept under
+the sha256 of its shape and bytes, in 16 shards per feature extractor (safetensors: the digests
+and the rows); a lookup extracts only the images not seen before. A writer re-reads the shard it
+updates, merges, and replaces it atomically: two writers at once can drop each other's new rows,
+which only costs a later re-extraction, never a wrong row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+SHARDS = 16
+
+
+def image_digests(images: torch.Tensor) -> list[bytes]:
+    shape = repr(tuple(images.shape[1:])).encode()
+    flat = images.contiguous().numpy().reshape(len(images), -1)
+    return [hashlib.sha256(shape + row.tobytes()).digest() for row in flat]
+
+
+def _shard_path(folder: Path, shard: int) -> Path:
+    return folder / f"rows-{shard:x}.safetensors"
+
+
+def _read(path: Path) -> dict[bytes, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        return {}
+    t = load_file(path)
+    return {bytes(k.tolist()): row for k, row in zip(t["digests"], t["rows"])}
+
+
+def _write(path: Path, rows: dict[bytes, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    from ..io import atomic_path
+
+    digests = torch.tensor([list(k) for k in rows], dtype=torch.uint8)
+    with atomic_path(path) as tmp:
+        save_file({"digests": digests, "rows": torch.stack(list(rows.values())).contiguous()}, str(tmp))
+
+
+def cached_rows(images: torch.Tensor, extract: Callable[[torch.Tensor], torch.Tensor], folder: Path) -> torch.Tensor:
+    """extract(images), one row per image, with the rows of images met before read from `folder`
+    (one folder per feature extractor: the caller names it by the extractor's weights)."""
+    digests = image_digests(images)
+    shard_of = [d[0] % SHARDS for d in digests]
+    known: dict[bytes, torch.Tensor] = {}
+    for shard in sorted(set(shard_of)):
+        known.update(_read(_shard_path(folder, shard)))
+    first: dict[bytes, int] = {}  # each unseen image once, however often it repeats
+    for i, d in enumerate(digests):
+        if d not in known:
+            first.setdefault(d, i)
+    if first:
+        new = extract(images[list(first.values())]).float()
+        added = dict(zip(first, new))
+        known.update(added)
+        for shard in sorted({d[0] % SHARDS for d in added}):
+            path = _shard_path(folder, shard)
+            merged = _read(path)
+            merged.update({d: row for d, row in added.items() if d[0] % SHARDS == shard})
+            _write(path, merged)
+    return torch.stack([known[d] for d in digests]) if digests else torch.zeros(0, 0)
