@@ -7,6 +7,12 @@ is used as it is. Each stage type asks for its `resources` (num_cpus, fractional
 cluster has GPUs; Ray sets CUDA_VISIBLE_DEVICES); a task's real subset travels once through the
 object store to the tasks of its unit; a task whose worker dies is retried `retries` times (and
 finds its own outputs, or its own lease, in the store).
+
+Each task first checks that its worker runs the driver's genaug (a digest of the package's source
+files): Ray puts the driver's working directory first on a worker's import path, so a driver
+started from a source checkout with PYTHONPATH pointing at another copy would otherwise have its
+stages computed by the checkout's code, and a file edited during a run would reach the workers'
+later imports. Such a task fails with one line instead of computing anything.
 """
 
 from __future__ import annotations
@@ -31,9 +37,36 @@ def _import_ray():
     return ray
 
 
-def _run_task(spec: ExperimentSpec, task: Task, data, keys: dict, owner: str, resources: dict, fault: str | None):
-    """A stage task inside a Ray worker: threads and device from the resources it was given."""
+def code_digest() -> str:
+    """sha256 over the relative paths and bytes of the imported genaug package's .py files, as they are now."""
+    import hashlib
+    from pathlib import Path
+
+    import genaug
+
+    root = Path(genaug.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def check_code(expected: str) -> None:
+    import genaug
+
+    if code_digest() != expected:
+        raise GenaugError(f"this Ray worker's genaug ({os.path.dirname(genaug.__file__)}) is not the code the "
+                          "driver runs (changed on disk, or another copy: Ray puts the driver's working directory "
+                          "first on a worker's path); start the driver from the folder of the copy it should run")
+
+
+def _run_task(spec: ExperimentSpec, task: Task, data, keys: dict, owner: str, resources: dict, fault: str | None,
+              code: str):
+    """A stage task inside a Ray worker: the driver's code (`check_code`), then threads and device from the
+    resources it was given."""
     import torch
+
+    check_code(code)
 
     if fault:
         os.environ[FAULT_ENV] = fault
@@ -66,6 +99,7 @@ class RayBackend:
         self.remote = ray.remote(_run_task)
         self.refs: dict[Any, tuple[Task, Any]] = {}  # status ref: (task, data ref of a subset task)
         self.fault = os.environ.get(FAULT_ENV)
+        self.code = code_digest()
 
     def stage_resources(self, stage: str) -> dict:
         r = self.resources[stage]
@@ -75,7 +109,7 @@ class RayBackend:
         resources = self.stage_resources(task.stage)
         status, value = self.remote.options(num_returns=2, max_retries=self.retries, name=task.label,
                                             **resources).remote(self.spec, task, data, keys, self.owner, resources,
-                                                                self.fault)
+                                                                self.fault, self.code)
         self.refs[status] = (task, value)
 
     def running(self) -> int:
