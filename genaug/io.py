@@ -85,3 +85,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def package_digest() -> str:
+    """sha256 over the relative paths and bytes of the imported genaug package's .py files, as they are
+    on disk now: which code ran (reports), and whether a Ray worker runs the driver's code."""
+    import genaug
+
+    root = Path(genaug.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+

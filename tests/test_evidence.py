@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from genaug.data import load_split, open_source, save_png
-from genaug.harness.store import Store
 from genaug.harness.stats import holm, paired_difference, wilcoxon_min_p
+from genaug.harness.store import Store
+from genaug.io import package_digest
 
 from conftest import PNEUMONIA, assert_clean_error, run_cli
 
@@ -207,6 +208,7 @@ def test_control_arms_image_counts_and_step_budget(tiny):
     assert set(run["test"]["per_class"]["normal"]) == {"sensitivity", "specificity"}
     assert np.asarray(run["test"]["confusion_matrix"]).sum() == 624 == report["data"]["n_test"]
     assert report["versions"]["torch"] and len(report["data"]["manifest_sha256"]) == 2
+    assert report["versions"]["genaug_code_sha256"] == package_digest()[:16]
     q = _json(tiny / "rep-0" / "quality" / "vae.json")
     assert {"fid", "kid_mean", "precision", "recall", "cas", "n_real", "n_synthetic"} <= set(q)
     assert q["n_real"] == 16 and q["cas"]["n_test"] == 624

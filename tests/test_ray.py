@@ -152,9 +152,10 @@ def test_a_worker_whose_genaug_is_not_the_drivers_refuses_the_task_in_one_line(c
     """A stage task carries the driver's code digest and checks it before it computes anything; the
     worker of this test runs the same files, so only a digest that differs is refused."""
     from genaug.errors import GenaugError
-    from genaug.harness.ray_executor import _run_task, check_code, code_digest
+    from genaug.harness.ray_executor import _run_task, check_code
+    from genaug.io import package_digest
 
-    assert ray.get(ray.remote(num_cpus=0)(check_code).remote(code_digest())) is None
+    assert ray.get(ray.remote(num_cpus=0)(check_code).remote(package_digest())) is None
     with pytest.raises(ray.exceptions.RayTaskError) as info:
         ray.get(ray.remote(num_cpus=0)(_run_task).remote(None, None, None, {}, "me", {}, None, "0" * 64))
     assert isinstance(info.value.cause, GenaugError)

@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from ..errors import GenaugError
+from ..io import package_digest
 from .executor import check_resources, check_retries
 from .faults import ENV as FAULT_ENV
 from .spec import ExperimentSpec
@@ -37,24 +38,10 @@ def _import_ray():
     return ray
 
 
-def code_digest() -> str:
-    """sha256 over the relative paths and bytes of the imported genaug package's .py files, as they are now."""
-    import hashlib
-    from pathlib import Path
-
-    import genaug
-
-    root = Path(genaug.__file__).parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def check_code(expected: str) -> None:
     import genaug
 
-    if code_digest() != expected:
+    if package_digest() != expected:
         raise GenaugError(f"this Ray worker's genaug ({os.path.dirname(genaug.__file__)}) is not the code the "
                           "driver runs (changed on disk, or another copy: Ray puts the driver's working directory "
                           "first on a worker's path); start the driver from the folder of the copy it should run")
@@ -99,7 +86,7 @@ class RayBackend:
         self.remote = ray.remote(_run_task)
         self.refs: dict[Any, tuple[Task, Any]] = {}  # status ref: (task, data ref of a subset task)
         self.fault = os.environ.get(FAULT_ENV)
-        self.code = code_digest()
+        self.code = package_digest()
 
     def stage_resources(self, stage: str) -> dict:
         r = self.resources[stage]

@@ -32,7 +32,11 @@ PACKAGES = ("genaug", "torch", "torchvision", "diffusers", "accelerate", "torch-
 
 
 def _versions() -> dict:
-    out = {"python": platform.python_version()}
+    """Package versions, and the digest of genaug's source files (`package_digest`), which names the code
+    that wrote the report where a version number cannot (a working tree between releases)."""
+    from ..io import package_digest
+
+    out = {"python": platform.python_version(), "genaug_code_sha256": package_digest()[:16]}
     for name in PACKAGES:
         try:
             out[name] = version(name)
