@@ -21,6 +21,7 @@ import click
 import torch
 
 from genaug.data import load_split, open_source
+from genaug.inception import WEIGHTS_FILE, default_cache_dir
 
 
 @click.command()
@@ -36,8 +37,6 @@ def main(data: str, n: int, swap: int) -> None:
     order = torch.randperm(len(images), generator=g)[: n + swap]
     pool_a, pool_b = images[order[:n]], images[order[swap: n + swap]]
     with tempfile.TemporaryDirectory() as folder:
-        from genaug.inception import default_cache_dir
-
         cache = _with_weights(folder, default_cache_dir())  # rows go to a fresh folder, the weights stay
         t0 = time.perf_counter()
         cold = inception_features(pool_b, cache_dir=cache)
@@ -55,8 +54,6 @@ def main(data: str, n: int, swap: int) -> None:
 
 def _with_weights(cache: str, weights_dir: Path) -> str:
     """A cache folder holding links to the converted weights (and their checksum), so none is converted again."""
-    from genaug.inception import WEIGHTS_FILE
-
     for name in (WEIGHTS_FILE, Path(WEIGHTS_FILE).with_suffix(".sha256").name):
         (Path(cache) / name).symlink_to(weights_dir / name)
     return cache

@@ -160,4 +160,3 @@ def test_a_worker_whose_genaug_is_not_the_drivers_refuses_the_task_in_one_line(c
         ray.get(ray.remote(num_cpus=0)(_run_task).remote(None, None, None, {}, "me", {}, None, "0" * 64))
     assert isinstance(info.value.cause, GenaugError)
     assert "is not the code the driver runs" in str(info.value.cause) and "\n" not in str(info.value.cause)
-

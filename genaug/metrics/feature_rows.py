@@ -6,7 +6,8 @@ name (torch-fidelity names a cache by the whole set). Here each image's feature 
 the sha256 of its shape and bytes, in 16 shards per feature extractor (safetensors: the digests
 and the rows); a lookup extracts only the images not seen before. A writer re-reads the shard it
 updates, merges, and replaces it atomically: two writers at once can drop each other's new rows,
-which only costs a later re-extraction, never a wrong row.
+which only costs a later re-extraction, never a wrong row. A cached row was extracted in another
+batch than a fresh one would be, so the two can differ in float rounding (about 1e-6).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ def image_digests(images: torch.Tensor) -> list[bytes]:
     shape = repr(tuple(images.shape[1:])).encode()
     flat = images.contiguous().numpy().reshape(len(images), -1)
     return [hashlib.sha256(shape + row.tobytes()).digest() for row in flat]
+
+
+def _shard(digest: bytes) -> int:
+    return digest[0] % SHARDS
 
 
 def _shard_path(folder: Path, shard: int) -> Path:
@@ -53,9 +58,8 @@ def cached_rows(images: torch.Tensor, extract: Callable[[torch.Tensor], torch.Te
     """extract(images), one row per image, with the rows of images met before read from `folder`
     (one folder per feature extractor: the caller names it by the extractor's weights)."""
     digests = image_digests(images)
-    shard_of = [d[0] % SHARDS for d in digests]
     known: dict[bytes, torch.Tensor] = {}
-    for shard in sorted(set(shard_of)):
+    for shard in sorted({_shard(d) for d in digests}):
         known.update(_read(_shard_path(folder, shard)))
     first: dict[bytes, int] = {}  # each unseen image once, however often it repeats
     for i, d in enumerate(digests):
@@ -65,9 +69,9 @@ def cached_rows(images: torch.Tensor, extract: Callable[[torch.Tensor], torch.Te
         new = extract(images[list(first.values())]).float()
         added = dict(zip(first, new))
         known.update(added)
-        for shard in sorted({d[0] % SHARDS for d in added}):
+        for shard in sorted({_shard(d) for d in added}):
             path = _shard_path(folder, shard)
             merged = _read(path)
-            merged.update({d: row for d, row in added.items() if d[0] % SHARDS == shard})
+            merged.update({d: row for d, row in added.items() if _shard(d) == shard})
             _write(path, merged)
     return torch.stack([known[d] for d in digests]) if digests else torch.zeros(0, 0)
