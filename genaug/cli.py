@@ -571,6 +571,22 @@ def status(experiment_dir, as_json):
 
 
 @main.command()
+@click.argument("experiment_dir")
+@click.argument("archive")
+@click.option("--without-weights", is_flag=True,
+              help="Leave out model files: a stage whose weights are missing reruns only where a later stage still needs it.")
+def pack(experiment_dir, archive, without_weights):
+    """Pack an augment-and-train folder into ARCHIVE (.tar.gz) to continue it elsewhere: unpack it
+    there (`tar xzf`) and run the same augment-and-train command with --out at the unpacked folder."""
+    from .harness.pack import pack as pack_folder
+
+    counts = pack_folder(experiment_dir, archive, without_weights)
+    left = counts["left_out"]
+    click.echo(f"{archive}: {counts['files']} files, {counts['bytes'] / 1e6:.1f} MB before compression; left out "
+               f"{left['weights']} weight files ({left['weights_bytes'] / 1e6:.1f} MB) and {left['leases']} leases")
+
+
+@main.command()
 @click.option("--experiment", "experiment_dir", default=None,
               help="A finished augment-and-train folder (a pilot): its results.csv and config.yaml.")
 @click.option("--sd", type=float, default=None, help="SD of the paired differences, without a pilot experiment.")

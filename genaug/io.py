@@ -62,6 +62,15 @@ def _umask() -> int:
     return mask
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")  # model and checkpoint files
+
+
+def has_weights(folder: str | os.PathLike) -> bool:
+    """A saved model's folder with its weights in it (`genaug pack --without-weights` leaves them out)."""
+    folder = Path(folder)
+    return folder.is_dir() and any(p.suffix in WEIGHT_SUFFIXES for p in folder.rglob("*"))
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -25,7 +25,7 @@ from .data.subsets import MANIFEST_NAME, class_manifest
 from .errors import GenaugError
 from .generators.base import get_family
 from .generators.training import MODEL_DIR, RUN_INFO, TRAIN_DEFAULTS, Trainer, check_tracker, load_trained
-from .io import read_json, write_json
+from .io import has_weights, read_json, write_json
 
 SAMPLE_MANIFEST = "samples.json"
 
@@ -315,7 +315,7 @@ def check_pool(family: str, pool: torch.Tensor | None, batch_size: int, model: d
 def _finished(run_dir: Path, config: dict[str, Any]) -> bool:
     """Whether the run's final model exists for `config`'s steps (and its checkpoint selection, if asked)."""
     info = run_dir / MODEL_DIR / RUN_INFO
-    if not info.exists():
+    if not info.exists() or not has_weights(run_dir / MODEL_DIR):  # weights left out by `genaug pack`
         return False
     recorded = read_json(info)
     trained = int(recorded.get("trained_steps", recorded["step"]))

@@ -128,6 +128,42 @@ def _up_to_classifiers(tiny, out):
         shutil.copytree(tiny / rep, out / rep, ignore=shutil.ignore_patterns("classifiers"))
 
 
+def test_a_folder_packed_without_weights_continues_elsewhere_retraining_only_what_is_still_read(tiny, tmp_path):
+    """Another host (or a fresh machine) gets the folder without its model files; of the stages whose
+    weights are gone, only the generator whose samples were lost retrains, and the results are equal."""
+    import tarfile
+
+    from genaug.harness.progress import progress
+
+    r = run_cli("pack", tiny, tmp_path / "exp.tar.gz", "--without-weights")
+    assert r.exit_code == 0 and "weight files" in r.output, r.output
+    with tarfile.open(tmp_path / "exp.tar.gz") as tar:
+        names = tar.getnames()
+        assert names and not [n for n in names if n.endswith(".safetensors") or ".lease-" in n]
+        tar.extractall(tmp_path / "there", filter="data")
+    out = tmp_path / "there" / "exp"
+    shutil.rmtree(out / "rep-1" / "synthetic" / "vae" / "normal")  # lost, with the stages that read it
+    (out / "rep-1" / "acceptance" / "vae.json").unlink()
+    for arm in ("plus-vae", "plus-dup"):
+        shutil.rmtree(out / "rep-1" / "classifiers" / arm)
+    status = progress(out)
+    assert status["planned"] - status["done"] == 7
+    logged = len(Store(out).log())
+    r = run_cli("augment-and-train", *TINY, "--out", out)
+    assert r.exit_code == 0, r.output
+    computed = sorted(e["label"] for e in Store(out).log()[logged:])
+    assert computed == sorted(["generator rep-1 vae normal", "samples rep-1 vae normal", "acceptance rep-1 vae",
+                               *(f"classifier rep-1 {arm} resnet18 seed {k}" for arm in ("+dup", "+vae") for k in (0, 1))])
+    assert results_table(out) == results_table(tiny)
+
+
+def test_pack_bad_input(tiny, tmp_path):
+    assert_clean_error(run_cli("pack", tmp_path, tmp_path.parent / "x.tar.gz"), "not an augment-and-train folder")
+    assert_clean_error(run_cli("pack", tiny, tiny / "x.tar.gz"), "cannot go inside the folder")
+    assert_clean_error(run_cli("pack", tiny, tmp_path / "x.zip"), "FILE.tar.gz")
+    assert not (tiny / "x.tar.gz").exists() and not (tmp_path / "x.zip").exists()
+
+
 def test_two_drivers_on_one_folder_never_compute_a_stage_twice(tiny, tmp_path):
     """Two processes on one folder: a stage whose lease the other holds is left to it (store.py), so
     every classifier run is computed once, and the results equal one driver's."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import GenaugError
 from .spec import ExperimentSpec
-from .stages import plan
+from .stages import needed, output_exists, plan
 from .store import Store
 
 
@@ -24,15 +24,17 @@ def progress(folder: str | Path) -> dict:
     records = {r["key"]: r for r in store.records()}
     stages: dict[str, dict] = {}
     running = []
-    for task in plan(spec):
+    tasks = plan(spec)
+    wanted = needed(tasks, {t.label for t in tasks if t.key in records and output_exists(spec, t)})
+    for task in tasks:
         row = stages.setdefault(task.stage, {"planned": 0, "done": 0, "running": 0, "done_s": 0.0, "timed": 0})
         row["planned"] += 1
         record = records.get(task.key)
-        if record is not None:
+        if record is not None and record.get("wall_s") is not None:
+            row["done_s"] += float(record["wall_s"])
+            row["timed"] += 1
+        if task.label not in wanted:  # recorded, or only read by what is recorded (weights left out)
             row["done"] += 1
-            if record.get("wall_s") is not None:
-                row["done_s"] += float(record["wall_s"])
-                row["timed"] += 1
             continue
         holder = store.holder(task.key)
         if holder is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..data.imagesets import slug
 from ..data.subsets import MANIFEST_NAME
-from ..io import read_json
+from ..io import has_weights, read_json
 from . import accepted, generation, multilabel_stages as ml
 from .arms import Duplicates
 from .classifier_run import classifier_run, result_path
@@ -130,13 +130,14 @@ def output_exists(spec: ExperimentSpec, task: Task) -> bool:
         folder = spec.unit_folder(unit) / "generators" / family
         folder = (folder if label is None else folder / label if label == generation.PRETRAINED
                   else folder / slug(spec.classes[label]))
-        return spec.runs_dir is not None or (folder / "model").exists()
+        return spec.runs_dir is not None or has_weights(folder / "model")
     if task.stage == "samples":
         return _samples_drawn(spec, generation.samples_folder(spec, unit, p[0], p[1]))
     if task.stage == "gate":
         return accepted.gate_path(spec, unit).exists()
     if task.stage == "teacher":
-        return (teacher_folder(spec, unit) / "teacher.json").exists()
+        files = ("teacher.json", "model.safetensors", *(("mpl-teacher.safetensors",) if "mpl" in spec.config["semi"] else ()))
+        return all((teacher_folder(spec, unit) / name).exists() for name in files)
     if task.stage == "acceptance":
         return accepted.decisions_path(spec, unit, p[0]).exists()
     if task.stage == "classifier":
@@ -158,7 +159,7 @@ def unit_subset(spec: ExperimentSpec, unit: Unit) -> UnitData:
 def _multilabel_output_exists(spec: ExperimentSpec, task: Task) -> bool:
     unit, p = task.unit, task.params
     if task.stage == "generator":
-        return (spec.unit_folder(unit) / "generators" / p[0] / "model").exists()
+        return has_weights(spec.unit_folder(unit) / "generators" / p[0] / "model")
     if task.stage == "samples":
         return _samples_drawn(spec, ml.samples_folder(spec, unit, p[0]))
     if task.stage == "acceptance":
@@ -172,6 +173,22 @@ def _arm(spec: ExperimentSpec, name: str):
 
 def done(spec: ExperimentSpec, task: Task, store: Store | None = None) -> bool:
     return (store or Store(spec.folder)).has(task.key) and output_exists(spec, task)
+
+
+def needed(tasks: list[Task], finished: set[str]) -> set[str]:
+    """The labels of the tasks to run: each one not finished that some unfinished task still reads, or
+    that nothing reads (a result). A folder carried to another host without its weights (`genaug pack
+    --without-weights`) so retrains a generator only where a sample, acceptance or quality stage of it
+    is still ahead, not for the replicates that are complete."""
+    readers: dict[str, list[str]] = {}
+    for t in tasks:
+        for u in t.upstream:
+            readers.setdefault(u, []).append(t.label)
+    wanted: set[str] = set()
+    for t in reversed(tasks):  # plan order lists a task after what it reads
+        if t.label not in finished and (t.label not in readers or any(r in wanted for r in readers[t.label])):
+            wanted.add(t.label)
+    return wanted
 
 
 def adopt(spec: ExperimentSpec, tasks: list[Task]) -> int:
