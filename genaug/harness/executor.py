@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..errors import GenaugError
 from ..generators.training import TrainingInterrupted
 from .spec import ExperimentSpec, Unit
-from .stages import BUSY, COMPUTED, STAGES, Task, done, execute, needed
+from .stages import BUSY, COMPUTED, STAGES, Task, execute, needed
 
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 # per stage type, as Ray tasks; num_gpus only counts where the cluster has GPUs (else 0): four classifier
@@ -125,9 +125,8 @@ def describe(error: BaseException) -> str:
 def run_tasks(spec: ExperimentSpec, tasks: list[Task], backend, progress: bool = True) -> Outcome:
     """Every task that is not done yet, each once its inputs are; see the module's docstring."""
     outcome = Outcome()
-    finished = {t.label for t in tasks if done(spec, t)}
-    wanted = needed(tasks, finished)
-    state = {t.label: "done" for t in tasks if t.label not in wanted}  # finished, or read by nothing ahead
+    wanted = needed(spec, tasks)
+    state = {t.label: "done" for t in tasks if t.label not in wanted}  # done, or read by nothing ahead
     keys = {t.label: t.key for t in tasks}
     todo = [t for t in tasks if t.label not in state]
     units_to_run = {t.unit for t in todo}

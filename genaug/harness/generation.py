@@ -61,11 +61,11 @@ def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str,
         run_dir, images, train["labels"] = folder, data.train_x, data.train_y
         if family == "ddpm-pseudo":
             from ..generators.ddpm_pool import pool_labels
-            from .teacher import pool_probs, teacher_folder
+            from .teacher import MODEL, pool_probs, teacher_folder
 
             threshold = model["teacher_threshold"]
             train["pool_labels"] = pool_labels(pool_probs(spec, unit), threshold)
-            manifest["teacher"] = {"model": str(teacher_folder(spec, unit) / "model.safetensors"),
+            manifest["teacher"] = {"model": str(teacher_folder(spec, unit) / MODEL),
                                    "threshold": threshold,
                                    "labelled": int((train["pool_labels"] >= 0).sum()), "pool": len(data.pool)}
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import GenaugError
 from .spec import ExperimentSpec
-from .stages import needed, output_exists, plan
+from .stages import needed, plan
 from .store import Store
 
 
@@ -25,7 +25,7 @@ def progress(folder: str | Path) -> dict:
     stages: dict[str, dict] = {}
     running = []
     tasks = plan(spec)
-    wanted = needed(tasks, {t.label for t in tasks if t.key in records and output_exists(spec, t)})
+    wanted = needed(spec, tasks)
     for task in tasks:
         row = stages.setdefault(task.stage, {"planned": 0, "done": 0, "running": 0, "done_s": 0.0, "timed": 0})
         row["planned"] += 1

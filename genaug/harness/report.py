@@ -24,7 +24,7 @@ from .protocol import protocol_text
 from .quality import quality_path
 from .spec import ExperimentSpec, Unit
 from .store import Store
-from .teacher import teacher_folder
+from .teacher import RECORD, teacher_folder
 from .unit_data import real_subset, validation_plan
 from ..classifiers.metrics import SCALAR_METRICS, with_composite
 
@@ -146,8 +146,8 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
         "collapsed_runs": _collapsed(results, len(e.classes)),
         "semi": semi_block(e, results),
         "teacher": [{"replicate": rep.replicate, "fold": rep.fold,
-                     **{k: v for k, v in read_json(teacher_folder(e, rep) / "teacher.json").items() if k != "pool_probs"}}
-                    for rep in replicates if (teacher_folder(e, rep) / "teacher.json").exists()],
+                     **{k: v for k, v in read_json(teacher_folder(e, rep) / RECORD).items() if k != "pool_probs"}}
+                    for rep in replicates if (teacher_folder(e, rep) / RECORD).exists()],
         "timings": timing.summary(Store(e.folder).records(), [e.unit_folder(rep) for rep in replicates]),
     }
     write_figures(e, replicates[0], first, report)

@@ -25,7 +25,7 @@ from .faults import inject
 from .quality import assess, quality_path
 from .spec import ExperimentSpec, Unit
 from .store import Store, stage_key
-from .teacher import teacher_folder, train_teacher
+from .teacher import teacher_trained, train_teacher
 from .unit_data import UnitData, real_subset
 
 STAGES = {  # stage type: what it does
@@ -136,8 +136,7 @@ def output_exists(spec: ExperimentSpec, task: Task) -> bool:
     if task.stage == "gate":
         return accepted.gate_path(spec, unit).exists()
     if task.stage == "teacher":
-        files = ("teacher.json", "model.safetensors", *(("mpl-teacher.safetensors",) if "mpl" in spec.config["semi"] else ()))
-        return all((teacher_folder(spec, unit) / name).exists() for name in files)
+        return teacher_trained(spec, unit)
     if task.stage == "acceptance":
         return accepted.decisions_path(spec, unit, p[0]).exists()
     if task.stage == "classifier":
@@ -175,18 +174,19 @@ def done(spec: ExperimentSpec, task: Task, store: Store | None = None) -> bool:
     return (store or Store(spec.folder)).has(task.key) and output_exists(spec, task)
 
 
-def needed(tasks: list[Task], finished: set[str]) -> set[str]:
-    """The labels of the tasks to run: each one not finished that some unfinished task still reads, or
-    that nothing reads (a result). A folder carried to another host without its weights (`genaug pack
+def needed(spec: ExperimentSpec, tasks: list[Task]) -> set[str]:
+    """The labels of the tasks to run: each one not done that some task still to run reads, or that
+    nothing reads (a result). A folder carried to another host without its weights (`genaug pack
     --without-weights`) so retrains a generator only where a sample, acceptance or quality stage of it
     is still ahead, not for the replicates that are complete."""
+    store = Store(spec.folder)
     readers: dict[str, list[str]] = {}
     for t in tasks:
         for u in t.upstream:
             readers.setdefault(u, []).append(t.label)
     wanted: set[str] = set()
     for t in reversed(tasks):  # plan order lists a task after what it reads
-        if t.label not in finished and (t.label not in readers or any(r in wanted for r in readers[t.label])):
+        if (t.label not in readers or any(r in wanted for r in readers[t.label])) and not done(spec, t, store):
             wanted.add(t.label)
     return wanted
 

@@ -22,8 +22,17 @@ from .spec import ExperimentSpec, Unit
 from .unit_data import UnitData, pseudo_label_check
 
 
+RECORD, MODEL, MPL_MODEL = "teacher.json", "model.safetensors", "mpl-teacher.safetensors"
+
+
 def teacher_folder(spec: ExperimentSpec, unit: Unit) -> Path:
     return spec.unit_folder(unit) / "teacher"
+
+
+def teacher_trained(spec: ExperimentSpec, unit: Unit) -> bool:
+    """Its record and its weights (MPL's teacher's too, under `--semi mpl`) are on disk."""
+    files = (RECORD, MODEL, *((MPL_MODEL,) if "mpl" in spec.config["semi"] else ()))
+    return all((teacher_folder(spec, unit) / name).exists() for name in files)
 
 
 def train_teacher(spec: ExperimentSpec, unit: Unit, data: UnitData) -> dict:
@@ -31,7 +40,7 @@ def train_teacher(spec: ExperimentSpec, unit: Unit, data: UnitData) -> dict:
     seed = spec.seeds(unit).of("classifier", 0)
     trained = train_classifier(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes), spec.settings,
                                seed, data.steps_per_epoch, spec.device)
-    save_classifier(trained.model, folder / "model.safetensors", spec.settings.classifier, list(spec.classes),
+    save_classifier(trained.model, folder / MODEL, spec.settings.classifier, list(spec.classes),
                     spec.image_size, int(data.train_x.shape[1]),
                     extra={"role": "teacher", "seed": seed, "stem": spec.settings.stem,
                            "pretrained": spec.settings.pretrained})
@@ -44,7 +53,7 @@ def train_teacher(spec: ExperimentSpec, unit: Unit, data: UnitData) -> dict:
         out["pool_probs"] = np.round(probs, 6).tolist()
         top = {"indices": list(range(len(probs))), "labels": probs.argmax(1).tolist()}
         out["pool_check"] = pseudo_label_check(spec, data, top)  # the withheld labels: a diagnostic only
-    write_json(folder / "teacher.json", out)
+    write_json(folder / RECORD, out)
     return out
 
 
@@ -56,7 +65,7 @@ def _mpl_teacher(spec: ExperimentSpec, data: UnitData, seed: int, folder: Path) 
     result = train_mpl(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes), spec.settings, seed,
                        data.steps_per_epoch, spec.device, data.pool, c["semi_settings"],
                        strong_policy=c["strong_augment"])
-    save_classifier(result.teacher, folder / "mpl-teacher.safetensors", spec.settings.classifier, list(spec.classes),
+    save_classifier(result.teacher, folder / MPL_MODEL, spec.settings.classifier, list(spec.classes),
                     spec.image_size, int(data.train_x.shape[1]),
                     extra={"role": "mpl teacher", "seed": seed, "stem": spec.settings.stem,
                            "pretrained": spec.settings.pretrained})
@@ -64,7 +73,7 @@ def _mpl_teacher(spec: ExperimentSpec, data: UnitData, seed: int, folder: Path) 
 
 
 def pool_probs(spec: ExperimentSpec, unit: Unit) -> np.ndarray:
-    return np.asarray(read_json(teacher_folder(spec, unit) / "teacher.json")["pool_probs"])
+    return np.asarray(read_json(teacher_folder(spec, unit) / RECORD)["pool_probs"])
 
 
 def label_fidelity(probs: np.ndarray, labels: torch.Tensor, classes: list[str]) -> dict:
@@ -80,7 +89,7 @@ def label_fidelity(probs: np.ndarray, labels: torch.Tensor, classes: list[str]) 
 def teacher_fidelity(spec: ExperimentSpec, unit: Unit, images: torch.Tensor, labels: torch.Tensor) -> dict:
     """Label fidelity by the supervised teacher, and by MPL's teacher where one was trained."""
     out = {}
-    for name, file in (("supervised", "model.safetensors"), ("mpl", "mpl-teacher.safetensors")):
+    for name, file in (("supervised", MODEL), ("mpl", MPL_MODEL)):
         path = teacher_folder(spec, unit) / file
         if path.exists():
             model, _ = load_classifier(path)
