@@ -219,7 +219,7 @@ def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_siz
     progress = not no_progress
     target = out or (runs.default_run_dir(overrides["data"], family, str(overrides["class"]))
                      if overrides.get("data") and overrides.get("class") is not None else None)
-    from .generators.base import get_family
+    from .generators.registry import get_family
 
     # a pool or label-set family's runs resume by drawing the same subset (and pool) again: the same command
     if resume and target and runs.run_folders(target) and not (get_family(family).uses_pool

@@ -23,7 +23,7 @@ from .data.imagesets import slug
 from .data.intensity import IntensityRule
 from .data.subsets import MANIFEST_NAME, class_manifest
 from .errors import GenaugError
-from .generators.base import get_family
+from .generators.registry import get_family
 from .generators.training import MODEL_DIR, RUN_INFO, TRAIN_DEFAULTS, Trainer, check_tracker, load_trained
 from .io import has_weights, read_json, write_json
 

@@ -1,4 +1,4 @@
-"""Several labels per image, the data layer (data/multilabel.py): both label-file layouts, NIH's list with
+"""Several labels per image, the data layer (data/label_files.py, multilabel_splits.py, multilabel.py): both label-file layouts, NIH's list with
 "No Finding", patient-disjoint stratified splits, `valid/` and unused folders, --given-split ignore,
 `genaug datasets` and the bad inputs. On ../shared/data/nih1000 (1000 ChestX-ray14 images)."""
 
@@ -149,7 +149,7 @@ def _only_in_test(folder, rows):
 
 
 def test_multilabel_carve_folds_and_the_positives_draw_are_patient_disjoint_and_cover_the_labels():
-    from genaug.data.multilabel import carve, draw_positives, folds
+    from genaug.data.multilabel_splits import carve, draw_positives, folds
 
     train = open_source(str(NIH / "labels.csv")).splits["train"]
     groups = np.asarray(train.groups)
@@ -376,7 +376,7 @@ def test_chexperts_own_file_reads_unchanged_with_uncertain_labels_as_zeros_or_on
 
 
 def test_a_total_of_labelled_images_is_drawn_stratified_over_whole_patients():
-    from genaug.data.multilabel import draw_total
+    from genaug.data.multilabel_splits import draw_total
 
     source = open_source(str(NIH / "labels.csv"))
     train = source.split("train")

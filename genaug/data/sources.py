@@ -33,7 +33,9 @@ from ..errors import GenaugError
 from ..io import sha256_bytes, sha256_file
 from .images import (READABLE_SUFFIXES, check_fit, decode_bytes, fit_square, is_gray_content, probe_channels,
                      resize_center_crop)
+from . import label_files
 from .intensity import IntensityRule, Raw, array_to_raw, convert, is_unit_float
+from .multilabel_splits import SPLIT_SEED, stratified_split
 from .splits import DEFAULT_TEST_FRACTION, groups_from_paths, hash_split
 
 DEFAULT_DATA_ROOT = Path(os.environ.get("GENAUG_DATA_ROOT", Path.home() / ".cache" / "genaug" / "data"))
@@ -101,7 +103,7 @@ class Source:
     ungrouped: list[str] = []  # files the --group-by pattern did not match (each its own group)
     unused: list[str] = []  # top-level folders the source does not read (named by `genaug datasets`)
     given_split: str = "use"  # "ignore": a given split (folders or column) re-split by patient
-    multilabel: bool = False  # labels are N x L 0/1 (multilabel.py), not one class per image
+    multilabel: bool = False  # labels are N x L 0/1 (label_files.py), not one class per image
     label_columns: dict | None = None
 
     def class_index(self, name: str | int) -> int:
@@ -374,14 +376,12 @@ CSV_COLUMNS = ("path", "label", "group", "split")
 def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: float, given_split: str = "use",
                 label_columns=None) -> Source:
     """A label file: columns `path,label` and optional `group,split`; paths relative to the CSV. A
-    multi-label file (several labels per image) is read by multilabel.py."""
-    from . import multilabel
-
-    columns, rows = multilabel.read_rows(path)
-    spec_columns = multilabel.LabelColumns.parse(label_columns)
-    if multilabel.is_multilabel(columns, rows, spec_columns):
+    multi-label file (several labels per image) is read by label_files.py."""
+    columns, rows = label_files.read_rows(path)
+    spec_columns = label_files.LabelColumns.parse(label_columns)
+    if label_files.is_multilabel(columns, rows, spec_columns):
         return MultiLabelSource(path, spec, group_by, test_fraction, given_split, spec_columns or
-                                multilabel.LabelColumns(), columns, rows)
+                                label_files.LabelColumns(), columns, rows)
     unknown = [c for c in columns if c not in CSV_COLUMNS]
     if unknown:
         raise GenaugError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}; "
@@ -408,19 +408,17 @@ def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: floa
 
 class MultiLabelSource(FileSource):
     """A label file with several labels per image: `classes` are the labels, each split's `labels` an
-    N x L 0/1 matrix; the test split by iterative stratification over patients (multilabel.py)."""
+    N x L 0/1 matrix; the test split by iterative stratification over patients (multilabel_splits.py)."""
 
     multilabel = True
 
     def __init__(self, path: Path, spec: str, group_by: str | None, test_fraction: float, given_split: str,
                  columns_spec, columns: list[str], rows: list[dict]):
-        from . import multilabel
-
         if not rows:
             raise GenaugError(f"{path} lists no images")
-        parsed = multilabel.parse_rows(path, columns, rows, columns_spec)
+        parsed = label_files.parse_rows(path, columns, rows, columns_spec)
         root = path.parent
-        unlisted = multilabel.unlisted_images(root, parsed.paths)
+        unlisted = label_files.unlisted_images(root, parsed.paths)
         if unlisted:
             raise GenaugError(f"{path}: {len(unlisted)} image(s) beside it have no row, e.g. {unlisted[0]}; list "
                               "them, or keep the label file's images in a folder of their own")
@@ -446,10 +444,10 @@ class MultiLabelSource(FileSource):
                            for n in ("train", "val", "test") if n in split_of}
             self.split_origin = "source"
         else:
-            train, test = multilabel.stratified_split(labels, groups, test_fraction)
+            train, test = stratified_split(labels, groups, test_fraction)
             self.splits = {"train": pick(train), "test": pick(test)}
             unit = "patient" if groups else "image"
-            self.split_origin = f"iterative stratification by {unit} (seed {multilabel.SPLIT_SEED}), {test_fraction:.0%} test"
+            self.split_origin = f"iterative stratification by {unit} (seed {SPLIT_SEED}), {test_fraction:.0%} test"
         empty = [name for name, n in zip(self.classes, self.splits["train"].labels.sum(0)) if n == 0]
         if empty:
             raise GenaugError(f"{spec}: label {empty[0]!r} has no positive image in the train split; drop it "
@@ -535,7 +533,7 @@ def open_source(spec: str, data_root: str | Path | None = None, group_by: str | 
     `group_by` (a regex or built-in name, folder and label-file sources) keeps each patient on one
     side of every split; `test_fraction` applies to sources without their own test split;
     `given_split` ignore re-splits a source's own split by patient; `label_columns` names the columns
-    of a multi-label label file (multilabel.LabelColumns).
+    of a multi-label label file (label_files.LabelColumns).
     """
     data_root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
     test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else float(test_fraction)

@@ -67,3 +67,10 @@ def heatmaps(model: nn.Module, images: torch.Tensor, classes: list[int] | torch.
             with contextlib.redirect_stderr(io.StringIO()):  # Score-CAM's per-image progress bars
                 out.append(cam(input_tensor=x, targets=targets))
     return np.concatenate(out).astype(np.float32)
+
+
+def heatmap_correlation(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    """Pearson correlation of two mean heatmaps; None when either is missing or flat (no pattern)."""
+    if a is None or b is None or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])

@@ -15,9 +15,8 @@ import torch
 
 from ..errors import GenaugError
 from ..io import write_json
-from ..plots import pyplot, save_figure
-from .cams import METHODS, heatmaps
-from .views import _correlation, _overlay
+from ..plots import overlay_heatmap, pyplot, save_figure
+from .cams import METHODS, heatmap_correlation, heatmaps
 
 
 def choose_labels(names: list[str], wanted: str | None, labels: np.ndarray) -> list[int]:
@@ -58,7 +57,7 @@ def explain_labels(models: dict, images: torch.Tensor, labels: torch.Tensor, nam
         for name, m in models.items():
             means[name][names[j]] = heatmaps(m, images[pos], [j] * len(pos), method, device).mean(0)
     first = next(iter(models))
-    agreement = {name: {label: _correlation(means[name][label], means[first][label]) for label in counts}
+    agreement = {name: {label: heatmap_correlation(means[name][label], means[first][label]) for label in counts}
                  for name in models}
     _examples_figure(images[idx], examples, names, probs, maps, method, out / f"label-heatmaps-{method}.png")
     _means_figure(means, counts, method, out / f"label-mean-{method}.png")
@@ -77,10 +76,10 @@ def _examples_figure(images, examples, names, probs, maps, method, path: Path) -
     fig, axes = plt.subplots(len(examples), len(models) + 1, figsize=(1.5 * (len(models) + 1), 1.55 * len(examples)),
                              squeeze=False)
     for row, (j, i) in enumerate(examples):
-        _overlay(axes[row, 0], images[row], None)
+        overlay_heatmap(axes[row, 0], images[row], None)
         axes[row, 0].set_title(f"{names[j][:14]} #{i}", fontsize=6)
         for col, name in enumerate(models):
-            _overlay(axes[row, col + 1], images[row], maps[name][row])
+            overlay_heatmap(axes[row, col + 1], images[row], maps[name][row])
             axes[row, col + 1].set_title(f"{name[:14]}\np({names[j][:10]}) {probs[name][i, j]:.2f}", fontsize=6)
     fig.suptitle(f"{method}: evidence for each finding, on test images that carry it", fontsize=8)
     fig.tight_layout()

@@ -18,9 +18,10 @@ import yaml
 
 from ..data.multilabel import load_split as load_label_split
 from ..errors import GenaugError
-from ..plots import pyplot, save_figure
+from ..plots import overlay_heatmap, pyplot, save_figure
 from ..io import write_json
-from .cams import METHODS, heatmaps
+from .cams import METHODS, heatmap_correlation, heatmaps
+from .labels import explain_labels
 
 
 def saved_models(experiment: Path, replicate: int = 0) -> dict[str, Path]:
@@ -72,7 +73,7 @@ def explain_models(models: dict, images: torch.Tensor, labels: torch.Tensor, cla
     mean_idx = {c: sorted(rng.permutation(np.flatnonzero(y == c))[:mean_count].tolist()) for c in range(len(classes))}
     means = {name: {c: heatmaps(m, images[idx], [c] * len(idx), method, device).mean(0) if idx else None
                     for c, idx in mean_idx.items()} for name, m in models.items()}
-    agreement = {name: {classes[c]: _correlation(means[name][c], means[first][c]) for c in mean_idx}
+    agreement = {name: {classes[c]: heatmap_correlation(means[name][c], means[first][c]) for c in mean_idx}
                  for name in models if name != first}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,8 +110,6 @@ def explain_experiment(experiment: str | Path, out: str | Path | None = None, me
                          test_fraction=config.get("test_fraction"), given_split=config.get("given_split") or "use",
                          label_columns=config.get("label_columns"))
     if source.multilabel:
-        from .labels import explain_labels
-
         loaded, y = load_label_split(source, "test", config["image_size"], manifest["fit"], manifest["intensity"])
         models = {arm: load_classifier(p)[0] for arm, p in paths.items()}
         return explain_labels(models, loaded, y, list(source.classes), out or experiment / "explain", method,
@@ -136,8 +135,6 @@ def explain_model(model_path: str | Path, data: str, out: str | Path, method: st
     model, meta = load_classifier(model_path)
     source = open_source(data, data_root)
     if meta.get("multilabel") or source.multilabel:
-        from .labels import explain_labels
-
         if not (meta.get("multilabel") and source.multilabel and list(source.classes) == meta["classes"]):
             raise GenaugError(f"{model_path} has the labels {', '.join(meta['classes'])} and {data} "
                               + (f"the labels {', '.join(source.classes)}" if source.multilabel else "one class per image"))
@@ -162,30 +159,16 @@ def explain_model(model_path: str | Path, data: str, out: str | Path, method: st
                           device=device)
 
 
-def _correlation(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
-    """Pearson correlation of two mean heatmaps; None when either is missing or flat (no pattern)."""
-    if a is None or b is None or a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-
-
-def _overlay(ax, image: torch.Tensor, cam: np.ndarray | None) -> None:
-    ax.imshow(image.float().mean(0).numpy(), cmap="gray", vmin=0, vmax=255)
-    if cam is not None:
-        ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-    ax.axis("off")
-
-
 def _examples_figure(images, y, probs, chosen, maps, classes, method, path: Path) -> None:
     plt = pyplot()
     names = list(maps)
     fig, axes = plt.subplots(len(chosen), len(names) + 1, figsize=(1.5 * (len(names) + 1), 1.55 * len(chosen)),
                              squeeze=False)
     for row, i in enumerate(chosen):
-        _overlay(axes[row, 0], images[row], None)
+        overlay_heatmap(axes[row, 0], images[row], None)
         axes[row, 0].set_title(f"{classes[y[row]][:12]} #{i}", fontsize=6)
         for col, name in enumerate(names):
-            _overlay(axes[row, col + 1], images[row], maps[name][row])
+            overlay_heatmap(axes[row, col + 1], images[row], maps[name][row])
             p = probs[name][i, y[row]]
             axes[row, col + 1].set_title(f"{name[:14]}\np(true) {p:.2f}", fontsize=6)
     fig.suptitle(f"{method}: evidence for the true class, same test images for every arm", fontsize=8)

@@ -1,4 +1,4 @@
-"""The one small interface every generator family implements, and the family registry.
+"""The one small interface every generator family implements (the families are listed in registry.py).
 
 A family trains on real images in [-1, 1] (one class), saves a final model folder that its own
 library can read back (diffusers' `from_pretrained`), and samples images in [-1, 1] from one
@@ -16,22 +16,6 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import GenaugError
-
-FAMILIES: dict[str, type["GenerativeModel"]] = {}
-
-
-def register_family(cls: type["GenerativeModel"]) -> type["GenerativeModel"]:
-    FAMILIES[cls.family] = cls
-    return cls
-
-
-def get_family(name: str) -> type["GenerativeModel"]:
-    from . import dcgan, ddpm, ddpm_conditional, ddpm_multilabel, ddpm_pool, vae  # noqa: F401 - importing registers the families
-
-    if name not in FAMILIES:
-        raise GenaugError(f"unknown generator {name!r}; choose from {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[name]
-
 
 def base_size(image_size: int) -> tuple[int, int]:
     """(s0, k) with image_size = s0 * 2**k, 3 <= s0 <= 7: the start size of up-sampling stacks."""

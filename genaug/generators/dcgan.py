@@ -20,7 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.training_utils import EMAModel
 
 from ..errors import GenaugError
-from .base import EMAOnDevice, GenerativeModel, bare, ema_weights, base_size, latents, register_family
+from .base import EMAOnDevice, GenerativeModel, bare, ema_weights, base_size, latents
 from .diffaugment import diff_augment
 
 
@@ -73,7 +73,6 @@ class DCGANDiscriminator(ModelMixin, ConfigMixin):
         return self.net(x).view(-1)
 
 
-@register_family
 class DCGAN(GenerativeModel):
     family = "dcgan"
     default_config = {

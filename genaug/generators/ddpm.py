@@ -23,7 +23,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..errors import GenaugError
-from .base import EMAOnDevice, GenerativeModel, bare, ema_weights, latents, register_family
+from .base import EMAOnDevice, GenerativeModel, bare, ema_weights, latents
 
 # Pixel-space models: DDPM and DDIM clip each step's predicted clean image to [-1, 1] (clip_sample, from
 # the training config); DPM-Solver++ and UniPC do the same through thresholding with a maximum of 1.
@@ -74,7 +74,6 @@ def _unet(config: dict, channels: int, image_size: int, num_class_embeds: int | 
                        num_class_embeds=num_class_embeds)
 
 
-@register_family
 class DDPM(GenerativeModel):
     family = "ddpm"
     default_config = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 import torch
 
 from ..errors import GenaugError
-from .base import register_family
 from .ddpm import DDPM, _unet
 
 
@@ -36,7 +35,6 @@ def guided_noise(unet, x, t, condition: torch.Tensor, null: torch.Tensor, w: flo
     return uncond + w * (cond - uncond)
 
 
-@register_family
 class ConditionalDDPM(DDPM):
     family = "ddpm-cond"
     conditional = True

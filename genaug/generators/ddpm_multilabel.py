@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 
 from ..errors import GenaugError
-from .base import register_family
 from .ddpm import DDPM, _unet
 from .ddpm_conditional import guided_noise
 
@@ -38,7 +37,6 @@ def label_set_codes(labels: torch.Tensor, null: torch.Tensor | None = None) -> t
     return codes
 
 
-@register_family
 class MultiLabelDDPM(DDPM):
     family = "ddpm-multilabel"
     conditional = True

@@ -23,7 +23,6 @@ import torch
 from diffusers import UNet2DModel
 
 from ..errors import GenaugError
-from .base import register_family
 from .ddpm import DDPM
 from .ddpm_conditional import ConditionalDDPM
 
@@ -60,21 +59,18 @@ def pool_labels(probs: np.ndarray, threshold: float) -> torch.Tensor:
     return torch.from_numpy(np.where(probs.max(1) > check_threshold(threshold), labels, -1)).long()
 
 
-@register_family
 class SemiDDPM(ConditionalDDPM):
     family = "ddpm-semi"
     uses_pool = True
     default_config = {**ConditionalDDPM.default_config, "pool_share": 0.5}
 
 
-@register_family
 class PseudoDDPM(ConditionalDDPM):
     family = "ddpm-pseudo"
     uses_pool = True
     default_config = {**ConditionalDDPM.default_config, "pool_share": 0.5, "teacher_threshold": 0.95}
 
 
-@register_family
 class FinetuneDDPM(DDPM):
     family = "ddpm-finetune"
     uses_pool = True

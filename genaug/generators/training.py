@@ -31,7 +31,8 @@ from ..device import resolve_device
 from ..errors import GenaugError
 from ..io import atomic_dir, atomic_path, replace_dir, write_json
 from .ddpm_pool import check_pool_size, check_share
-from .base import GenerativeModel, get_family
+from .base import GenerativeModel
+from .registry import get_family
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 2000,

@@ -15,7 +15,7 @@ import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from .base import GenerativeModel, bare, base_size, latents, register_family
+from .base import GenerativeModel, bare, base_size, latents
 
 
 class ConvVAE(ModelMixin, ConfigMixin):
@@ -56,7 +56,6 @@ class ConvVAE(ModelMixin, ConfigMixin):
         return self.decode(z), mu, logvar
 
 
-@register_family
 class VAE(GenerativeModel):
     family = "vae"
     default_config = {

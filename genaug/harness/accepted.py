@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..data.imagesets import slug
-from ..generators.base import get_family
+from ..generators.registry import get_family
 from ..io import read_json, write_json
 from . import acceptance
 from ..classifiers.training import train_classifier

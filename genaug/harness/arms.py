@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -29,8 +29,24 @@ from . import semi
 from ..classifiers.training import TrainedClassifier, TrainSettings, train_classifier
 from .config import synthetic_sources
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .classifier_run import RunInputs
+
+class RunInputs(Protocol):
+    """What an arm may read to build its training data (`classifier_run.UnitInputs` gives it): the
+    unit's data and config, a source's accepted images, the +dup draw, every real image, and the
+    pseudo-label check of the `+pseudo` arm."""
+
+    data: Any  # unit_data.UnitData
+
+    @property
+    def config(self) -> dict: ...
+
+    def accepted(self, source: str, count: int): ...
+
+    def duplicates(self): ...
+
+    def full_real(self): ...
+
+    def pseudo_label_check(self, pseudo: dict): ...
 
 
 @dataclass(frozen=True)
@@ -53,15 +69,15 @@ class Arm:
         """The classifier recipe (the baseline's unless the arm changes it)."""
         return base
 
-    def data(self, inputs: "RunInputs") -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+    def data(self, inputs: RunInputs) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
         """(real images the arm trains on, extra images or None)."""
         return (inputs.data.train_x, inputs.data.train_y), None
 
-    def steps_per_epoch(self, inputs: "RunInputs", n_images: int, batch_size: int) -> int:
+    def steps_per_epoch(self, inputs: RunInputs, n_images: int, batch_size: int) -> int:
         """The baseline's budget, whatever the arm adds."""
         return inputs.data.steps_per_epoch
 
-    def fit(self, inputs: "RunInputs", args: tuple, extra) -> tuple[TrainedClassifier, dict | None]:
+    def fit(self, inputs: RunInputs, args: tuple, extra) -> tuple[TrainedClassifier, dict | None]:
         """(the trained classifier, a diagnostic for the report or None): the shared classifier loop."""
         return train_classifier(*args, extra=extra), None
 

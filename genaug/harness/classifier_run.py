@@ -22,8 +22,9 @@ from .unit_data import UnitData, pseudo_label_check
 
 
 @dataclass
-class RunInputs:
-    """What an arm may read to build its training data: the unit's data and its accepted sets."""
+class UnitInputs:
+    """What an arm may read to build its training data (`arms.RunInputs`): the unit's data and its
+    accepted sets."""
 
     spec: ExperimentSpec
     unit: Unit
@@ -54,7 +55,7 @@ def result_path(spec: ExperimentSpec, unit: Unit, arm: Arm, k: int, arch: str) -
 def classifier_run(spec: ExperimentSpec, unit: Unit, data: UnitData, arm: Arm, k: int, arch: str,
                    label: str = "") -> dict:
     c, seed = spec.config, spec.seeds(unit).of("classifier", k)
-    inputs = RunInputs(spec, unit, data)
+    inputs = UnitInputs(spec, unit, data)
     (x, y), extra = arm.data(inputs)
     settings = replace(arm.settings(spec.settings, c), classifier=arch)
     args = (x, y, data.val_x, data.val_y, len(spec.classes), settings, seed,

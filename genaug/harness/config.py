@@ -10,7 +10,7 @@ from ..data.preprocess import check_preprocess
 from ..errors import GenaugError
 from ..classifiers.inference import check_precision
 from ..classifiers.networks import CLASSIFIERS, check_stem, is_pretrained
-from ..generators.base import get_family
+from ..generators.registry import get_family
 from . import acceptance
 from .seeds import SCHEMES
 from .multilabel_stats import MULTILABEL_METRICS

@@ -29,7 +29,7 @@ from ..data.images import check_image_size
 from ..data.sources import CIFAR10_CLASSES
 from ..data.unlabeled import folder_files
 from ..errors import GenaugError
-from ..generators.base import get_family
+from ..generators.registry import get_family
 from ..generators.training import TRAIN_DEFAULTS, main_thread, raise_interrupt
 from ..io import read_json, write_json, write_text
 from ..runs import check_pool

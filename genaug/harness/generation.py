@@ -12,7 +12,7 @@ from ..config import load_config, packaged_config
 from ..data.imagesets import load_image_folder, slug
 from ..data.subsets import class_manifest, load_manifest
 from ..errors import GenaugError
-from ..generators.base import get_family
+from ..generators.registry import get_family
 from ..generators.ddpm import DDPM
 from ..data.intensity import IntensityRule
 from .seeds import CONDITIONAL_UNIT

@@ -22,7 +22,8 @@ import torch
 
 from .. import runs
 from ..data.intensity import IntensityRule
-from ..data.multilabel import carve, draw_subset, load_split, reload_subset
+from ..data.multilabel import draw_subset, load_split, reload_subset
+from ..data.multilabel_splits import carve
 from ..data.imagesets import load_image_folder
 from ..data.subsets import MANIFEST_NAME, load_manifest
 from ..errors import GenaugError
@@ -93,7 +94,7 @@ def arm_kind(arm: str) -> str:
 def check_multilabel(config: dict, source, runs_dir) -> None:
     """Refuse, in one line and before anything is written, what a multi-label experiment does not do;
     the primary metric defaults to macro AUROC."""
-    from ..generators.base import get_family
+    from ..generators.registry import get_family
     from .multilabel_stats import MULTILABEL_METRICS
 
     wrong = [f for f in config["generators"] if not get_family(f).multilabel]
@@ -131,7 +132,7 @@ def check_multilabel(config: dict, source, runs_dir) -> None:
 
 def check_single_label(config: dict) -> None:
     """The converse: label-set generators, targets and multi-label metrics need several labels per image."""
-    from ..generators.base import get_family
+    from ..generators.registry import get_family
     from ..classifiers.metrics import SCALAR_METRICS
 
     for family in config["generators"]:
