@@ -5,6 +5,7 @@ reloaded from that manifest, refused if an image changed."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..errors import GenaugError
 from .intensity import IntensityRule
@@ -19,8 +20,6 @@ def draw_subset(source, per_label: int | None, seed: int, image_size: int, fit: 
     label and as many images without one (whole patients; every train image with None), or about
     `total` images stratified over patients (`draw_total`), decoded, and its manifest (each item's
     labels by name, what the draw took, the test split's members)."""
-    import torch
-
     train = source.split("train")
     if total is not None:
         picked, took = draw_total(train.labels, train.groups, int(total), seed)
@@ -59,8 +58,6 @@ def draw_subset(source, per_label: int | None, seed: int, image_size: int, fit: 
 def load_split(source, split: str, image_size: int, fit: str = "crop", intensity=None):
     """Every image of a multi-label source's split, decoded with a recorded size, fit and intensity rule, and
     its N x L 0/1 labels (int64)."""
-    import torch
-
     part = source.split(split)
     loaded = source.load(split, list(part.ids), image_size, fit, intensity)
     return loaded.images, torch.from_numpy(np.asarray(part.labels, dtype=np.int64))
@@ -76,8 +73,6 @@ def training_label_sets(manifest: dict, n: int, seed: int) -> list[list[str]]:
 
 def reload_subset(manifest: dict, data_root=None, source=None):
     """The recorded multi-label subset again (images, 0/1 label vectors), refused if an image changed."""
-    import torch
-
     source = source or open_source(manifest["source"], data_root, **manifest.get("split_options", {}))
     items = manifest["train"]["items"]
     loaded = source.load("train", [it["id"] for it in items], manifest["image_size"], manifest["fit"],
