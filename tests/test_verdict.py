@@ -40,6 +40,33 @@ def test_two_arms_at_p_003_make_no_claim_after_holm():
     assert "**No synthetic arm beat baseline by the decision rule" in text
 
 
+def test_holm_equals_statsmodels_on_random_families_and_in_the_verdict():
+    """stats.holm against statsmodels' multipletests(method="holm") (the oracle): random families
+    with ties, ones and untested members (None, nan), then the p_holm the verdict reports for a
+    family of three arms."""
+    from statsmodels.stats.multitest import multipletests  # the dev extra installs it: no skip
+    from genaug.harness.stats import holm
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        m = int(rng.integers(1, 9))
+        ps = rng.choice([0.001, 0.01, 0.02, 0.04, 0.5, 1.0], m) if trial % 4 == 0 else rng.uniform(0, 0.2, m)
+        family = {f"arm{i}": float(p) for i, p in enumerate(ps)}
+        family.update({"untested": None, "nan": math.nan} if trial % 3 == 0 else {})
+        got = holm(family)
+        tested = [k for k, p in family.items() if p is not None and not math.isnan(p)]
+        expected = multipletests([family[k] for k in tested], method="holm")[1]
+        assert [got[k] for k in tested] == pytest.approx(list(expected), abs=1e-12), (trial, family)
+        assert all(got[k] is None for k in family if k not in tested)
+    arms = {"baseline": BASE, "+a": list(np.add(BASE, [0.02, 0.05, 0.01, 0.04, -0.005, 0.03])),
+            "+b": list(np.add(BASE, [0.03, 0.01, 0.045, 0.02, -0.004, 0.035])),
+            "+c": list(np.add(BASE, [0.06, 0.07, 0.05, 0.08, 0.065, 0.055]))}
+    comps = verdict.comparisons(_units(arms), list(arms), "balanced_accuracy")["baseline"]
+    raw = [comps[a]["balanced_accuracy"]["p_ttest"] for a in ("+a", "+b", "+c")]
+    assert [comps[a]["balanced_accuracy"]["p_holm"] for a in ("+a", "+b", "+c")] == \
+        pytest.approx(list(multipletests(raw, method="holm")[1]), abs=1e-12)
+
+
 def test_a_constant_difference_is_no_win_and_has_no_interval():
     units = _units({"baseline": [0.50, 0.60, 0.70], "+x": [0.55, 0.65, 0.75]})
     comps = verdict.comparisons(units, ["baseline", "+x"], "balanced_accuracy")
