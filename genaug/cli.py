@@ -574,7 +574,8 @@ def status(experiment_dir, as_json):
 @click.argument("experiment_dir")
 @click.argument("archive")
 @click.option("--without-weights", is_flag=True,
-              help="Leave out model files: a stage whose weights are missing reruns only where a later stage still needs it.")
+              help="Leave out model files (but the newest checkpoint of an unfinished training): a stage whose weights "
+                   "are missing reruns only where a later stage still needs it.")
 def pack(experiment_dir, archive, without_weights):
     """Pack an augment-and-train folder into ARCHIVE (.tar.gz) to continue it elsewhere: unpack it
     there (`tar xzf`) and run the same augment-and-train command with --out at the unpacked folder."""
@@ -583,7 +584,9 @@ def pack(experiment_dir, archive, without_weights):
     counts = pack_folder(experiment_dir, archive, without_weights)
     left = counts["left_out"]
     click.echo(f"{archive}: {counts['files']} files, {counts['bytes'] / 1e6:.1f} MB before compression; left out "
-               f"{left['weights']} weight files ({left['weights_bytes'] / 1e6:.1f} MB) and {left['leases']} leases")
+               f"{left['weights']} weight files ({left['weights_bytes'] / 1e6:.1f} MB) and {left['leases']} leases"
+               + (f"; kept the newest checkpoint of {counts['kept_checkpoints']} unfinished training(s)"
+                  if counts["kept_checkpoints"] else ""))
 
 
 @main.command()

@@ -157,6 +157,38 @@ def test_a_folder_packed_without_weights_continues_elsewhere_retraining_only_wha
     assert results_table(out) == results_table(tiny)
 
 
+def test_pack_without_weights_keeps_only_the_newest_checkpoint_of_an_unfinished_training(tmp_path):
+    """A training caught mid-way has no final model; its newest checkpoint is the only copy of that
+    work, so it travels; older checkpoints, finished trainings' checkpoints and models do not."""
+    import tarfile
+
+    out = tmp_path / "exp"
+    (out / "stages").mkdir(parents=True)
+    (out / "spec.json").write_text("{}")
+    weights = ["model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl"]
+    running, finished = out / "rep-0" / "generators" / "ddpm-semi", out / "rep-0" / "generators" / "ddpm" / "normal"
+    for run in (running, finished):
+        for step in ("step-0000300", "step-0000600"):
+            (run / "checkpoints" / step).mkdir(parents=True)
+            for name in weights:
+                (run / "checkpoints" / step / name).write_bytes(b"w" * 100)
+        (run / "train_log.jsonl").write_text("{}\n")
+    (finished / "model").mkdir()
+    (finished / "model" / "diffusion.safetensors").write_bytes(b"w")
+    (out / "rep-0" / "teacher").mkdir()
+    (out / "rep-0" / "teacher" / "model.safetensors").write_bytes(b"w")
+    (running / "checkpoints" / ".step-0000900.partial").mkdir()  # a checkpoint being written
+    (running / "checkpoints" / ".step-0000900.partial" / "model.safetensors").write_bytes(b"w")
+    r = run_cli("pack", out, tmp_path / "exp.tar.gz", "--without-weights")
+    assert r.exit_code == 0 and "newest checkpoint of 1 unfinished training" in r.output, r.output
+    with tarfile.open(tmp_path / "exp.tar.gz") as tar:
+        names = {n for n in tar.getnames() if n.endswith((".safetensors", ".bin", ".pkl"))}
+    assert names == {f"exp/rep-0/generators/ddpm-semi/checkpoints/step-0000600/{n}" for n in weights}
+    r = run_cli("pack", out, tmp_path / "all.tar.gz")
+    with tarfile.open(tmp_path / "all.tar.gz") as tar:
+        assert len([n for n in tar.getnames() if n.endswith((".safetensors", ".bin", ".pkl"))]) == 14
+
+
 def test_pack_bad_input(tiny, tmp_path):
     assert_clean_error(run_cli("pack", tmp_path, tmp_path.parent / "x.tar.gz"), "not an augment-and-train folder")
     assert_clean_error(run_cli("pack", tiny, tiny / "x.tar.gz"), "cannot go inside the folder")
