@@ -40,12 +40,18 @@ def test_two_arms_at_p_003_make_no_claim_after_holm():
     assert "**No synthetic arm beat baseline by the decision rule" in text
 
 
-def test_holm_equals_statsmodels_on_random_families_and_in_the_verdict():
+def test_holm_equals_statsmodels_on_random_families_and_in_the_verdict(monkeypatch):
     """stats.holm against statsmodels' multipletests(method="holm") (the oracle): random families
     with ties, ones and untested members (None, nan), then the p_holm the verdict reports for a
     family of three arms."""
+    import gc
+
     from statsmodels.stats.multitest import multipletests  # the dev extra installs it: no skip
     from genaug.harness.stats import holm
+
+    # multipletests runs gc.collect() on every call: 0.1-0.8 s each in a test worker whose heap
+    # holds torch and earlier tests' objects (177 s for this test in the suite); nothing here needs it
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
 
     rng = np.random.default_rng(3)
     for trial in range(200):
