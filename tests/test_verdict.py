@@ -106,6 +106,15 @@ def test_decision_agrees_with_holm_and_needs_the_exact_test_floor():
     five = _units({"baseline": BASE[:5], "+g": [v + 0.05 + 0.001 * i for i, v in enumerate(BASE[:5])]})
     c = verdict.comparisons(five, ["baseline", "+g"], "balanced_accuracy")["baseline"]["+g"]["balanced_accuracy"]
     assert c["p_holm"] < 0.001 and c["decision"] == "no claim" and "at least 6" in c["reason"]
+    # six units, one of them tied (as +ddpm against baseline-strong in the pool run): the exact test has 5
+    # differences to rank, and the reason says so instead of "with 6 units ... at least 6 are needed"
+    tied = [v + 0.05 + 0.001 * i for i, v in enumerate(BASE)]
+    tied[2] = BASE[2]
+    c = verdict.comparisons(_units({"baseline": BASE, "+g": tied}), ["baseline", "+g"],
+                            "balanced_accuracy")["baseline"]["+g"]["balanced_accuracy"]
+    assert c["nonzero"] == 5 and c["wilcoxon_min_p"] == 0.0625 and c["decision"] == "no claim"
+    assert "with 6 units, 1 of them tied" in c["reason"] and "so only 5 count:" in c["reason"]
+    assert "at least 6 nonzero paired differences" in c["reason"]
 
 
 def test_coverage_simulation_decides_the_intervals():

@@ -40,7 +40,7 @@ def paired_difference(treated: list[float], baseline: list[float], confidence: f
     d = a - b
     n = len(d)
     nonzero = int(np.count_nonzero(np.abs(d) > 1e-12))  # Wilcoxon drops zero differences
-    out = {"n": n, "mean_diff": float(d.mean()), "diffs": d.tolist(), "confidence": confidence,
+    out = {"n": n, "nonzero": nonzero, "mean_diff": float(d.mean()), "diffs": d.tolist(), "confidence": confidence,
            "wilcoxon_min_p": wilcoxon_min_p(nonzero)}
     nan = {"ci_low": math.nan, "ci_high": math.nan, "boot_low": math.nan, "boot_high": math.nan,
            "p_ttest": None, "p_wilcoxon": None}

@@ -97,8 +97,12 @@ def _decision(c: dict, alpha: float) -> tuple[str, str]:
     if c["p_holm"] is None:
         return "no claim", c.get("note", "no test")
     if c["wilcoxon_min_p"] > alpha:
-        return "no claim", (f"with {c['n']} units no distribution-free test can reach p < {alpha:g} (exact Wilcoxon "
-                            f"floor {c['wilcoxon_min_p']:.3g}); at least {floor_units(alpha)} are needed")
+        nonzero = c.get("nonzero", c["n"])  # results written before the count was kept: every pair differed
+        ties = (f", {c['n'] - nonzero} of them tied (the exact Wilcoxon test drops a zero difference), so only "
+                f"{nonzero} count:") if nonzero < c["n"] else ""
+        return "no claim", (f"with {c['n']} units{ties} no distribution-free test can reach p < {alpha:g} (exact "
+                            f"Wilcoxon floor {c['wilcoxon_min_p']:.3g}); at least {floor_units(alpha)} nonzero "
+                            f"paired differences are needed")
     if c["p_holm"] < alpha and c["adj_low"] > 0:
         return "better", f"Holm p {c['p_holm']:.3g} < {alpha:g}, adjusted interval above zero"
     if c["p_holm"] < alpha and c["adj_high"] < 0:
