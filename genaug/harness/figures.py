@@ -59,7 +59,7 @@ def _forest(report: dict, primary: str, path: Path) -> None:
         ax.plot(c["mean_diff"], i, "o", color=color)
     ax.axvline(0, color="#999", lw=1, ls="--")
     ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)], fontsize=8)
-    ax.set_xlabel(f"paired difference in {primary} (mean; Holm-adjusted t interval, grey: controls, 95% t)")
+    ax.set_xlabel(f"paired difference in {primary}\n(mean; Holm-adjusted t interval; grey: controls, 95% t)")
     fig.tight_layout()
     save_figure(fig, path)
 
