@@ -97,9 +97,8 @@ def _decision(c: dict, alpha: float) -> tuple[str, str]:
     if c["p_holm"] is None:
         return "no claim", c.get("note", "no test")
     if c["wilcoxon_min_p"] > alpha:
-        nonzero = c.get("nonzero", c["n"])  # results written before the count was kept: every pair differed
-        ties = (f", {c['n'] - nonzero} of them tied (the exact Wilcoxon test drops a zero difference), so only "
-                f"{nonzero} count:") if nonzero < c["n"] else ""
+        ties = (f", {c['n'] - c['nonzero']} of them tied (the exact Wilcoxon test drops a zero difference), so only "
+                f"{c['nonzero']} count:") if c["nonzero"] < c["n"] else ""
         return "no claim", (f"with {c['n']} units{ties} no distribution-free test can reach p < {alpha:g} (exact "
                             f"Wilcoxon floor {c['wilcoxon_min_p']:.3g}); at least {floor_units(alpha)} nonzero "
                             f"paired differences are needed")
