@@ -414,8 +414,8 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @click.option("--synthetic-ratio", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Share of every batch drawn from the extra images  [default: in proportion to their count]")
 @click.option("--controls", default=None,
-              help="Control arms beside the baseline: baseline-strong, dup (comma list, or none)  "
-                   "[default: baseline-strong,dup]")
+              help="Control arms beside the baseline: baseline-strong (the reference), dup (matched duplicates), "
+                   "real (the positive control +real@N) (comma list, or none)  [default: baseline-strong,dup,real]")
 @click.option("--full-real", is_flag=True, default=None,
               help="Also train on every real training image of the split: the ceiling.")
 @click.option("--unlabeled", default=None,
@@ -457,7 +457,17 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
                    "channels and 224 px. A pretrained backbone is frozen with a new linear head unless --finetune.")
 @click.option("--finetune", is_flag=True, default=None,
               help="Train the pretrained backbone (inception-v3, or --pretrained) too, not only its head.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Classifier epochs  [default: 20]")
+@click.option("--steps", default=None,
+              help="Optimizer steps of every classifier run, whatever its image count (the steps protocol), or "
+                   "auto  [default: auto: by image size, see the README]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Classifier epochs of the epochs protocol (folders from before 0.2; with steps: null)  "
+                   "[default: 20]")
+@click.option("--synthetic-share", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Share of every batch drawn from an arm's added images, class-stratified  [default: 0.5]")
+@click.option("--headroom", default=None,
+              help="Labelled images per class at which the reference recipe also trains (comma list, all), or auto "
+                   "[default: auto: 2x and 10x the subset and all where the source holds them]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Classifier batch size  [default: 32]")
 @click.option("--accept", default=None,
               help="Comma list of acceptance policies: all, confidence, fid-gate, memorization  [default: all]")
@@ -487,13 +497,16 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @split_options
 @label_file_options
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
+@click.option("--headroom-only", is_flag=True,
+              help="Run the headroom stage alone (the reference at more labelled images per class and the positive "
+                   "control), before any generator trains; writes headroom.md. Same as `genaug headroom`.")
 def augment_and_train(data, classes, per_class, generators, guidance, synthetic, synthetic_per_class, synthetic_ratio, controls,
                       full_real, unlabeled, unlabeled_data, semi, replicates, cv, seeds, primary_metric, target_labels,
-                      labelled_images, pos_weight, out, classifier, pretrained, finetune, epochs,
-                      batch_size,
+                      labelled_images, pos_weight, out, classifier, pretrained, finetune, steps, epochs,
+                      synthetic_share, headroom, batch_size,
                       accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
                       device, no_progress, ray_address, group_by, test_fraction, given_split, fit, intensity, preprocess,
-                      data_root, **label_file):
+                      data_root, headroom_only, **label_file):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics.
 
     Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, the
@@ -516,6 +529,7 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         "unlabeled": unlabeled, "unlabeled_data": unlabeled_data, "semi": semi, "replicates": replicates, "cv": cv,
         "primary_metric": primary_metric,
         "seeds": seeds, "classifier": classifier, "pretrained": pretrained, "finetune": finetune, "epochs": epochs,
+        "steps": steps, "synthetic_share": synthetic_share, "headroom": headroom,
         "batch_size": batch_size, "accept": accept,
         "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "save_models": save_models,
         "explain": explain_method, "image_size": image_size, "seed": seed,
@@ -527,7 +541,10 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         raise click.UsageError("--data is required (on the command line or in --config)")
     experiment = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,
                             progress=not no_progress)
-    experiment.run(ray=ray_address)
+    experiment.run(ray=ray_address, headroom_only=headroom_only)
+    if headroom_only:
+        click.echo((Path(out) / "headroom.md").read_text().rstrip())
+        return
     md = (Path(out) / "report.md").read_text()
     click.echo(md[md.index("## Answer"):md.index("## Design")].rstrip())
     click.echo(f"\nreport: {Path(out) / 'report.md'}")
@@ -616,3 +633,17 @@ def plan(experiment_dir, sd, effect, power, alpha, family, replicates):
 
 if __name__ == "__main__":  # pragma: no cover - `python -m genaug.cli` (e.g. under accelerate launch)
     main()
+
+
+def _headroom_callback(**options):
+    return augment_and_train.callback(**{**options, "headroom_only": True})
+
+
+headroom = click.Command(
+    "headroom", callback=_headroom_callback, params=[p for p in augment_and_train.params if p.name != "headroom_only"],
+    help="How much there is to gain, before any generator trains: the reference recipe (baseline-strong) at more "
+         "labelled images per class (--headroom) and the positive control +real@N (N extra real labelled images per "
+         "class through the synthetic arms' share and budget), over the experiment's replicates and seeds. Takes "
+         "augment-and-train's options; writes OUT/headroom.md with a go/no-go sentence, and the same folder later "
+         "resumes into the whole experiment without retraining these runs.")
+main.add_command(headroom)

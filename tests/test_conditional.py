@@ -104,8 +104,8 @@ def test_harness_guidance_sweep_from_one_conditional_model(tmp_path):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(json.dumps({"sample_steps": 4, "quality": False}))
     out = tmp_path / "exp"
-    r = run_cli("augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "ddpm-cond",
-                "--guidance", "3,0", "--synthetic-per-class", "4", "--replicates", "1", "--seeds", "1", "--epochs", "1",
+    r = run_cli("augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--per-class", "10", "--generator", "ddpm-cond",
+                "--guidance", "3,0", "--synthetic-per-class", "4", "--replicates", "1", "--seeds", "1", "--steps", "1",
                 "--generator-steps", "3", "--controls", "none", "--config", cfg, "--out", out, "--no-progress",
                 "--image-size", "16", "--device", "cpu")
     assert r.exit_code == 0, r.output

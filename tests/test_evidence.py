@@ -25,7 +25,7 @@ from genaug.io import package_digest
 from conftest import PNEUMONIA, assert_clean_error, run_cli
 
 TINY = ["--config", Path(__file__).parent / "helpers" / "tiny-experiment.yaml", "--data", PNEUMONIA, "--per-class", "10", "--generator", "vae", "--synthetic-per-class", "8",
-        "--replicates", "2", "--seeds", "2", "--epochs", "2", "--generator-steps", "15", "--accept", "all,memorization",
+        "--replicates", "2", "--seeds", "2", "--steps", "2", "--generator-steps", "15", "--accept", "all,memorization",
         "--image-size", "16", "--no-progress", "--device", "cpu"]
 # 16 px: a third of ResNet18's time at 28 px, where scoring the 624 test images dominates this file
 
@@ -34,7 +34,7 @@ TINY = ["--config", Path(__file__).parent / "helpers" / "tiny-experiment.yaml", 
 def tiny(tmp_path_factory):
     """One uninterrupted tiny experiment: 2 replicates x 2 seeds, VAE, both controls."""
     out = tmp_path_factory.mktemp("tiny") / "exp"
-    r = run_cli("augment-and-train", *TINY, "--out", out)
+    r = run_cli("augment-and-train", "--headroom", "none", *TINY, "--out", out)
     assert r.exit_code == 0, r.output
     return out
 
@@ -102,7 +102,7 @@ def test_rerun_reproduces_and_a_kill_mid_replicate_resumes_to_the_same_results(t
     shutil.copytree(tiny / "rep-0", out / "rep-0")  # replicate 0 as finished; replicate 1 up to its classifiers
     shutil.copytree(tiny / "rep-1", out / "rep-1", ignore=shutil.ignore_patterns("classifiers"))
     # (the same seed training the same generators bit for bit: test_generators' resume tests)
-    cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *map(str, TINY), "--out", str(out)]
+    cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", "--headroom", "none", *map(str, TINY), "--out", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     deadline = time.time() + 600
     while not list((out / "rep-1" / "classifiers").glob("*/seed-0.json")) and time.time() < deadline:
@@ -111,7 +111,7 @@ def test_rerun_reproduces_and_a_kill_mid_replicate_resumes_to_the_same_results(t
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "run the same command again" in err and "Traceback" not in err, err
     assert not (out / "report.json").exists()
-    r = run_cli("augment-and-train", *TINY, "--out", out)
+    r = run_cli("augment-and-train", "--headroom", "none", *TINY, "--out", out)
     assert r.exit_code == 0, r.output
     assert results_table(out) == results_table(tiny)  # identical on re-run, interrupted or not
 
@@ -149,7 +149,7 @@ def test_a_folder_packed_without_weights_continues_elsewhere_retraining_only_wha
     status = progress(out)
     assert status["planned"] - status["done"] == 7
     logged = len(Store(out).log())
-    r = run_cli("augment-and-train", *TINY, "--out", out)
+    r = run_cli("augment-and-train", "--headroom", "none", *TINY, "--out", out)
     assert r.exit_code == 0, r.output
     computed = sorted(e["label"] for e in Store(out).log()[logged:])
     assert computed == sorted(["generator rep-1 vae normal", "samples rep-1 vae normal", "acceptance rep-1 vae",
@@ -201,7 +201,7 @@ def test_two_drivers_on_one_folder_never_compute_a_stage_twice(tiny, tmp_path):
     every classifier run is computed once, and the results equal one driver's."""
     out = tmp_path / "together"
     _up_to_classifiers(tiny, out)
-    cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *map(str, TINY), "--out", str(out)]
+    cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", "--headroom", "none", *map(str, TINY), "--out", str(out)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # the thread count of the tiny run: the same float sums
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
@@ -292,7 +292,7 @@ def test_more_replicates_and_seeds_on_a_rerun_are_recorded(tiny, tmp_path):
     shutil.copytree(tiny, out)
     args = list(TINY)
     args[args.index("--seeds") + 1] = "3"
-    r = run_cli("augment-and-train", *args, "--out", out)
+    r = run_cli("augment-and-train", "--headroom", "none", *args, "--out", out)
     assert r.exit_code == 0, r.output
     history = _json(out / "report.json")["design"]["history"]
     assert [(h["replicates"], h["seeds"]) for h in history] == [(2, 2), (2, 3)]
@@ -300,8 +300,8 @@ def test_more_replicates_and_seeds_on_a_rerun_are_recorded(tiny, tmp_path):
     md = (out / "report.md").read_text()
     assert "The design grew on re-runs" in md and "(post hoc: after a report existed)" in md
     assert "**Post hoc**: the design became 2 replicate(s) x 3 seed(s)" in md[md.index("## Answer"):md.index("## Design")]
-    r = run_cli("augment-and-train", *args, "--epochs", "3", "--out", out)
-    assert_clean_error(r, "other settings (epochs)")
+    r = run_cli("augment-and-train", "--headroom", "none", *args, "--image-size", "20", "--out", out)
+    assert_clean_error(r, "other settings (image_size)")
 
 
 # -- any synthetic source --------------------------------------------------------------------
@@ -316,9 +316,9 @@ def _external(folder, names):
 
 def test_external_synthetic_folder_goes_through_acceptance_and_arms(tmp_path):
     _external(tmp_path / "ext", ["normal", "PNEUMONIA"])  # class folders match case-insensitively
-    args = ["augment-and-train", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
+    args = ["augment-and-train", "--headroom", "none", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
             "--generator", "none", "--synthetic", f"mine={tmp_path / 'ext'}", "--synthetic-per-class", "6", "--controls", "none",
-            "--seeds", "2", "--epochs", "1", "--image-size", "16", "--no-progress", "--device", "cpu",
+            "--seeds", "2", "--steps", "1", "--image-size", "16", "--no-progress", "--device", "cpu",
             "--out", tmp_path / "exp"]
     r = run_cli(*args)
     assert r.exit_code == 0, r.output
@@ -341,8 +341,8 @@ def test_runs_from_genaug_train_are_reused_and_incompatible_ones_refused(tmp_pat
               "--image-size", "16", "--no-progress", "--device", "cpu"]
     # per class 10 with 20% validation from the source's val split: 8 training images per class
     assert run_cli("train", "vae", *common, "--per-class", "8", "--out", tmp_path / "R").exit_code == 0
-    exp = ["augment-and-train", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
-           "--generator", "vae", "--synthetic-per-class", "4", "--controls", "none", "--seeds", "1", "--epochs", "1",
+    exp = ["augment-and-train", "--headroom", "none", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
+           "--generator", "vae", "--synthetic-per-class", "4", "--controls", "none", "--seeds", "1", "--steps", "1",
            "--image-size", "16", "--no-progress", "--device", "cpu"]
     r = run_cli(*exp, "--runs", tmp_path / "R", "--out", tmp_path / "exp")
     assert r.exit_code == 0, r.output
@@ -365,9 +365,9 @@ def test_an_arm_whose_images_were_all_rejected_is_marked(tmp_path):
     _external(tmp_path / "ext", ["normal", "pneumonia"])
     cfg = tmp_path / "c.yaml"
     cfg.write_text("accept: [fid-gate]\nacceptance: {fid_max: 0.0}\nquality: false\n")  # every image rejected
-    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+    r = run_cli("augment-and-train", "--headroom", "none", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
                 "--synthetic", f"mine={tmp_path / 'ext'}", "--synthetic-per-class", "6", "--controls", "none",
-                "--seeds", "1", "--epochs", "1", "--image-size", "16", "--no-progress", "--device", "cpu",
+                "--seeds", "1", "--steps", "1", "--image-size", "16", "--no-progress", "--device", "cpu",
                 "--out", tmp_path / "exp")
     assert r.exit_code == 0, r.output
     md = (tmp_path / "exp" / "report.md").read_text()
@@ -420,7 +420,7 @@ def test_explain_an_experiment_and_the_report_section(tiny, tmp_path):
     assert set(result["mean_heatmap_correlation_with_reference"]) == {"baseline-strong", "plus-dup", "plus-vae"}
     assert (out / "explain" / "heatmaps-cam.png").stat().st_size > 0 and (out / "explain" / "mean-cam.png").exists()
     # --explain on a re-run of the finished experiment: nothing retrained, heatmaps in the report
-    r = run_cli("augment-and-train", *TINY, "--explain", "gradcam", "--out", out)
+    r = run_cli("augment-and-train", "--headroom", "none", *TINY, "--explain", "gradcam", "--out", out)
     assert r.exit_code == 0, r.output
     assert "## Where the classifiers look" in (out / "report.md").read_text()
     assert (out / "explain" / "heatmaps-gradcam.png").exists()
@@ -506,10 +506,10 @@ def test_the_confidence_filter_is_trained_once_per_unit_and_decides_for_every_so
                         or original(*a, **k))
     _external(tmp_path / "ext", ["normal", "pneumonia"])
     out = tmp_path / "exp"
-    r = run_cli("augment-and-train", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
+    r = run_cli("augment-and-train", "--headroom", "none", "--config", _no_quality(tmp_path), "--data", PNEUMONIA, "--per-class", "10",
                 "--generator", "vae", "--generator-steps", "5", "--synthetic", f"mine={tmp_path / 'ext'}",
                 "--synthetic-per-class", "6", "--accept", "all,confidence", "--controls", "none", "--seeds", "1",
-                "--epochs", "1", "--image-size", "16", "--no-progress", "--device", "cpu", "--out", out)
+                "--steps", "1", "--image-size", "16", "--no-progress", "--device", "cpu", "--out", out)
     assert r.exit_code == 0, r.output
     assert saved.count("confidence filter") == 1  # trained once for the unit's two acceptance tasks
     files = list((out / "rep-0" / "acceptance").glob("filter-*.safetensors"))

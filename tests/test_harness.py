@@ -142,7 +142,7 @@ def test_small_image_stem():
 
 
 def test_bad_inputs(tmp_path):
-    base = ["augment-and-train", "--data", PNEUMONIA, "--out", tmp_path / "x"]
+    base = ["augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--out", tmp_path / "x"]
     assert_clean_error(run_cli(*base, "--synthetic-per-class", "-1"), "synthetic_per_class must be at least 1", code=1)
     assert_clean_error(run_cli(*base, "--synthetic-per-class", "many"), "a comma list of them", code=1)
     assert_clean_error(run_cli(*base, "--generator", "gan"), "unknown generator 'gan'", code=1)
@@ -164,6 +164,6 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
     Experiment(str(PNEUMONIA), tmp_path, config, progress=False).check_settings()
     Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 4, "seeds": 3, "replicates": 2}),
                progress=False).check_settings()  # more seeds and replicates: same experiment
-    with pytest.raises(GenaugError, match=r"other settings \(epochs\)"):
-        Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 4, "seeds": 1, "epochs": 3}),
+    with pytest.raises(GenaugError, match=r"other settings \(per_class\)"):
+        Experiment(str(PNEUMONIA), tmp_path, experiment_config(None, {"per_class": 6, "seeds": 1}),
                    progress=False).check_settings()

@@ -24,7 +24,7 @@ TINY_DDPM = ("steps: 6\nbatch_size: 16\nmodel: {block_out_channels: [16, 32], at
 def _config(tmp_path, **over):
     (tmp_path / "ddpm.yaml").write_text(TINY_DDPM)
     return experiment_config(None, {
-        "per_class": 4, "image_size": 16, "replicates": 2, "seeds": 1, "epochs": 1, "generators": "ddpm-multilabel",
+        "per_class": 4, "image_size": 16, "replicates": 2, "seeds": 1, "steps": 1, "generators": "ddpm-multilabel",
         "generator_configs": {"ddpm-multilabel": str(tmp_path / "ddpm.yaml")}, "synthetic_per_class": 12,
         "accept": "memorization,confidence", "acceptance": {"memorization_spaces": ["pixels"]},
         "target_labels": "rarest:2",

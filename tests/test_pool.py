@@ -176,7 +176,7 @@ def test_bad_pool_inputs_are_refused_in_one_line_with_nothing_written(tmp_path):
                        "teacher_threshold must be a number between 0 and 1 (got 1.5)")
     assert_clean_error(run_cli("train", "ddpm", "--data", PNEUMONIA, "--class", "normal", "--unlabeled", "32",
                                "--out", tmp_path / "d"), "ddpm trains on labelled images only")
-    exp = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "ddpm-pseudo",
+    exp = ["augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--per-class", "10", "--generator", "ddpm-pseudo",
            "--no-progress"]
     assert_clean_error(run_cli(*exp, "--out", tmp_path / "e"), "--generator ddpm-pseudo trains on unlabelled images")
     cfg = tmp_path / "exp.yaml"
@@ -194,7 +194,7 @@ def test_with_semi_mpl_the_mpl_teacher_labels_the_pool_and_scores_label_fidelity
     from genaug.harness.teacher import pool_probs, teacher_fidelity, teacher_folder, train_teacher
 
     config = experiment_config(None, {"per_class": 10, "generators": ["ddpm-pseudo"], "unlabeled": 48,
-                                      "semi": ["mpl"], "semi_settings": {"finetune_epochs": 1}, "epochs": 2,
+                                      "semi": ["mpl"], "semi_settings": {"finetune_epochs": 1}, "steps": 2,
                                       "batch_size": 16, "image_size": 16, "seeds": 1})
     e = Experiment(str(PNEUMONIA), tmp_path, config, device="cpu", progress=False)
     data = e.unit_data(0)

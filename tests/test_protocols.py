@@ -35,7 +35,7 @@ def assert_config_refused(tmp_path, setting: str, message: str) -> None:
     """augment-and-train with `setting` in its config file ends in `message`, one line, nothing written."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(setting + "\n")
-    r = run_cli("augment-and-train", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+    r = run_cli("augment-and-train", "--headroom", "none", "--config", cfg, "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
                 "--controls", "none", "--out", tmp_path / "exp")
     assert_clean_error(r, message)
     assert not (tmp_path / "exp").exists()
@@ -198,13 +198,13 @@ def test_pretrained_torchvision_weights_offline_error_then_the_cached_file(tmp_p
 def test_offline_pretrained_from_the_cli_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     _offline(monkeypatch)
-    r = run_cli("augment-and-train", "--data", PNEUMONIA, "--per-class", "6", "--generator", "none",
-                "--controls", "none", "--seeds", "1", "--epochs", "1", "--classifier", "resnet18", "--pretrained",
+    r = run_cli("augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--per-class", "6", "--generator", "none",
+                "--controls", "none", "--seeds", "1", "--steps", "1", "--classifier", "resnet18", "--pretrained",
                 "--no-progress", "--device", "cpu", "--out", tmp_path / "exp")
     assert_clean_error(r, "--pretrained resnet18", "resnet18-f37072fd.pth")
-    assert_clean_error(run_cli("augment-and-train", "--data", PNEUMONIA, "--classifier", "resnet18,vgg",
+    assert_clean_error(run_cli("augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--classifier", "resnet18,vgg",
                                "--out", tmp_path / "x"), "unknown classifier 'vgg'")
-    assert_clean_error(run_cli("augment-and-train", "--data", PNEUMONIA, "--finetune", "--out", tmp_path / "y"),
+    assert_clean_error(run_cli("augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--finetune", "--out", tmp_path / "y"),
                        "--finetune trains a pretrained backbone", "--pretrained")
     assert not (tmp_path / "y").exists()
 
@@ -213,8 +213,8 @@ def test_offline_pretrained_from_the_cli_is_one_line(tmp_path, monkeypatch):
 
 def test_two_architectures_each_train_and_their_ensemble_is_the_mean(tmp_path):
     out = tmp_path / "exp"
-    r = run_cli("augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
-                "--controls", "dup", "--synthetic-per-class", "6", "--seeds", "2", "--epochs", "1",
+    r = run_cli("augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+                "--controls", "dup", "--synthetic-per-class", "6", "--seeds", "2", "--steps", "1",
                 "--classifier", "resnet18,efficientnet_b0", "--preprocess", "clahe", "--image-size", "16",
                 "--no-progress", "--device", "cpu", "--out", out)
     assert r.exit_code == 0, r.output
@@ -269,9 +269,9 @@ def test_cv_experiment_generators_never_see_a_folds_held_out_images(tmp_path):
     (this ended in "not a genaug run folder" after all training)."""
     out = tmp_path / "exp"
     (tmp_path / "no-quality.yaml").write_text("quality: false\n")  # FIDs per fold are not what is tested here
-    r = run_cli("augment-and-train", "--config", tmp_path / "no-quality.yaml", "--data", PNEUMONIA, "--per-class",
+    r = run_cli("augment-and-train", "--headroom", "none", "--config", tmp_path / "no-quality.yaml", "--data", PNEUMONIA, "--per-class",
                 "9", "--cv", "3", "--generator", "vae", "--generator-steps", "5", "--synthetic-per-class", "4",
-                "--accept", "all", "--controls", "none", "--seeds", "1", "--epochs", "1", "--image-size", "16",
+                "--accept", "all", "--controls", "none", "--seeds", "1", "--steps", "1", "--image-size", "16",
                 "--no-progress", "--explain", "cam", "--device", "cpu", "--out", out)
     assert r.exit_code == 0, r.output
     assert (out / "explain" / "heatmaps-cam.png").stat().st_size > 0 and (out / "report.json").exists()
@@ -300,7 +300,7 @@ def test_cv_experiment_generators_never_see_a_folds_held_out_images(tmp_path):
     assert "## Cross-validation folds" in md and "3-fold cross-validation" in md and "optimistic" in md
     listed = run_cli("datasets", out)
     assert listed.exit_code == 0 and listed.output.count("per class 9") == 3, listed.output
-    assert_clean_error(run_cli("augment-and-train", "--data", PNEUMONIA, "--per-class", "4", "--cv", "5",
+    assert_clean_error(run_cli("augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--per-class", "4", "--cv", "5",
                                "--generator", "none", "--out", tmp_path / "x"), "cv 5: a class has only 4 images")
 
 
@@ -314,8 +314,8 @@ def test_pair_confusion_on_a_hand_example():
 
 
 def test_compare_two_recipes_pairs_replicates_and_refuses_other_subsets(tmp_path):
-    base = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none", "--controls", "dup",
-            "--synthetic-per-class", "5", "--seeds", "2", "--epochs", "2", "--image-size", "16", "--no-progress",
+    base = ["augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none", "--controls", "dup",
+            "--synthetic-per-class", "5", "--seeds", "2", "--steps", "2", "--image-size", "16", "--no-progress",
             "--device", "cpu"]  # 16 px: a third of the classifiers' time at 28 px
     for name, extra in (("ce", []), ("cr", ["--loss", "cr"])):
         r = run_cli(*base, *extra, "--out", tmp_path / name)

@@ -18,7 +18,7 @@ from conftest import PNEUMONIA, assert_clean_error, run_cli
 ray = pytest.importorskip("ray")  # the README's setup and CI install the extra: these always run there
 
 SMALL = ["--data", PNEUMONIA, "--per-class", "10", "--generator", "vae", "--generator-steps", "5",
-         "--synthetic-per-class", "4", "--replicates", "2", "--seeds", "1", "--epochs", "2", "--image-size", "16",
+         "--synthetic-per-class", "4", "--replicates", "2", "--seeds", "1", "--steps", "2", "--image-size", "16",
          "--no-progress", "--device", "cpu", "--config", "no-quality.yaml"]
 
 
@@ -40,7 +40,7 @@ def runs(cluster, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # CPU float sums depend on the thread count; each task below has one CPU
     try:
-        r = run_cli("augment-and-train", *args, "--out", root / "here")
+        r = run_cli("augment-and-train", "--headroom", "none", *args, "--out", root / "here")
     finally:
         torch.set_num_threads(threads)
     assert r.exit_code == 0, r.output
@@ -48,7 +48,7 @@ def runs(cluster, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("GENAUG_FAULT", f"kill:classifier rep-1 +vae:{marker}")
     try:
-        r = run_cli("augment-and-train", *args, "--out", root / "ray", "--ray")
+        r = run_cli("augment-and-train", "--headroom", "none", *args, "--out", root / "ray", "--ray")
     finally:
         mp.undo()
     assert r.exit_code == 0, r.output
@@ -70,7 +70,7 @@ def test_a_finished_experiment_starts_no_task_under_either_executor(runs):
     root, args, _ = runs
     log = Store(root / "ray").log()
     for extra in (["--ray"], []):
-        r = run_cli("augment-and-train", *args, "--out", root / "ray", *extra)
+        r = run_cli("augment-and-train", "--headroom", "none", *args, "--out", root / "ray", *extra)
         assert r.exit_code == 0, r.output
     assert Store(root / "ray").log() == log  # nothing computed again
 
@@ -85,7 +85,7 @@ def test_a_stage_that_raises_is_named_and_the_other_unit_finishes(runs, tmp_path
             store.record_path(record["key"]).unlink()
     (out / "report.json").unlink()
     monkeypatch.setenv("GENAUG_FAULT", "raise:classifier rep-0 baseline-strong")
-    r = run_cli("augment-and-train", *args, "--out", out, "--ray")
+    r = run_cli("augment-and-train", "--headroom", "none", *args, "--out", out, "--ray")
     assert_clean_error(r, "1 stage(s) failed: classifier rep-0 baseline-strong resnet18 seed 0 (InjectedFault",
                        "every other stage finished")
     again = [x for x in store.records() if x["stage"] == "classifier"]
@@ -95,9 +95,9 @@ def test_a_stage_that_raises_is_named_and_the_other_unit_finishes(runs, tmp_path
 def test_without_ray_the_in_process_path_runs_and_ray_says_how_to_install(runs, monkeypatch):
     root, args, _ = runs
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    r = run_cli("augment-and-train", *args, "--out", root / "here")
+    r = run_cli("augment-and-train", "--headroom", "none", *args, "--out", root / "here")
     assert r.exit_code == 0, r.output
-    assert_clean_error(run_cli("augment-and-train", *args, "--out", root / "here", "--ray"),
+    assert_clean_error(run_cli("augment-and-train", "--headroom", "none", *args, "--out", root / "here", "--ray"),
                        "pip install 'genaug[ray]'", code=1)
 
 
@@ -116,7 +116,7 @@ def test_sigterm_to_a_ray_driver_cancels_its_tasks_and_keeps_what_finished(runs,
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("GENAUG_FAULT", None)
-    cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", *args, "--out", str(out), "--ray"]
+    cmd = [sys.executable, "-m", "genaug.cli", "augment-and-train", "--headroom", "none", *args, "--out", str(out), "--ray"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not any((out / "stages").glob("subset-*.json")):

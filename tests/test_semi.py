@@ -25,7 +25,7 @@ from genaug.harness.experiment import Experiment, experiment_config
 from conftest import OCT, PNEUMONIA, assert_clean_error, run_cli
 
 SETTINGS = {"data": str(PNEUMONIA), "per_class": 10, "generators": "none", "controls": "none", "seeds": 1,
-            "epochs": 2, "batch_size": 16, "quality": False, "unlabeled": 48, "semi": "pseudo,mpl",
+            "steps": "epochs", "epochs": 2, "batch_size": 16, "quality": False, "unlabeled": 48, "semi": "pseudo,mpl",
             "semi_settings": {"threshold": 0.5, "finetune_epochs": 1}, "save_models": "none"}
 
 
@@ -199,7 +199,7 @@ def test_mpl_in_bf16_runs_both_networks_forward_in_bf16_with_fp32_weights():
 
 
 def test_bad_semi_input_is_refused_before_anything_is_written(tmp_path):
-    common = ["augment-and-train", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
+    common = ["augment-and-train", "--headroom", "none", "--data", PNEUMONIA, "--per-class", "10", "--generator", "none",
               "--controls", "none", "--device", "cpu", "--no-progress"]
     out = tmp_path / "x"
     assert_clean_error(run_cli(*common, "--semi", "pseudo", "--unlabeled", "999999", "--out", out),

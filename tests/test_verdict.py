@@ -293,8 +293,8 @@ def test_full_real_trains_the_baselines_epochs_over_its_own_images(tmp_path):
     from conftest import OCT
 
     out = tmp_path / "exp"
-    (tmp_path / "c.yaml").write_text("quality: false\nval_fraction: 0.34\nbatch_size: 4\n")
-    r = run_cli("augment-and-train", "--config", tmp_path / "c.yaml", "--data", OCT, "--group-by", "oct2017",
+    (tmp_path / "c.yaml").write_text("quality: false\nval_fraction: 0.34\nbatch_size: 4\nsteps: epochs\n")
+    r = run_cli("augment-and-train", "--headroom", "none", "--config", tmp_path / "c.yaml", "--data", OCT, "--group-by", "oct2017",
                 "--per-class", "3", "--generator", "none", "--controls", "none", "--full-real", "--seeds", "1",
                 "--epochs", "2", "--image-size", "16", "--no-progress", "--device", "cpu", "--out", out)
     assert r.exit_code == 0, r.output
@@ -358,12 +358,12 @@ def test_arm_registry_one_small_class_per_arm():
     plan = arm_module.plan_arms(config)
     assert [(a.name, type(a).__name__, a.kind) for a in plan] == [
         ("baseline", "Arm", "baseline"), ("baseline-strong", "StrongAugmentation", "control"),
-        ("+dup", "Duplicates", "control"), ("+vae", "Synthetic", "synthetic"),
+        ("+real@100", "ExtraReal", "positive"), ("+dup", "Duplicates", "control"), ("+vae", "Synthetic", "synthetic"),
         ("+pseudo", "SemiSupervised", "semi"), ("+mpl", "SemiSupervised", "semi"),
         ("+mpl+vae", "SemiSupervised", "semi"), ("full-real", "Ceiling", "ceiling")]
     base = TrainSettings()
     strong = plan[1].settings(base, config)
     assert strong.augment == "trivialaugment" and strong.mix and plan[0].settings(base, config) is base
     inputs = type("RunInputs", (), {"data": type("UnitData", (), {"steps_per_epoch": 3})()})()
-    assert [a.steps_per_epoch(inputs, 4708, 32) for a in (plan[0], plan[3], plan[-1])] == [3, 3, 148]
-    assert plan[3].slug == "plus-vae" and len({a.name for a in plan}) == len(plan)
+    assert [a.steps_per_epoch(inputs, 4708, 32) for a in (plan[0], plan[4], plan[-1])] == [3, 3, 148]
+    assert plan[4].slug == "plus-vae" and len({a.name for a in plan}) == len(plan)

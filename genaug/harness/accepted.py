@@ -67,7 +67,7 @@ def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData,
     from ..metrics.fidelity import ImageSet, compute_metrics
 
     cache: dict = {}
-    device, settings_ = spec.device, spec.settings
+    device, settings_ = spec.device, spec.helper_settings
     similarity = gallery_similarity(spec)
 
     def fid(real, fake):
@@ -147,6 +147,21 @@ def duplicates(spec: ExperimentSpec, unit: Unit, data: UnitData) -> tuple[torch.
         pick = pool[torch.randint(len(pool), (counts[label],), generator=g)]
         xs.append(data.train_x[pick])
         ys.append(torch.full((counts[label],), label, dtype=torch.int64))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def matched_duplicates(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, count: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real training images drawn with replacement, per class as many as `source`'s accepted images
+    among the first `count`: the +dup matched to one synthetic arm in count and class balance."""
+    kept = read_json(decisions_path(spec, unit, source))["kept"]
+    g = torch.Generator().manual_seed(spec.seeds(unit).of("duplicates"))
+    xs, ys = [], []
+    for label in spec.labels:
+        n = sum(1 for i in kept[spec.classes[label]] if i < count)
+        pool = torch.nonzero(data.train_y == label).flatten()
+        xs.append(data.train_x[pool[torch.randint(len(pool), (n,), generator=g)]])
+        ys.append(torch.full((n,), label, dtype=torch.int64))
     return torch.cat(xs), torch.cat(ys)
 
 

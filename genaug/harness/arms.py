@@ -1,20 +1,27 @@
 """The arms of an experiment: what each adds to the real training part, and how it trains.
 
-Every arm shares the optimizer-step budget, epoch selection on the real validation part and the
-classifier seeds; only its data or augmentation differs, so its difference to the baseline is
-what that difference causes:
+Every arm shares the optimizer-step budget, the scored model's rule and the classifier seeds;
+only its data or augmentation differs, so its difference to the reference is what that
+difference causes:
 - `baseline`: the real training part, classical augmentation (crops, small rotations).
-- `baseline-strong`: the same images, strong classical augmentation (TrivialAugmentWide or
-  RandAugment, plus CutMix/MixUp): does a generator beat what augmentation alone gives?
-- `+dup`: the real training part plus as many extra images as the largest accepted synthetic
-  set, drawn (with replacement, then augmented) from the real training part itself: does a
-  generator beat "more images" alone?
-- `+<name>`: the real training part plus the accepted images of a generator family or of an
-  external set (`+<name>@<count>` when several synthetic counts are compared).
-- `+pseudo`, `+mpl`, `+mpl+<name>` (with `semi`): the real training part plus unlabelled real
-  images through pseudo-labelling or Meta Pseudo Labels (`semi.py`), the last with a source's
-  accepted synthetic images added to the labelled set.
-- `full-real` (opt-in): every real training image of the split, the ceiling.
+- `baseline-strong`: the same images, strong augmentation (TrivialAugmentWide or RandAugment, plus
+  CutMix/MixUp): the reference of the primary contrast (`reference`).
+- `+<name>`: the real training part plus the accepted images of a generator family or an external
+  set (`+<name>@<count>` when several synthetic counts are compared), entering every batch at
+  `synthetic_share` and trained with the reference's augmentation (`synthetic_augment: strong`).
+- `+dup` (one synthetic arm) or `+dup:<arm>` (several): real training images drawn with
+  replacement, per class as many as that arm's accepted images, at the same share and recipe: does
+  the generator beat "more images" alone?
+- `+real@N` (control `real`): N extra real labelled images per class from outside the subset
+  (`headroom.py`), at the same share and recipe: the positive control, what a perfect generator
+  gives.
+- `headroom@N`, `headroom@all`: the reference recipe on N labelled images per class (or every one
+  of the split): the learning curve and its ceiling, measured before any generator.
+- `+pseudo`, `+mpl`, `+mpl+<name>` (with `semi`): unlabelled real images through pseudo-labelling
+  or Meta Pseudo Labels (`semi.py`).
+- `full-real` (opt-in): every real training image of the split, the baseline's recipe.
+Folders from before 0.2 (`reference` unset) keep their arms: one `+dup` as large as the largest
+accepted set, added images in proportion to their count, classical augmentation.
 """
 
 from __future__ import annotations
@@ -45,6 +52,12 @@ class RunInputs(Protocol):
     def duplicates(self): ...
 
     def full_real(self): ...
+
+    def matched_duplicates(self, source: str, count: int): ...
+
+    def extra_real(self, per_class: int): ...
+
+    def headroom_data(self, per_class: int | None): ...
 
     def pseudo_label_check(self, pseudo: dict): ...
 
@@ -82,25 +95,62 @@ class Arm:
         return train_classifier(*args, extra=extra), None
 
 
+def strong(base: TrainSettings, config: dict) -> TrainSettings:
+    """The reference recipe's augmentation: TrivialAugmentWide or RandAugment, plus CutMix/MixUp (not
+    with the CR loss, which needs hard labels)."""
+    return replace(base, augment=config["strong_augment"], mix=bool(config["strong_mix"]) and base.loss != "cr")
+
+
 class StrongAugmentation(Arm):
     """baseline-strong: the same images, TrivialAugmentWide or RandAugment plus CutMix/MixUp."""
 
     kind = "control"
 
     def settings(self, base: TrainSettings, config: dict) -> TrainSettings:
-        return replace(base, augment=config["strong_augment"], mix=bool(config["strong_mix"]))
+        return strong(base, config)
 
 
-class Duplicates(Arm):
-    """+dup: as many extra images as the largest accepted synthetic set, drawn from the real training part."""
+class Adding(Arm):
+    """An arm that adds images: trained with the reference's augmentation unless
+    `synthetic_augment: classical` (and in folders from before 0.2)."""
+
+    def settings(self, base: TrainSettings, config: dict) -> TrainSettings:
+        return strong(base, config) if config.get("synthetic_augment") == "strong" else base
+
+
+class Duplicates(Adding):
+    """+dup: real training images drawn with replacement, matched per class to one synthetic arm's
+    accepted set (`source`, `count`), or as large as the largest accepted set (folders before 0.2)."""
 
     kind = "control"
 
     def data(self, inputs):
-        return (inputs.data.train_x, inputs.data.train_y), inputs.duplicates()
+        extra = inputs.duplicates() if self.source is None else inputs.matched_duplicates(self.source, self.count)
+        return (inputs.data.train_x, inputs.data.train_y), extra
 
 
-class Synthetic(Arm):
+class ExtraReal(Adding):
+    """+real@N: N extra real labelled images per class from outside the subset: the positive control."""
+
+    kind = "positive"
+
+    def data(self, inputs):
+        return (inputs.data.train_x, inputs.data.train_y), inputs.extra_real(self.count)
+
+
+class Headroom(Arm):
+    """headroom@N: the reference recipe on N labelled images per class (all: the whole split)."""
+
+    kind = "headroom"
+
+    def settings(self, base: TrainSettings, config: dict) -> TrainSettings:
+        return strong(base, config) if config.get("reference") == "baseline-strong" else base
+
+    def data(self, inputs):
+        return inputs.headroom_data(self.count), None
+
+
+class Synthetic(Adding):
     """+<source>: the accepted images of a generator family or an external set."""
 
     kind = "synthetic"
@@ -109,7 +159,7 @@ class Synthetic(Arm):
         return (inputs.data.train_x, inputs.data.train_y), inputs.accepted(self.source, self.count)
 
 
-class SemiSupervised(Arm):
+class SemiSupervised(Adding):
     """+pseudo, +mpl, +mpl+<source>: unlabelled real images through semi.py (with a source's accepted
     images added to the labelled set for +mpl+<source>); the pseudo-label check is its diagnostic."""
 
@@ -137,18 +187,31 @@ class Ceiling(Arm):
         return math.ceil(n_images / batch_size)
 
 
+def headroom_arms(config: dict) -> list[Arm]:
+    """The headroom stage's arms: the learning curve's sizes per class, and the positive control."""
+    sizes = config.get("headroom") if isinstance(config.get("headroom"), list) else []  # auto: resolved later
+    arms: list[Arm] = [Headroom(f"headroom@{n}", count=None if n == "all" else int(n)) for n in sizes]
+    if "real" in config["controls"] and config.get("reference") is not None:
+        arms.append(ExtraReal(f"+real@{max(config['synthetic_per_class'])}", count=max(config["synthetic_per_class"])))
+    return arms
+
+
 def plan_arms(config: dict) -> list[Arm]:
     """The arms of an experiment, in report order."""
     arms: list[Arm] = [Arm("baseline")]
     arms += [StrongAugmentation("baseline-strong")] if "baseline-strong" in config["controls"] else []
+    arms += headroom_arms(config)
     counts = config["synthetic_per_class"]
     sources = list(synthetic_sources(config))
+    synthetic = [Synthetic(f"+{source}" if len(counts) == 1 else f"+{source}@{count}", source, count)
+                 for source in sources for count in counts]
     if "dup" in config["controls"]:
-        arms.append(Duplicates("+dup"))
-    for source in sources:
-        for count in counts:
-            name = f"+{source}" if len(counts) == 1 else f"+{source}@{count}"
-            arms.append(Synthetic(name, source, count))
+        if config.get("reference") is None or not synthetic:  # before 0.2, or no synthetic arm: one +dup
+            arms.append(Duplicates("+dup", count=None if synthetic else max(counts)))
+        else:
+            arms += [Duplicates("+dup" if len(synthetic) == 1 else f"+dup:{a.name[1:]}", a.source, a.count)
+                     for a in synthetic]
+    arms += synthetic
     for method in config["semi"]:
         arms.append(SemiSupervised(f"+{method}", method=method))
     if "mpl" in config["semi"]:

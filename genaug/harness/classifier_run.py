@@ -8,12 +8,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..classifiers.inference import predict_proba, uses_bf16
 from ..classifiers.networks import save_classifier
 from ..device import resolve_device
 from ..io import write_json
-from . import accepted
+from . import accepted, headroom
 from .arms import Arm
 from .faults import inject
 from .spec import ExperimentSpec, Unit
@@ -42,6 +43,24 @@ class UnitInputs:
 
     def full_real(self):
         return accepted.full_real(self.spec, self.data)
+
+    def matched_duplicates(self, source: str, count: int):
+        return accepted.matched_duplicates(self.spec, self.unit, self.data, source, count)
+
+    def extra_real(self, per_class: int):
+        return headroom.extra_real(self.spec, self.unit, self.data, per_class)
+
+    def headroom_data(self, per_class: int | None):
+        """N labelled training images per class: a share of the subset's, the subset's plus extra real
+        ones, or (None) every real training image of the split."""
+        d = self.data
+        if per_class is None:
+            return self.full_real()
+        n_train = min(int((d.train_y == k).sum()) for k in self.spec.labels)
+        if per_class <= n_train:
+            return headroom.labelled_share(self.spec, self.unit, d, per_class)
+        x, y = self.extra_real(per_class - n_train)
+        return torch.cat([d.train_x, x]), torch.cat([d.train_y, y])
 
     def pseudo_label_check(self, pseudo: dict):
         return pseudo_label_check(self.spec, self.data, pseudo)
@@ -75,7 +94,8 @@ def classifier_run(spec: ExperimentSpec, unit: Unit, data: UnitData, arm: Arm, k
               "seed": seed, "bf16": uses_bf16(resolve_device(spec.device), settings.mixed_precision),
               "n_real_train": len(x), "n_extra": len(extra[0]) if extra is not None else 0,
               "optimizer_steps": trained.optimizer_steps, "images_seen": trained.images_seen,
-              "best_epoch": trained.best_epoch, "history": trained.history,
+              "best_epoch": trained.best_epoch, "scored_model": trained.scored, "train_fit": trained.train_fit,
+              "converged": trained.converged, "history": trained.history,
               "test": classification_metrics(data.test_y.numpy(), probs, list(spec.classes)),
               "test_probs": np.round(probs, 6).tolist()}  # for ensembles
     if arm.kind == "semi":

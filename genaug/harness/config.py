@@ -36,17 +36,31 @@ DEFAULTS: dict[str, Any] = {
     "acceptance": dict(acceptance.DEFAULTS), "quality": True,
     # unlabelled real images and the semi-supervised arms (semi.py): +pseudo, +mpl, +mpl+<source>
     "unlabeled": None, "unlabeled_data": None, "semi": [], "semi_settings": {},
-    # arms beside the synthetic ones
-    "controls": ["baseline-strong", "dup"], "full_real": False, "synthetic_ratio": None,
+    # arms beside the synthetic ones: the reference recipe, matched duplicates, the positive control +real@N
+    "controls": ["baseline-strong", "dup", "real"], "full_real": False, "synthetic_ratio": None,
     "strong_augment": "trivialaugment", "strong_mix": True,
+    "synthetic_share": 0.5,  # share of every batch from an arm's added images (classifiers/batches.py)
+    "synthetic_augment": "strong",  # added-image arms train with baseline-strong's augmentation, or classical
+    "reference": "auto",  # the reference of the primary contrast (verdict.py): auto is baseline-strong where it runs
+    "decision_rule": "iut",  # iut: beat every reference at alpha, Holm over arms; holm-all: Holm over arm x reference
+    # the reference recipe at more labelled images per class, before any generator (headroom.py): auto, or a
+    # list of per-class counts (below per_class: a share of the labelled images; above: extra real ones) and all
+    "headroom": "auto",
     # the classifier recipe every arm shares
     "classifier": "resnet18",  # or a comma list: each architecture trains per seed, and their ensemble is scored
     "pretrained": False, "finetune": False,  # ImageNet weights (inception-v3 always); train the backbone too
-    "stem": "auto",  # from scratch: small (stride 1, full resolution), imagenet (stride 2 + max-pool), auto (small < 64 px)
+    "stem": "imagenet",  # from scratch: imagenet (stride 2 + max-pool), small (stride 1: about 4x the cost), auto (small < 64 px)
     "mixed_precision": "auto",  # classifier forward passes in bf16: auto (on CUDA only), no, bf16
     "channels_last": False,  # classifier weights and activations NHWC (faster convolutions at 224-299 px)
-    "epochs": 20, "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
-    "weight_decay": 0.0, "loss": "ce", "cr_k": 3.0, "rotation": 10.0, "crop_padding": 2, "hflip": None,
+    # the steps protocol (classifiers/training.py): a budget of optimizer steps (auto: STEP_BUDGETS by image size),
+    # AdamW, warm-up then cosine per step, the final model scored with batch-norm statistics of the real images
+    "steps": "auto", "warmup": 0.05, "scored_model": "final", "ema_decay": 0.999, "label_smoothing": 0.1,
+    "epochs": 20,  # the epochs protocol of folders from before 0.2 (steps: null): epochs x ceil(n_real / batch)
+    "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
+    "weight_decay": 0.05, "loss": "ce", "cr_k": 3.0, "rotation": 10.0, "crop_padding": 2, "hflip": None,
+    # the helper classifiers (teacher, confidence filter, CAS): their own recipe, recorded once (auto: the steps
+    # protocol's default at this image size), so the arms' recipe can change without retraining a generator
+    "helper_recipe": "auto",
     # which trained classifiers are kept (safetensors, for `genaug explain` and `nearest --features classifier`)
     "save_models": "first",  # first: seed 0 of each arm and replicate; all; none
     "explain": None,  # a heatmap method (gradcam, gradcam++, scorecam, cam): figures in the report
@@ -58,7 +72,11 @@ DEFAULTS: dict[str, Any] = {
     "resources": {}, "retries": 3,
 }
 SAVE_MODELS = ("first", "all", "none")
-CONTROLS = ("baseline-strong", "dup")
+CONTROLS = ("baseline-strong", "dup", "real")
+# the default step budget by image size (the largest side at most the key): scripts/convergence_study.py
+STEP_BUDGETS = {32: 1500, 64: 1500, 10_000: 2000}
+DECISION_RULES = ("iut", "holm-all")
+SCORED = ("final", "ema", "best")
 DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every other key must match
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
 # settings added after the store (stages.py) keyed finished stages, with the value that reproduces what those
@@ -66,8 +84,16 @@ OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is 
 ADDED_SINCE_STORE = {"given_split": "use", "label_columns": None, "target_labels": None, "pos_weight": False,
                      "labelled_images": None}
 RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
+# what only the arms' classifier runs read (and the report, from their results): a change re-runs the classifiers
+# and nothing upstream of them (stages.py keys every other stage without these)
+RECIPE_KEYS = ("steps", "warmup", "scored_model", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
+               "lr_step", "lr_gamma", "weight_decay", "loss", "cr_k", "controls", "full_real", "synthetic_ratio",
+               "synthetic_share", "synthetic_augment", "strong_augment", "strong_mix", "reference", "decision_rule",
+               "headroom", "alpha", "min_effect", "select_metric")
 # settings added after experiment folders existed, with the value that reproduces how those folders ran
-LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy"}
+LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy", "steps": None, "synthetic_share": None,
+          "synthetic_augment": "classical", "reference": None, "decision_rule": "holm-all", "headroom": [],
+          "warmup": 0.05, "scored_model": "best", "ema_decay": 0.999, "label_smoothing": 0.0}
 
 
 def _number(config: dict, key: str, low: float, high: float | None) -> float:
@@ -230,6 +256,85 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
     ratio = config["synthetic_ratio"]
     if ratio is not None and not 0 <= float(ratio) < 1:
         raise GenaugError(f"synthetic_ratio must be in [0, 1) (got {ratio})")
+    check_recipe(config)
     if config["loss"] == "cr" and config["strong_mix"] and "baseline-strong" in config["controls"]:
         raise GenaugError("the CR loss needs hard labels: set strong_mix: false, or drop the baseline-strong control")
     return config
+
+
+def _budget(value, key: str):
+    """A step budget: a whole number, auto, or epochs/none/null (the epochs protocol: None)."""
+    if value == "auto":
+        return value
+    if value is None or str(value).lower() in ("epochs", "none", "null"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not str(value).isdigit() or int(value) < 1:
+        raise GenaugError(f"{key} must be a whole number of optimizer steps, 1 or more, auto, or epochs (got {value!r})")
+    return int(value)
+
+
+def check_recipe(config: dict[str, Any]) -> None:
+    """The steps protocol's settings, the added images' share and the decision rule, in one line each."""
+    config["steps"] = _budget(config["steps"], "steps")
+    if config["helper_recipe"] != "auto" and not isinstance(config["helper_recipe"], dict):
+        raise GenaugError(f"helper_recipe must be auto or a mapping of classifier settings (got {config['helper_recipe']!r})")
+    share = config["synthetic_share"]
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1):
+        raise GenaugError(f"synthetic_share must be a number in [0, 1) (got {share!r})")
+    if config["scored_model"] not in SCORED:
+        raise GenaugError(f"scored_model must be one of {', '.join(SCORED)} (got {config['scored_model']!r})")
+    if config["synthetic_augment"] not in ("strong", "classical"):
+        raise GenaugError(f"synthetic_augment must be strong or classical (got {config['synthetic_augment']!r})")
+    if config["decision_rule"] not in DECISION_RULES:
+        raise GenaugError(f"decision_rule must be one of {', '.join(DECISION_RULES)} (got {config['decision_rule']!r})")
+    if config["reference"] not in (None, "auto", "baseline", "baseline-strong"):
+        raise GenaugError(f"reference must be auto, baseline or baseline-strong (got {config['reference']!r})")
+    if config["reference"] == "baseline-strong" and "baseline-strong" not in config["controls"]:
+        raise GenaugError("the reference is baseline-strong but --controls leaves it out: add it, or set "
+                          "reference: baseline")
+    if not 0 <= float(config["warmup"]) < 1:
+        raise GenaugError(f"warmup must be a share of the steps in [0, 1) (got {config['warmup']!r})")
+    config["headroom"] = parse_headroom(config["headroom"])
+
+
+def resolve_reference(config: dict[str, Any]) -> None:
+    """`reference: auto` is baseline-strong where that arm runs, else the baseline."""
+    if config["reference"] == "auto":
+        config["reference"] = "baseline-strong" if "baseline-strong" in config["controls"] else "baseline"
+
+
+def parse_headroom(value) -> str | list:
+    """auto, or per-class counts (whole numbers, 1 or more) and `all`, sorted, counts first."""
+    if value in ("auto", None) or str(value).lower() == "none":
+        return "auto" if value == "auto" else []
+    items = _as_list(value)
+    counts, full = [], False
+    for item in items:
+        if str(item).lower() == "all":
+            full = True
+        elif str(item).isdigit() and int(item) >= 1:
+            counts.append(int(item))
+        else:
+            raise GenaugError(f"headroom must be auto, none, or a comma list of per-class counts and all (got {value!r})")
+    return sorted(set(counts)) + (["all"] if full else [])
+
+
+# the recipe fields of the helper classifiers (spec.helper_settings); the rest come from the experiment
+HELPER_FIELDS = ("steps", "warmup", "scored_model", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
+                 "lr_step", "lr_gamma", "weight_decay", "select_metric")
+
+
+def helper_recipe(steps: int | None) -> dict:
+    """The helper classifiers' recipe of a new experiment: the steps protocol's defaults at the
+    arms' step budget as first resolved (recorded, so a later change of the arms' budget keeps it)."""
+    return {**{k: DEFAULTS[k] for k in HELPER_FIELDS}, "steps": steps, "select_metric": None}
+
+
+def legacy_helper_recipe(old: dict) -> dict:
+    """The recipe a folder from before 0.2 trained its helpers with: the arms' own, as recorded."""
+    return {k: old.get(k, LEGACY.get(k, DEFAULTS[k])) for k in HELPER_FIELDS}
+
+
+def step_budget(image_size: int) -> int:
+    """The default step budget at this image size (STEP_BUDGETS)."""
+    return next(steps for size, steps in sorted(STEP_BUDGETS.items()) if image_size <= size)

@@ -33,7 +33,9 @@ from ..generators.registry import get_family
 from ..generators.training import TRAIN_DEFAULTS, main_thread, raise_interrupt
 from ..io import read_json, write_json, write_text
 from ..runs import check_pool
-from .config import DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RUN_KEYS
+from .config import (DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RECIPE_KEYS, RUN_KEYS, helper_recipe,
+                     legacy_helper_recipe, resolve_reference, step_budget)
+from .headroom import available_per_class, check_extra_real, default_headroom
 from .config import experiment_config  # noqa: F401 - part of this module's API
 from .executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
 from .generation import check_runs, generator_config
@@ -42,6 +44,15 @@ from .spec import ExperimentSpec, Unit, remember_source
 from .stages import adopt, plan, unit_subset
 
 FLIP_SAFE_KINDS = {"cifar10", "fashion-mnist"}  # natural images; medical and folder sources: flips off
+
+
+def archive_classifier_runs(out: Path, units: list[str], stamp: str) -> None:
+    """Before a changed recipe re-runs the arms: each unit's classifier results move to
+    `classifiers-before-<stamp>/`, so no measured result is overwritten."""
+    for unit in units:
+        folder = out / unit / "classifiers"
+        if folder.is_dir():
+            folder.rename(folder.with_name(f"classifiers-before-{stamp}"))
 
 
 def _with_default(key: str, config: dict, missing: dict | None = None):
@@ -89,19 +100,32 @@ class Experiment:
                                    runs_dir=str(self.runs_dir) if self.runs_dir else None, device=device,
                                    multilabel=self.multilabel)
         self.outcome: Outcome | None = None  # after run(): what each task did
+        self.recipe_changed: list[str] = []  # the arms' recipe settings this run changed in an existing folder
 
     # -- settings and history -----------------------------------------------------------------
     def saved_config(self) -> dict[str, Any]:
         return {**self.config, "data": self.data, "image_size": self.image_size}
 
     def _adopt_legacy(self) -> None:
-        """A folder started before a setting existed keeps the behaviour it ran with (config.LEGACY)."""
+        """A folder started before a setting existed keeps the behaviour it ran with (config.LEGACY),
+        unless this run asks for another value of it; then `auto` settings resolve (the step budget by
+        image size, the helpers' recipe, the headroom sizes) and are recorded as numbers."""
         path = self.out / "config.yaml"
+        c = self.config
         if path.exists():
             old = yaml.safe_load(path.read_text()) or {}
             for key, value in LEGACY.items():
-                if key not in old:
-                    self.config[key] = value
+                if key not in old and c[key] == DEFAULTS[key]:
+                    c[key] = value
+            if c["helper_recipe"] == "auto":  # as recorded: the helpers keep their recipe when the arms' changes
+                c["helper_recipe"] = old.get("helper_recipe") or legacy_helper_recipe(old)
+        resolve_reference(c)
+        if c["steps"] == "auto":
+            c["steps"] = step_budget(self.image_size)
+        if c["helper_recipe"] == "auto":
+            c["helper_recipe"] = helper_recipe(c["steps"])
+        if c["headroom"] == "auto":
+            c["headroom"] = [] if self.multilabel else default_headroom(self.source, self.source_labels, c)
 
     def check_settings(self) -> None:
         """A re-run resumes only the same experiment; replicates and seeds may change (recorded)."""
@@ -111,17 +135,26 @@ class Experiment:
             old = yaml.safe_load(path.read_text())
             # a setting added by a later genaug version is absent from older folders: read it as its default
             # (inside a section too, e.g. an acceptance setting added later)
-            changed = sorted(k for k in set(old) | set(new)
-                             if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS and _with_default(k, old, LEGACY) != _with_default(k, new))
+            if "helper_recipe" not in old:  # a folder from before 0.2: its helpers' recipe was its arms'
+                old["helper_recipe"] = legacy_helper_recipe(old)
+            differ = sorted(k for k in set(old) | set(new)
+                            if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS and _with_default(k, old, LEGACY) != _with_default(k, new))
+            changed = [k for k in differ if k not in RECIPE_KEYS]
             if changed:
                 raise GenaugError(f"{self.out} holds an experiment with other settings ({', '.join(changed)}); "
-                                  "choose another --out (only replicates and seeds may change on a re-run)")
+                                  "choose another --out (only replicates, seeds and the arms' classifier recipe may "
+                                  "change on a re-run)")
+            self.recipe_changed = differ
         history = read_json(self.out / "history.json") if (self.out / "history.json").exists() else []
         design = {k: int(new[k]) for k in DESIGN_KEYS}
         if not history or {k: history[-1][k] for k in DESIGN_KEYS} != design:
             # units added once a report was written were chosen after seeing results: post hoc
             history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "after_report": bool(history) and (self.out / "report.json").exists()})
+        if self.recipe_changed:
+            history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "after_report": False,
+                            "recipe_changed": {k: [old.get(k), new.get(k)] for k in self.recipe_changed}})
+            archive_classifier_runs(self.out, [u.name for u in self.spec.units()], time.strftime("%Y%m%dT%H%M%S"))
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(new, path)
         write_json(self.out / "history.json", history)
@@ -165,6 +198,13 @@ class Experiment:
         c = self.config
         if self.multilabel:
             return  # check_multilabel refused what a multi-label run cannot use
+        check_extra_real(self.source, self.source_labels, c)
+        counts = [n for n in c["headroom"] if n != "all"]
+        left = available_per_class(self.source, self.source_labels, int(c["per_class"]))
+        if counts and max(counts) - int(c["per_class"]) > left:
+            raise GenaugError(f"headroom {max(counts)} per class: the source's train split holds {max(left, 0)} "
+                              f"labelled images of its smallest class beyond the {c['per_class']} of the subset; "
+                              "choose smaller sizes, or all")
         if self.runs_dir is not None:
             check_runs(self.runs_dir, int(c["replicates"]), c["cv"])
         if c["unlabeled_data"]:
@@ -190,18 +230,18 @@ class Experiment:
         """The real subset of one unit (drawn and recorded on first use, reloaded afterwards)."""
         return unit_subset(self.spec, Unit(replicate, fold))
 
-    def run(self, ray: str | None = None) -> dict:
+    def run(self, ray: str | None = None, headroom_only: bool = False) -> dict:
         """Every stage not done yet, in this process or (`ray`: "local", "auto" or an address) as Ray
         tasks, then the report. A stage that fails is named, the others finish, and the run then
         stops with a one-line error naming what failed; every finished stage is kept."""
         from .multilabel_report import write_multilabel_report
-        from .report import write_report
+        from .report import write_headroom, write_report
 
         self.preflight()
         self.check_settings()
         write_text(self.out / "spec.json", self.spec.to_json() + "\n")
-        tasks = plan(self.spec)
-        adopt(self.spec, tasks)
+        tasks = plan(self.spec, headroom_only=headroom_only)
+        adopt(self.spec, tasks, keep_classifiers=not self.recipe_changed)
         previous, backend = None, None
         try:
             owner = new_owner()
@@ -224,4 +264,6 @@ class Experiment:
             raise GenaugError(f"{n} stage(s) failed: " + "; ".join(f"{k} ({v})" for k, v in self.outcome.failed.items())
                               + (f"; {skipped} stage(s) that read them did not run" if skipped else "")
                               + f"; every other stage finished and is kept in {self.out}: fix it and run again")
+        if headroom_only:
+            return write_headroom(self.spec, self.spec.units())
         return (write_multilabel_report if self.multilabel else write_report)(self.spec, self.spec.units())

@@ -16,7 +16,7 @@ from .spec import ExperimentSpec, Unit
 
 
 def filter_path(spec: ExperimentSpec, unit: Unit) -> Path:
-    return spec.unit_folder(unit) / "acceptance" / f"filter-{spec.settings_hash[:16]}.safetensors"
+    return spec.unit_folder(unit) / "acceptance" / f"filter-{spec.upstream_hash[:16]}.safetensors"
 
 
 def filter_model(spec: ExperimentSpec, unit: Unit, in_channels: int,
@@ -30,7 +30,7 @@ def filter_model(spec: ExperimentSpec, unit: Unit, in_channels: int,
         model, meta = load_classifier(path)
         return model, meta["filter"]
     model, extra = train()
-    s = spec.settings
+    s = spec.helper_settings
     save_classifier(model, path, s.classifier, list(spec.classes), spec.image_size, in_channels,
                     extra={"role": "confidence filter", "filter": extra, "stem": s.stem, "pretrained": s.pretrained})
     return model, extra

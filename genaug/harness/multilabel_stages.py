@@ -307,7 +307,7 @@ def filter_classifier(spec: ExperimentSpec, unit: Unit, data: UnitData):
 
     def train():
         trained = train_multilabel(data.train_x, data.train_y, data.val_x, data.val_y, list(spec.classes),
-                                   spec.settings, spec.seeds(unit).of("filter"), data.steps_per_epoch, spec.device,
+                                   spec.helper_settings, spec.seeds(unit).of("filter"), data.steps_per_epoch, spec.device,
                                    pos_weight=bool(spec.config["pos_weight"]))
         val = predict_proba(trained.model, data.val_x, spec.device, precision=spec.settings.mixed_precision,
                             multilabel=True)

@@ -51,7 +51,8 @@ def rejudge(folder: str | Path, alpha: float | None = None, min_effect: float | 
     from ..classifiers.metrics import SCALAR_METRICS
 
     metrics = MULTILABEL_METRICS if primary in MULTILABEL_METRICS else SCALAR_METRICS  # several labels per image
-    out = verdict.verdict_block(units, found["arms"], primary, unit, alpha, min_effect, found["history"], metrics)
+    out = verdict.verdict_block(units, found["arms"], primary, unit, alpha, min_effect, found["history"], metrics,
+                                rule=c.get("decision_rule", "holm-all"), reference=c.get("reference"))
     return {**out, "primary_metric": primary, "unit": unit, "alpha": alpha, "min_effect": min_effect,
             "arms": found["arms"]}
 

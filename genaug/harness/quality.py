@@ -45,9 +45,9 @@ def _measure(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, x: t
     real = with_features(ImageSet(data.train_x, "real training part", True), device=spec.device)
     fake = with_features(ImageSet(x, source), device=spec.device)
     out = compute_metrics(real, fake, kid=True, prc=True, device=spec.device)
-    trained = train_classifier(x, y, data.val_x, data.val_y, len(spec.classes), spec.settings,
+    trained = train_classifier(x, y, data.val_x, data.val_y, len(spec.classes), spec.helper_settings,
                                spec.seeds(unit).of("cas"), data.steps_per_epoch, spec.device)
-    probs = predict_proba(trained.model, data.test_x, spec.device, precision=spec.settings.mixed_precision)
+    probs = predict_proba(trained.model, data.test_x, spec.device, precision=spec.helper_settings.mixed_precision)
     return {**out, "cas": classification_metrics(data.test_y.numpy(), probs, list(spec.classes)),
             "classes_without_images": [spec.classes[label] for label in spec.labels if not (y == label).any()],
             "per_class": class_fids(spec, unit, data, real, fake, y),

@@ -14,6 +14,7 @@ import numpy as np
 from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
+from .headroom import headroom_report
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
 from .text import adjusted_interval, interval_methods, number as _f, p_value as _p
@@ -45,12 +46,35 @@ def _versions() -> dict:
     return out
 
 
-def collect(e, units: list) -> list[dict]:
+def collect(e, units: list, arms: list | None = None) -> list[dict]:
     """Every classifier run's result, in (replicate, seed, arm, architecture) order."""
     results = [{"classifier": arch, **read_json(result_path(e, unit, arm, k, arch))}
-               for unit in units for k in range(int(e.config["seeds"])) for arm in e.arms
+               for unit in units for k in range(int(e.config["seeds"])) for arm in (arms or e.arms)
                for arch in e.architectures]
     return [{**r, "test": with_composite(r["test"])} for r in results]
+
+
+def write_headroom(e: ExperimentSpec, units: list[Unit]) -> dict:
+    """`headroom.md` and `headroom.json` from the headroom stage's runs alone (`genaug headroom`)."""
+    c = e.config
+    arms = [a for a in e.arms if a.kind in ("headroom", "positive") or a.name == c.get("reference")]
+    results = [r for r in collect(e, units, arms) if r["classifier"] == e.architectures[0]]
+    unit, by_unit = analysis.unit_values(analysis.rows_of(results), int(c["replicates"]), bool(c["cv"]))
+    names = [a.name for a in arms]
+    alpha, primary = float(c["alpha"]), c["primary_metric"]
+    comps = verdict.comparisons(by_unit, names, primary, alpha, rule="iut", reference=c.get("reference"))
+    n_family = max(1, len(verdict.family_arms(c)))
+    room = headroom_report(comps, analysis.summaries(by_unit), primary, c.get("reference"), alpha, n_family,
+                           float(c["min_effect"]))
+    not_converged = sum(1 for r in results if r.get("converged") is False)
+    text = ["# Headroom", "", room["sentence"] if room else "No headroom arm or positive control was run.", "",
+            *_headroom_section(room, primary),
+            f"{len(results)} runs ({unit}s: {len(next(iter(by_unit.values()))[primary])}); step budget "
+            f"{c['steps']}; {not_converged} run(s) not converged. The family size for the detectable difference: "
+            f"{n_family} augmented arm(s) planned.", ""]
+    write_json(e.folder / "headroom.json", {"headroom": room, "comparisons": comps, "unit": unit})
+    write_text(e.folder / "headroom.md", "\n".join(text))
+    return room or {}
 
 
 def _ensemble_block(results: list[dict], test_labels: dict, classes: list[str], arm_names: list[str],
@@ -87,8 +111,12 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
     arm_names = [a.name for a in e.arms]
     summ = analysis.summaries(units)
     alpha, min_effect = float(c["alpha"]), float(c["min_effect"])
-    judged = verdict.verdict_block(units, arm_names, primary, unit, alpha, min_effect, history)
+    rule, reference = c.get("decision_rule", "holm-all"), c.get("reference")
+    judged = verdict.verdict_block(units, arm_names, primary, unit, alpha, min_effect, history, rule=rule,
+                                   reference=reference)
     comps = judged["comparisons"]
+    n_family = sum(1 for a in arm_names if verdict.augmented(a))
+    room = headroom_report(comps, summ, primary, reference, alpha, n_family, min_effect)
     max_count = max(c["synthetic_per_class"])
     arm_of = {a.source: a.name for a in e.arms if a.kind == "synthetic" and a.count == max_count}
     quality = ({s: [{**read_json(quality_path(e, rep, s)), "replicate": rep.replicate, "fold": rep.fold}
@@ -99,7 +127,8 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
     test_labels = {rep.replicate: data[rep].test_y.numpy() for rep in replicates}
     plan = validation_plan(e, replicates[0], first)
     report = {
-        "answer": judged["answer"],
+        "headroom": room,
+        "answer": ([room["sentence"]] if room else []) + judged["answer"],
         "protocol": protocol_text(c, patients_known=first.patients_known, validation=plan,
                                   seed_scheme=c["seed_scheme"], alpha=alpha, min_effect=min_effect),
         "design": {"replicates": n_rep, "cv_folds": c["cv"], "seeds": int(c["seeds"]), "unit_of_inference": unit,
@@ -175,7 +204,8 @@ def _fold_table(cells: dict, arm_names: list[str], primary: str) -> dict:
 
 
 def _run_summary(r: dict) -> dict:
-    return {"replicate": r["replicate"], "fold": r.get("fold"), "seed": r["seed"], "best_epoch": r["best_epoch"], "n_extra": r["n_extra"],
+    return {"replicate": r["replicate"], "fold": r.get("fold"), "seed": r["seed"], "best_epoch": r["best_epoch"],
+            "converged": r.get("converged"), "train_fit": r.get("train_fit"), "n_extra": r["n_extra"],
             "n_real_train": r["n_real_train"], "optimizer_steps": r["optimizer_steps"],
             "images_seen": r["images_seen"], **{m: r["test"][m] for m in SCALAR_METRICS},
             "per_class": r["test"]["per_class"], "confusion_matrix": r["test"]["confusion_matrix"]}
@@ -230,6 +260,8 @@ def render_markdown(r: dict) -> str:
     d, design = r["data"], r["design"]
     primary, unit = design["primary_metric"], design["unit_of_inference"]
     lines = ["# augment-and-train report", "", "## Answer", "", *r["answer"], ""]
+    lines += _headroom_section(r.get("headroom"), primary)
+    lines += _convergence_note(r)
     lines += _notes(r)
     lines += ["## Design", "",
               f"{design['replicates']} replicate(s) x "
@@ -261,6 +293,34 @@ def render_markdown(r: dict) -> str:
               "`figures/confusion-<arm>.png`, `figures/<source>-<class>-accepted.png` / `-rejected.png` "
               "(replicate 0). Every run: `results.csv`, `report.json`.", ""]
     return "\n".join(lines)
+
+
+def _headroom_section(h: dict | None, primary: str) -> list[str]:
+    """The learning curve of the reference recipe and the positive control, before any verdict."""
+    if not h:
+        return []
+    lines = ["## Headroom", "", f"The reference recipe ({h['reference']}) at more labelled images per class, same "
+             f"step budget; {primary}, mean over units with its 95% t interval.", "",
+             "| arm | mean | 95% interval |", "|---|---|---|"]
+    for row in h["curve"]:
+        lines.append(f"| {row['arm']} | {_f(row['mean'])} | [{_f(row['ci_low'])}, {_f(row['ci_high'])}] |")
+    pos = h.get("positive")
+    if pos:
+        lines.append(f"| {pos['arm']} - {h['reference']} | {pos['mean_diff']:+.4f} | "
+                     f"[{pos['ci_low']:+.4f}, {pos['ci_high']:+.4f}] |")
+    return lines + [""]
+
+
+def _convergence_note(r: dict) -> list[str]:
+    """Arms with runs whose scored model did not fit its own training images (`converged` false)."""
+    short = {name: sum(1 for run in a["runs"] if run.get("converged") is False) for name, a in r["arms"].items()}
+    short = {k: v for k, v in short.items() if v}
+    if not short:
+        return []
+    return ["**Not converged**: " + "; ".join(f"{arm} ({n} of {len(r['arms'][arm]['runs'])} runs)"
+                                               for arm, n in short.items())
+            + ": their scored models get fewer than 95% of their own training images right; a longer `steps` "
+              "budget may change these arms' results.", ""]
 
 
 def _explain_section(x: dict | None) -> list[str]:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 STAGES = ("subset", "validation", "unlabeled", "generator", "sample", "classifier", "duplicates", "filter", "gate",
-          "cas", "floor")
+          "cas", "floor", "real")
 SCHEMES = ("sequence", "offset")
 SAMPLE_SEED_SPAN = 1_000_000  # offset scheme: images per class and replicate never reach the next class's seeds
 CONDITIONAL_UNIT = 500  # the generator unit of a class-conditional model (per-class models use the label)
 OFFSET_UNITS = {"subset": None, "validation": None, "unlabeled": None, "gate": None, "filter": 998, "duplicates": 999,
-          "cas": 0, "floor": 997}
+          "cas": 0, "floor": 997, "real": 996}
 
 
 @dataclass(frozen=True)

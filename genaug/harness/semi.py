@@ -24,6 +24,7 @@ against them afterwards, as a diagnostic.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,8 +163,12 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
     dev = resolve_device(device)
     torch.manual_seed(seed)
     size, channels = train_x.shape[-1], train_x.shape[1]
-    teacher, t_opt, t_sched, t_frozen = build_training(settings, channels, n_classes, size, dev)
-    student, s_opt, s_sched, s_frozen = build_training(settings, channels, n_classes, size, dev)
+    # the steps protocol: as many epochs of the labelled images as the budget holds (the last ones
+    # fine-tune the student), the rate scheduled per step over the whole budget
+    epochs = settings.epochs if settings.steps is None else math.ceil(settings.steps / steps_per_epoch)
+    total = epochs * steps_per_epoch
+    teacher, t_opt, t_sched, t_frozen = build_training(settings, channels, n_classes, size, dev, total_steps=total)
+    student, s_opt, s_sched, s_frozen = build_training(settings, channels, n_classes, size, dev, total_steps=total)
     weak = augmenter(settings, size)
     strong = strong_augmentation(size, settings.crop_padding, settings.hflip, strong_policy)
     labelled_x, labelled_y = ((train_x, train_y) if extra is None or not len(extra[0]) else
@@ -171,8 +176,8 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
     order = torch.Generator().manual_seed(seed)
     l_stream, u_stream = _Stream(len(labelled_x), order), _Stream(len(pool), order)
     u_batch = int(options["unlabeled_batch"] or settings.batch_size)
-    mpl_epochs = settings.epochs - int(options["finetune_epochs"])
-    selector = EpochSelector(val_x, val_y, device, settings.mixed_precision, settings.select_metric)
+    mpl_epochs = epochs - int(options["finetune_epochs"])
+    selector = EpochSelector(val_x, val_y, device, settings.mixed_precision, settings.select_metric, n_classes)
     seen = {"real": 0, "extra": 0, "unlabeled": 0}
 
     def cast():
@@ -181,7 +186,7 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
     def batch(images, augment):
         return to_model_range(torch.stack([augment(img) for img in images])).to(dev)
 
-    for epoch in range(settings.epochs):
+    for epoch in range(epochs):
         train_mode(teacher, t_frozen)
         train_mode(student, s_frozen)
         logged: dict[str, float] = {}
@@ -203,15 +208,18 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
                 loss.backward()
                 s_opt.step()
                 losses = {"student_loss": float(loss)}
+            s_sched.after_step()
+            if epoch < mpl_epochs:
+                t_sched.after_step()
             for key, value in losses.items():
                 logged[key] = logged.get(key, 0.0) + value / steps_per_epoch
-        s_sched.step()
+        s_sched.after_epoch()
         if epoch < mpl_epochs:
-            t_sched.step()
+            t_sched.after_epoch()
         selector.after_epoch(student, {"train_loss": logged.pop("student_loss"), **logged})
     probs = predict_proba(teacher, pool, device, precision=settings.mixed_precision)
     labels = {"indices": list(range(len(pool))), "labels": probs.argmax(1).tolist()}
-    return SemiResult(selector.finish(student, settings.epochs * steps_per_epoch, seen), labels, teacher.cpu(), probs)
+    return SemiResult(selector.finish(student, total, seen), labels, teacher.cpu(), probs)
 
 
 def train_semi(method: str, *args, **kwargs) -> SemiResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from ..errors import GenaugError
 from ..io import read_json
 from .arms import Arm, plan_arms
 from ..classifiers.training import TrainSettings
-from .config import ADDED_SINCE_STORE, DESIGN_KEYS, OUTPUT_KEYS, RUN_KEYS, architectures, synthetic_sources
+from .config import ADDED_SINCE_STORE, DESIGN_KEYS, OUTPUT_KEYS, RECIPE_KEYS, RUN_KEYS, architectures, synthetic_sources
 from .seeds import Seeds
 
 
@@ -60,8 +60,25 @@ class ExperimentSpec:
     @cached_property
     def settings_hash(self) -> str:
         """Every setting that decides what a stage computes (not how many units, nor what is kept or
-        where): part of every stage key, and of the names of files shared by a unit's tasks."""
-        c = {k: v for k, v in self.config.items() if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS
+        where): the classifier stage's part of its key (and every stage's in a folder from before 0.2)."""
+        return self._hash(())
+
+    @cached_property
+    def upstream_hash(self) -> str:
+        """The settings every stage but the arms' classifier runs reads: all but the arms' recipe
+        (`config.RECIPE_KEYS`), so a recipe change re-runs the classifiers alone. Folders from before
+        0.2 (their helpers trained with the arms' recipe) keep one hash for every stage."""
+        return self.settings_hash if self.legacy_keys else self._hash(RECIPE_KEYS)
+
+    @property
+    def legacy_keys(self) -> bool:
+        return self.config.get("steps") is None
+
+    def stage_hash(self, stage: str) -> str:
+        return self.settings_hash if stage == "classifier" else self.upstream_hash
+
+    def _hash(self, without: tuple[str, ...]) -> str:
+        c = {k: v for k, v in self.config.items() if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS + without
              and not (k in ADDED_SINCE_STORE and v == ADDED_SINCE_STORE[k])}
         blob = json.dumps({"config": c, "data": self.data, "runs": self.runs_dir is not None}, sort_keys=True,
                           default=str)
@@ -102,9 +119,22 @@ class ExperimentSpec:
 
     @cached_property
     def settings(self) -> TrainSettings:
+        """The arms' classifier recipe (each arm may change its augmentation or share: arms.py)."""
         c = self.config
-        return TrainSettings.from_config({**c, "classifier": self.architectures[0],
+        share = c.get("synthetic_share") if c.get("synthetic_share") is not None else c["synthetic_ratio"]
+        return TrainSettings.from_config({**c, "classifier": self.architectures[0], "synthetic_share": share,
                                           "select_metric": c["select_metric"] or c["primary_metric"]})
+
+    @cached_property
+    def helper_settings(self) -> TrainSettings:
+        """The recipe of the helper classifiers (teacher, confidence filter, CAS): the recorded
+        `helper_recipe` over the experiment's network and classical augmentation."""
+        c, recipe = self.config, self.config.get("helper_recipe")
+        if not isinstance(recipe, dict):
+            return self.settings
+        return replace(self.settings, **{k: v for k, v in recipe.items() if k != "select_metric"},
+                       select_metric=recipe.get("select_metric") or c["primary_metric"], augment="classical",
+                       mix=False, loss="ce", synthetic_share=None)
 
     @property
     def source(self):

@@ -46,21 +46,37 @@ class Task:
     key: str
 
 
-def plan(spec: ExperimentSpec) -> list[Task]:
-    settings = spec.settings_hash
+def plan(spec: ExperimentSpec, headroom_only: bool = False) -> list[Task]:
+    """The experiment's tasks in the order one process runs them: per unit its subset, the headroom
+    stage (the reference, `headroom@N` and `+real@N` runs), then generators and the rest; with
+    `headroom_only`, the subsets and the headroom stage alone."""
     tasks: dict[str, Task] = {}
 
     def add(stage: str, unit: Unit, params: tuple, upstream: list[str], label: str) -> str:
         if label not in tasks:
-            key = stage_key(stage, unit.name, list(params), settings, [tasks[u].key for u in upstream])
+            key = stage_key(stage, unit.name, list(params), spec.stage_hash(stage), [tasks[u].key for u in upstream])
             tasks[label] = Task(stage, unit, params, tuple(upstream), label, key)
         return label
 
     if spec.multilabel:
         return _multilabel_plan(spec, add, tasks)
+
+    def classifiers(unit: Unit, subset: str, arms: list, decided: dict) -> None:
+        for k in range(int(spec.config["seeds"])):
+            for arm in arms:
+                needs = ([decided[arm.source]] if arm.source else
+                         list(decided.values()) if isinstance(arm, Duplicates) else [])
+                for arch in spec.architectures:
+                    add("classifier", unit, (arm.name, k, arch), [subset, *needs],
+                        f"classifier {u} {arm.name} {arch} seed {k}")
+
+    first = [a for a in spec.arms if a.kind in ("headroom", "positive") or a.name == spec.config.get("reference")]
     for unit in spec.units():
         u = unit.name
         subset = add("subset", unit, (), [], f"subset {u}")
+        classifiers(unit, subset, first, {})  # the headroom stage: before any generator
+        if headroom_only:
+            continue
         if teacher_wanted(spec):
             teacher = add("teacher", unit, (), [subset], f"teacher {u}")
         if accepted.gate_wanted(spec):
@@ -80,13 +96,7 @@ def plan(spec: ExperimentSpec) -> list[Task]:
                                   f"generator {u} {family}" + ("" if conditional else f" {name}"))
                     drawn.append(add("samples", unit, (source, label), [subset, trained], f"samples {u} {source} {name}"))
             decided[source] = add("acceptance", unit, (source,), [subset, *drawn], f"acceptance {u} {source}")
-        for k in range(int(spec.config["seeds"])):
-            for arm in spec.arms:
-                needs = ([decided[arm.source]] if arm.source else
-                         list(decided.values()) if isinstance(arm, Duplicates) else [])
-                for arch in spec.architectures:
-                    add("classifier", unit, (arm.name, k, arch), [subset, *needs],
-                        f"classifier {u} {arm.name} {arch} seed {k}")
+        classifiers(unit, subset, [a for a in spec.arms if a not in first], decided)
         if spec.config["quality"]:
             for source in spec.sources:
                 add("quality", unit, (source,), [subset, teacher, decided[source]], f"quality {u} {source}")
@@ -191,12 +201,28 @@ def needed(spec: ExperimentSpec, tasks: list[Task]) -> set[str]:
     return wanted
 
 
-def adopt(spec: ExperimentSpec, tasks: list[Task]) -> int:
-    """A folder written before the store (it has results but no `stages/`): record what is on disk
-    as done, so it resumes where it stopped instead of starting again. Returns how many."""
+def adopt(spec: ExperimentSpec, tasks: list[Task], keep_classifiers: bool = True) -> int:
+    """Record as done what is on disk under keys this plan does not know yet, so a folder resumes
+    where it stopped instead of starting again. Returns how many.
+
+    - A folder written before the store (results but no `stages/`): every task with its outputs.
+    - A store whose records were keyed otherwise (every stage under one settings hash before 0.2, or
+      before a change of the arms' recipe): a task with its outputs and a record of the same label
+      is the same computation, since a folder's settings other than the recipe never change
+      (`Experiment.check_settings`); classifier runs only while the recipe is unchanged
+      (`keep_classifiers`)."""
     store = Store(spec.folder)
     if store.dir.exists():
-        return 0
+        by_label = {r.get("label"): r for r in store.records() if r.get("label")}
+        moved = 0
+        for t in tasks:
+            old = by_label.get(t.label)
+            if (old is None or old["key"] == t.key or store.has(t.key) or (t.stage == "classifier" and not keep_classifiers)
+                    or not output_exists(spec, t)):
+                continue
+            store.finish(t.key, {**{k: v for k, v in old.items() if k != "key"}, "rekeyed_from": old["key"]})
+            moved += 1
+        return moved
     found = [t for t in tasks if output_exists(spec, t)]
     for t in found:
         store.finish(t.key, {"stage": t.stage, "label": t.label, "unit": t.unit.name, "adopted": True,

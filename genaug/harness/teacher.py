@@ -38,15 +38,15 @@ def teacher_trained(spec: ExperimentSpec, unit: Unit) -> bool:
 def train_teacher(spec: ExperimentSpec, unit: Unit, data: UnitData) -> dict:
     folder = teacher_folder(spec, unit)
     seed = spec.seeds(unit).of("classifier", 0)
-    trained = train_classifier(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes), spec.settings,
+    trained = train_classifier(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes), spec.helper_settings,
                                seed, data.steps_per_epoch, spec.device)
-    save_classifier(trained.model, folder / MODEL, spec.settings.classifier, list(spec.classes),
+    save_classifier(trained.model, folder / MODEL, spec.helper_settings.classifier, list(spec.classes),
                     spec.image_size, int(data.train_x.shape[1]),
-                    extra={"role": "teacher", "seed": seed, "stem": spec.settings.stem,
-                           "pretrained": spec.settings.pretrained})
-    out = {"seed": seed, "best_epoch": trained.best_epoch, "recipe": spec.settings.classifier, "labels_pool": "supervised"}
+                    extra={"role": "teacher", "seed": seed, "stem": spec.helper_settings.stem,
+                           "pretrained": spec.helper_settings.pretrained})
+    out = {"seed": seed, "best_epoch": trained.best_epoch, "recipe": spec.helper_settings.classifier, "labels_pool": "supervised"}
     if data.pool is not None:
-        probs = predict_proba(trained.model, data.pool, spec.device, precision=spec.settings.mixed_precision)
+        probs = predict_proba(trained.model, data.pool, spec.device, precision=spec.helper_settings.mixed_precision)
         if "mpl" in spec.config["semi"]:
             probs = _mpl_teacher(spec, data, seed, folder)
             out["labels_pool"] = "mpl"
@@ -62,13 +62,13 @@ def _mpl_teacher(spec: ExperimentSpec, data: UnitData, seed: int, folder: Path) 
     from .semi import train_mpl
 
     c = spec.config
-    result = train_mpl(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes), spec.settings, seed,
+    result = train_mpl(data.train_x, data.train_y, data.val_x, data.val_y, len(spec.classes), spec.helper_settings, seed,
                        data.steps_per_epoch, spec.device, data.pool, c["semi_settings"],
                        strong_policy=c["strong_augment"])
-    save_classifier(result.teacher, folder / MPL_MODEL, spec.settings.classifier, list(spec.classes),
+    save_classifier(result.teacher, folder / MPL_MODEL, spec.helper_settings.classifier, list(spec.classes),
                     spec.image_size, int(data.train_x.shape[1]),
-                    extra={"role": "mpl teacher", "seed": seed, "stem": spec.settings.stem,
-                           "pretrained": spec.settings.pretrained})
+                    extra={"role": "mpl teacher", "seed": seed, "stem": spec.helper_settings.stem,
+                           "pretrained": spec.helper_settings.pretrained})
     return result.teacher_probs
 
 
@@ -93,6 +93,6 @@ def teacher_fidelity(spec: ExperimentSpec, unit: Unit, images: torch.Tensor, lab
         path = teacher_folder(spec, unit) / file
         if path.exists():
             model, _ = load_classifier(path)
-            probs = predict_proba(model, images, spec.device, precision=spec.settings.mixed_precision)
+            probs = predict_proba(model, images, spec.device, precision=spec.helper_settings.mixed_precision)
             out[name] = label_fidelity(probs, labels, list(spec.classes))
     return {**out["supervised"], **({"mpl_teacher": out["mpl"]} if "mpl" in out else {})}

@@ -1,23 +1,32 @@
 """The decision rule every report follows, and the sentence that states its outcome.
 
-The family is declared by the design: every augmented arm (synthetic, semi-supervised) against
-every reference arm present (baseline, baseline-strong, +dup), on the primary metric. Each pair
-gets a paired t-test over units; Holm's step-down adjusts the family's p-values. An arm **helped
-against a reference** only when
+Two rules, declared before the run (`decision_rule`):
 
+**iut** (the default since 0.2). An augmented arm (synthetic, semi-supervised) **helped** when it
+beats every one of its references: the declared reference of the primary contrast (`reference`,
+baseline-strong by default) and its matched duplicate arm (`+dup`, or `+dup:<arm>`). "Better than
+every reference" is an intersection-union claim: each reference is tested at level alpha with no
+correction across references, so the arm's p is the largest of its references' paired t-test p
+values; Holm's step-down then runs over the augmented arms alone. Against the classical
+`baseline` the arms are secondary contrasts, listed as such; the positive control `+real@N` and
+the headroom arms are compared with the reference outside the family (`headroom.py`'s report).
+
+**holm-all** (folders from before 0.2). The family is every augmented arm against every reference
+present (baseline, baseline-strong, +dup); Holm adjusts the family's p-values; an arm helped when
+it helped against every reference.
+
+Under either rule a pair is **better** only when
 - its Holm-adjusted p is below `alpha`, and
 - its adjusted interval lies above zero. The interval of the pair at Holm step i (p-values in
   ascending order) is the t interval at confidence 1 - alpha / (m - i + 1); from the first step
   Holm does not reject on, every later pair takes that step's level. So an interval excludes
-  zero exactly when Holm rejects (the step-down intervals that agree with the test; Bonferroni's
-  1 - alpha / m would be wider for every pair but the first), and
+  zero exactly when Holm rejects (the step-down intervals that agree with the test), and
 - a distribution-free test could have reached `alpha` with this many units (the exact Wilcoxon
   floor 2 / 2^n at most `alpha`: 6 units at alpha 0.05); with fewer, the t-test's p rests on the
   normality of a handful of differences alone, and no claim is made.
 
-Zero variance or one unit: no test, no claim, with the reason. An arm **helped** when it helped
-against every reference present; it was **worse** against a reference when Holm rejects with the
-interval below zero.
+Zero variance or one unit: no test, no claim, with the reason. A pair is **worse** when Holm
+rejects with the interval below zero.
 """
 
 from __future__ import annotations
@@ -38,23 +47,54 @@ DEFAULT_MIN_EFFECT = 0.03
 POWER_TARGET = 0.8
 
 
+def is_dup(arm: str) -> bool:
+    return arm == "+dup" or arm.startswith("+dup:")
+
+
+def is_control(arm: str) -> bool:
+    """Arms beside the family: duplicates, the positive control, the headroom arms, the ceiling."""
+    return is_dup(arm) or arm.startswith("+real@") or arm.startswith("headroom@") or arm == "full-real"
+
+
 def augmented(arm: str) -> bool:
     """An arm that adds images (synthetic, unlabelled): a member of the declared family."""
-    return arm.startswith("+") and arm != "+dup"
+    return arm.startswith("+") and not is_control(arm)
+
+
+def matched_dup(arm: str, arms: list[str]) -> str | None:
+    """The duplicate arm matched to `arm` (its own `+dup:<arm>`, else the one `+dup`), if run."""
+    own = f"+dup:{arm[1:]}"
+    return own if own in arms else "+dup" if "+dup" in arms else None
+
+
+def family_arms(config: dict) -> list[str]:
+    """The augmented arms an experiment's config plans (synthetic and semi-supervised)."""
+    from .arms import plan_arms
+
+    return [a.name for a in plan_arms(config) if augmented(a.name)]
+
+
+def references(arm: str, arms: list[str], reference: str | None) -> list[str]:
+    """What an augmented arm must beat under the iut rule: the reference, then its matched +dup."""
+    dup = matched_dup(arm, arms)
+    return [r for r in (reference, dup) if r is not None and r in arms]
 
 
 def compared(arm: str, ref: str) -> bool:
-    """Which pairs a report computes: every arm against the baseline, augmented arms against every
-    reference (the controls against the baseline are shown, but outside the family)."""
+    """Which pairs a holm-all report computes: every arm against the baseline, augmented arms against
+    every reference (the controls against the baseline are shown, but outside the family)."""
     if arm == ref or arm == "full-real":
         return False
     return ref == "baseline" or augmented(arm)
 
 
 def comparisons(units: dict, arms: list[str], primary: str, alpha: float = DEFAULT_ALPHA,
-                metrics: tuple[str, ...] = SCALAR_METRICS) -> dict:
+                metrics: tuple[str, ...] = SCALAR_METRICS, rule: str = "holm-all",
+                reference: str | None = None) -> dict:
     """{reference: {arm: {metric: paired difference}}}; on the primary metric, the family's Holm p,
     the adjusted interval and the decision (see the module docstring)."""
+    if rule == "iut":
+        return _iut_comparisons(units, arms, primary, alpha, metrics, reference)
     out: dict = {}
     for ref in REFERENCES:
         if ref not in units:
@@ -72,6 +112,52 @@ def comparisons(units: dict, arms: list[str], primary: str, alpha: float = DEFAU
     return out
 
 
+def _iut_comparisons(units: dict, arms: list[str], primary: str, alpha: float, metrics: tuple[str, ...],
+                     reference: str | None) -> dict:
+    """The iut rule: every augmented arm against its references (the family), every arm against the
+    baseline (secondary), the positive control and headroom arms against the reference (controls)."""
+    present = [a for a in arms if a in units]
+    out: dict = {}
+
+    def pair(arm: str, ref: str) -> None:
+        if arm != ref and arm in units and ref in units:
+            out.setdefault(ref, {})[arm] = {m: paired_difference(*paired_values(units[arm][m], units[ref][m]))
+                                            for m in metrics}
+
+    for arm in present:
+        if augmented(arm):
+            for ref in references(arm, present, reference):
+                pair(arm, ref)
+        elif reference and (arm.startswith("+real@") or arm.startswith("headroom@") or arm == "full-real"):
+            pair(arm, reference)
+        if "baseline" not in references(arm, present, reference):
+            pair(arm, "baseline")
+    family = {arm: [out[r][arm][primary] for r in references(arm, present, reference)]
+              for arm in present if augmented(arm) and references(arm, present, reference)}
+    intersection = {arm: {"p_ttest": (None if any(c["p_ttest"] is None for c in cs) else max(c["p_ttest"] for c in cs))}
+                    for arm, cs in family.items()}
+    decide(intersection, alpha)
+    for arm, cs in family.items():
+        joint = intersection[arm]
+        for c in cs:
+            c.update(in_family=True, family_size=joint["family_size"], alpha=alpha, p_iut=joint["p_ttest"],
+                     p_holm=joint["p_holm"], adj_low=math.nan, adj_high=math.nan, adj_confidence=None)
+            if joint["p_holm"] is not None and c["p_ttest"] is not None:
+                d = np.asarray(c["diffs"], float)
+                level = 1 - alpha / joint["holm_divisor"]
+                half = t_half_width(float(d.std(ddof=1)), len(d), level)
+                c.update(holm_divisor=joint["holm_divisor"], adj_low=float(d.mean() - half),
+                         adj_high=float(d.mean() + half), adj_confidence=level)
+            c["decision"], c["reason"] = _decision(c, alpha)
+    for ref, blocks in out.items():
+        for arm, block in blocks.items():
+            if not block[primary].get("in_family"):
+                role = "a secondary contrast" if augmented(arm) else "a control"
+                block[primary].update(in_family=False, p_holm=None, decision="secondary" if augmented(arm) else "control",
+                                      reason=f"{role}: not in the declared family")
+    return out
+
+
 def decide(family: dict, alpha: float) -> None:
     """Holm over the family, step-down intervals and the decision, written into each comparison."""
     adjusted = holm({key: c["p_ttest"] for key, c in family.items()})
@@ -85,12 +171,13 @@ def decide(family: dict, alpha: float) -> None:
     for key, c in family.items():
         c.update(in_family=True, family_size=tested, alpha=alpha, p_holm=adjusted[key], adj_low=math.nan,
                  adj_high=math.nan, adj_confidence=None)
-        if adjusted[key] is not None:
+        if adjusted[key] is not None and "diffs" in c:
             d = np.asarray(c["diffs"], float)
             level = 1 - alpha / c["holm_divisor"]
             half = t_half_width(float(d.std(ddof=1)), len(d), level)
             c.update(adj_low=float(d.mean() - half), adj_high=float(d.mean() + half), adj_confidence=level)
-        c["decision"], c["reason"] = _decision(c, alpha)
+        if "diffs" in c:
+            c["decision"], c["reason"] = _decision(c, alpha)
 
 
 def _decision(c: dict, alpha: float) -> tuple[str, str]:
@@ -138,13 +225,21 @@ def _interval(c: dict) -> str:
 
 
 def answer(comps: dict, arms: list[str], primary: str, unit: str, n_units: int, alpha: float = DEFAULT_ALPHA,
-           power: dict | None = None, min_effect: float = DEFAULT_MIN_EFFECT, post_hoc: list[str] | None = None
-           ) -> list[str]:
+           power: dict | None = None, min_effect: float = DEFAULT_MIN_EFFECT, post_hoc: list[str] | None = None,
+           rule: str = "holm-all", reference: str | None = None) -> list[str]:
     """The question answered in words: the first lines of the report, following the decision rule."""
-    lines = [f"Primary metric: **{primary}**, paired over {n_units} {unit}s (the unit of inference). Decision "
-             f"rule, declared before the run: an arm helped against a reference when its Holm-adjusted p over the "
-             f"family (every augmented arm x reference on {primary}) is below {alpha:g} and its adjusted interval "
-             "lies above zero; no claim with fewer units than an exact test needs."]
+    if rule == "iut":
+        first = (f"Primary metric: **{primary}**, paired over {n_units} {unit}s (the unit of inference). Decision "
+                 f"rule, declared before the run: an augmented arm helped when it beats {reference} and its matched "
+                 f"+dup, each paired t-test at {alpha:g} (an intersection-union test: no correction across the two), "
+                 f"with Holm over the augmented arms and adjusted intervals above zero; no claim with fewer units "
+                 "than an exact test needs. Against the classical baseline the arms are secondary contrasts.")
+    else:
+        first = (f"Primary metric: **{primary}**, paired over {n_units} {unit}s (the unit of inference). Decision "
+                 f"rule, declared before the run: an arm helped against a reference when its Holm-adjusted p over the "
+                 f"family (every augmented arm x reference on {primary}) is below {alpha:g} and its adjusted interval "
+                 "lies above zero; no claim with fewer units than an exact test needs.")
+    lines = [first]
     if unit == "seed":
         lines.append("With one replicate the intervals are over classifier seeds only: they are conditional on "
                      "one real subset and one generator draw; use `--replicates 6` or more for conclusions.")
@@ -159,11 +254,16 @@ def answer(comps: dict, arms: list[str], primary: str, unit: str, n_units: int, 
     synthetic = [a for a in arms if augmented(a)]
     if not synthetic:
         return lines + ["No synthetic arm was run."]
-    present = [r for r in REFERENCES if r in comps]
+    legacy_refs = [r for r in REFERENCES if r in comps]
+
+    def refs_of(arm: str) -> list[str]:
+        return references(arm, arms, reference) if rule == "iut" else legacy_refs
+
+    present = sorted({r for a in synthetic for r in refs_of(a)}, key=lambda r: (r not in REFERENCES, r))
     helped, worse, partial = [], [], []
     for arm in synthetic:
         parts, outcomes = [], {}
-        for ref in present:
+        for ref in refs_of(arm):
             c = comps[ref].get(arm, {}).get(primary)
             if c is None:
                 continue
@@ -178,7 +278,9 @@ def answer(comps: dict, arms: list[str], primary: str, unit: str, n_units: int, 
             partial.append((arm, [r for r, v in outcomes.items() if v == "better"]))
         worse += [(arm, r) for r, v in outcomes.items() if v == "worse"]
     reasons = sorted({comps[r][a][primary]["reason"] for r in present for a in synthetic
-                      if a in comps[r] and comps[r][a][primary]["decision"] == "no claim"})
+                      if r in comps and a in comps[r] and comps[r][a][primary]["decision"] == "no claim"})
+    if rule == "iut":
+        present = [reference, "the matched +dup"] if any(is_dup(r) for r in present) else [reference]
     if helped:
         lines.append(f"**{', '.join(helped)} beat {_refs_text(present)} on {primary} by the decision rule.**")
     else:
@@ -220,16 +322,17 @@ def post_hoc_notes(history: list[dict]) -> list[str]:
 
 
 def verdict_block(units: dict, arm_names: list[str], primary: str, unit: str, alpha: float, min_effect: float,
-                  history: list[dict], metrics: tuple[str, ...] = SCALAR_METRICS) -> dict:
+                  history: list[dict], metrics: tuple[str, ...] = SCALAR_METRICS, rule: str = "holm-all",
+                  reference: str | None = None) -> dict:
     """The comparisons, power table and answer of one long table's units (shared by the report and
     the re-rendering of a finished experiment's results.csv)."""
-    comps = comparisons(units, arm_names, primary, alpha, metrics)
+    comps = comparisons(units, arm_names, primary, alpha, metrics, rule, reference)
     power = power_table(comps, primary, alpha, min_effect)
     n_units = len(next(iter(units.values()))[primary])
     boot = coverage.bootstrap_allowed(n_units)
     return {"comparisons": comps, "power": power,
             "answer": answer(comps, arm_names, primary, unit, n_units, alpha, power, min_effect,
-                             post_hoc_notes(history)),
+                             post_hoc_notes(history), rule, reference),
             "intervals": {"t": coverage.describe("t", n_units),
                           "bootstrap": coverage.describe("bca", n_units) if boot else None,
                           "bootstrap_left_out": None if boot else

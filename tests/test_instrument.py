@@ -1,0 +1,183 @@
+"""The instrument of issue 38: the steps protocol, the fixed share of added images, matched +dup,
+the positive control +real@N, the headroom stage, the intersection-union rule and stage keys that
+a change of the arms' recipe keeps."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from conftest import PNEUMONIA, assert_clean_error, run_cli
+from genaug.classifiers.batches import BatchDraw
+from genaug.classifiers.training import TrainSettings, recompute_batch_norm, train_classifier
+from genaug.harness import verdict
+from genaug.harness.headroom import go_sentence
+
+
+@pytest.mark.parametrize("n_added", [3, 10, 57])
+def test_half_of_every_batch_is_added_images_class_stratified(n_added):
+    real = (torch.zeros(20, 1, 4, 4, dtype=torch.uint8), torch.arange(20) % 2)
+    labels = torch.tensor([i % 3 for i in range(n_added)])
+    added = (torch.full((n_added, 1, 4, 4), 255, dtype=torch.uint8), labels)
+    draw = BatchDraw(real, added, 16, 0.5, torch.Generator().manual_seed(0))
+    totals = torch.zeros(3)
+    for _ in range(12):
+        images, y, n = draw.next()
+        marked = images[:, 0, 0, 0] == 255
+        assert n == 8 and int(marked.sum()) == 8 and len(y) == 16
+        per_class = torch.bincount(y[marked], minlength=3)
+        assert int(per_class.max() - per_class.min()) <= 1  # each batch's added places go to the classes in turn
+        totals += per_class
+    assert int(totals.max() - totals.min()) <= 1
+
+
+def test_share_zero_and_proportional_draws():
+    real = (torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.zeros(10, dtype=torch.int64))
+    added = (torch.full((30, 1, 4, 4), 255, dtype=torch.uint8), torch.ones(30, dtype=torch.int64))
+    assert BatchDraw(real, added, 8, 0.0, torch.Generator()).next()[2] == 0
+    proportional = BatchDraw(real, added, 40, None, torch.Generator())  # before 0.2: the union, uniformly
+    assert proportional.next()[2] == 30
+
+
+def test_final_model_batch_norm_statistics_are_those_of_the_real_training_images():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (24, 1, 16, 16), dtype=torch.uint8, generator=g)
+    y = torch.arange(24) % 2
+    settings = TrainSettings(steps=4, stem="imagenet", batch_size=8, scored_model="final", augment="trivialaugment",
+                             mix=True, synthetic_share=0.5)
+    extra = (torch.full((8, 1, 16, 16), 200, dtype=torch.uint8), torch.zeros(8, dtype=torch.int64))
+    trained = train_classifier(x, y, x[:6], y[:6], 2, settings, 0, 3, "cpu", extra=extra)
+    again = copy.deepcopy(trained.model)
+    recompute_batch_norm(again, x, torch.device("cpu"), 8)
+    bns = [(a, b) for a, b in zip(trained.model.modules(), again.modules()) if isinstance(a, torch.nn.BatchNorm2d)]
+    assert bns and all(torch.allclose(a.running_mean, b.running_mean) and torch.allclose(a.running_var, b.running_var)
+                       for a, b in bns)
+    assert trained.optimizer_steps == 4 and trained.best_epoch is None and trained.scored == "final"
+    assert trained.images_seen == {"real": 16, "extra": 16} and trained.converged in (True, False)
+    assert len(trained.history) == 4 and trained.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # cosine to 0
+
+
+def _pair(diffs):
+    from genaug.harness.stats import paired_difference
+
+    return paired_difference(list(diffs), [0.0] * len(diffs))
+
+
+def test_intersection_union_rule_by_hand(monkeypatch):
+    """An arm better than two references at p 0.03 each is a claim; two such arms go through Holm."""
+    from genaug.harness import verdict as v
+
+    def fake(treated, base, *a, **k):
+        return {"n": 6, "nonzero": 6, "mean_diff": 0.02, "diffs": [0.01, 0.02, 0.03, 0.02, 0.01, 0.03],
+                "ci_low": 0.01, "ci_high": 0.03, "p_ttest": 0.03, "p_wilcoxon": 0.03, "wilcoxon_min_p": 0.03125,
+                "confidence": 0.95}
+
+    monkeypatch.setattr(v, "paired_difference", fake)
+    units = {a: {"balanced_accuracy": {r: 0.5 for r in range(6)}}
+             for a in ("baseline", "baseline-strong", "+dup", "+ddpm", "+vae", "+dup:ddpm", "+dup:vae")}
+    one = v.comparisons({k: units[k] for k in ("baseline", "baseline-strong", "+dup", "+ddpm")},
+                        ["baseline", "baseline-strong", "+dup", "+ddpm"], "balanced_accuracy",
+                        metrics=("balanced_accuracy",), rule="iut", reference="baseline-strong")
+    for ref in ("baseline-strong", "+dup"):
+        c = one[ref]["+ddpm"]["balanced_accuracy"]
+        assert c["p_holm"] == pytest.approx(0.03) and c["decision"] == "better" and c["family_size"] == 1
+    assert one["baseline"]["+ddpm"]["balanced_accuracy"]["decision"] == "secondary"
+    arms = ["baseline", "baseline-strong", "+dup:ddpm", "+dup:vae", "+ddpm", "+vae"]
+    two = v.comparisons({k: units[k] for k in arms}, arms, "balanced_accuracy", metrics=("balanced_accuracy",),
+                        rule="iut", reference="baseline-strong")
+    assert set(two) == {"baseline", "baseline-strong", "+dup:ddpm", "+dup:vae"}
+    assert "+vae" not in two["+dup:ddpm"]  # each arm against its own matched duplicates
+    c = two["baseline-strong"]["+vae"]["balanced_accuracy"]
+    assert c["p_holm"] == pytest.approx(0.06) and c["decision"] == "no difference shown" and c["family_size"] == 2
+
+
+def test_go_no_go_sentence():
+    base = {"reference": "baseline-strong", "reference_mean": 0.85, "ceiling_arm": "headroom@all",
+            "ceiling_minus_reference": 0.001}
+    none = {**base, "positive": {"arm": "+real@50", "mean_diff": 0.002, "ci_low": -0.01, "ci_high": 0.014,
+                                 "p_ttest": 0.6, "n": 6, "detected": False, "min_detectable_effect": 0.05}}
+    some = {**base, "ceiling_minus_reference": 0.08,
+            "positive": {**none["positive"], "mean_diff": 0.05, "ci_low": 0.03, "ci_high": 0.07, "p_ttest": 0.001,
+                         "detected": True}}
+    assert "**No-go**" in go_sentence(none, "balanced_accuracy", 0.05)
+    assert "**Go**" in go_sentence(some, "balanced_accuracy", 0.05)
+
+
+TINY = ["--data", PNEUMONIA, "--per-class", "6", "--generator", "none", "--synthetic", None,
+        "--synthetic-per-class", "3", "--replicates", "1", "--seeds", "1", "--steps", "2", "--image-size", "16",
+        "--headroom", "12,all", "--no-progress", "--device", "cpu"]
+
+
+def _external(tmp_path):
+    """Three val-split images per class as an external synthetic set."""
+    from genaug.data import load_split, open_source
+    from PIL import Image
+
+    root = tmp_path / "ext"
+    s = open_source(str(PNEUMONIA))
+    val = load_split(s, "val", [0, 1], 16)
+    for k, name in enumerate(s.classes[:2]):
+        (root / name).mkdir(parents=True)
+        for i, img in enumerate(val.images[val.labels == k][:3]):
+            Image.fromarray(img[0].numpy()).save(root / name / f"{i}.png")
+    return root
+
+
+def test_headroom_positive_control_and_recipe_change_keep_upstream_keys(tmp_path):
+    from genaug.harness.spec import ExperimentSpec
+    from genaug.harness.stages import plan
+
+    args = [str(a) if a is not None else f"ext={_external(tmp_path)}" for a in TINY]
+    out = tmp_path / "exp"
+    r = run_cli("headroom", *args, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "+real@3" in r.output and ("**Go**" in r.output or "**No-go**" in r.output)
+    done = {p.name for p in (out / "rep-0" / "classifiers").iterdir()}
+    assert done == {"baseline-strong", "headroom-at-12", "headroom-at-all", "plus-real-at-3"}  # nothing else yet
+    r = run_cli("augment-and-train", *args, "--out", out)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["headroom"]["positive"]["arm"] == "+real@3" and "## Headroom" in (out / "report.md").read_text()
+    # +real@3 never holds a subset, validation or test item
+    manifest = json.loads((out / "rep-0" / "manifest.json").read_text())
+    spec = ExperimentSpec.from_json((out / "spec.json").read_text())
+    from genaug.harness.headroom import extra_real
+    from genaug.harness.stages import unit_subset
+    from genaug.harness.spec import Unit
+    from genaug.data.unlabeled import candidates
+
+    data = unit_subset(spec, Unit(0))
+    pool = set(candidates(spec.source, list(spec.source_labels), manifest, data.val_items))
+    held = {it["id"] for it in manifest["train"]["items"]} | {it["id"] for it in data.val_items}
+    assert pool and not pool & held
+    x, y = extra_real(spec, Unit(0), data, 3)
+    assert len(x) == 6 and torch.bincount(y).tolist() == [3, 3]
+    assert not {h for h in map(lambda im: im.numpy().tobytes(), x)} & {im.numpy().tobytes() for im in data.train_x}
+    before = {t.label: t.key for t in plan(spec)}
+    # a change of the arms' recipe: classifiers re-run, nothing upstream of them
+    r = run_cli("augment-and-train", *args, "--steps", "3", "--out", out)
+    assert r.exit_code == 0, r.output
+    after = {t.label: t.key for t in plan(ExperimentSpec.from_json((out / "spec.json").read_text()))}
+    for label, key in before.items():
+        assert (after[label] == key) != label.startswith("classifier"), label
+    assert list((out / "rep-0").glob("classifiers-before-*"))  # the first recipe's results kept
+    history = json.loads((out / "history.json").read_text())
+    assert history[-1]["recipe_changed"] == {"steps": [2, 3]}
+
+
+def test_bad_recipe_input_in_one_line(tmp_path):
+    args = [str(a) if a is not None else "ext=x" for a in TINY]
+    for extra, message in ((["--steps", "0"], "steps must be a whole number"),
+                           (["--steps", "many"], "steps must be a whole number"),
+                           (["--synthetic-share", "1"], "1<=x<1"),
+                           (["--headroom", "12,lots"], "headroom must be")):
+        r = run_cli("augment-and-train", *args, *extra, "--out", tmp_path / "bad")
+        assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+        assert message in r.output or "Invalid value" in r.output, r.output
+        assert not (tmp_path / "bad").exists()
+    r = run_cli("augment-and-train", *[a if a != "3" else "5000" for a in args], "--out", tmp_path / "bad")
+    assert_clean_error(r, "+real@5000")
+    assert not (tmp_path / "bad").exists()
