@@ -32,6 +32,7 @@ bench: setup fashion-mnist
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_executor.py
 	$(BIN)/python scripts/bench_sample.py
+	$(BIN)/python scripts/bench_classifier.py
 
 clean:
 	rm -rf demo-out bench-out runs

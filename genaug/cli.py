@@ -62,9 +62,14 @@ def split_options(f):
                           "name (oct2017, kermany-cxr). Keeps each patient on one side of every split.")(f)
     f = click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
                      help="Test share for sources without their own test split  [default: 0.2]")(f)
-    f = click.option("--given-split", type=click.Choice(["use", "ignore"]), default=None,
-                     help="A source's own train/val/test split (folders or a split column): use it, or ignore "
-                          "it and split the same files by patient (--group-by), nothing moved  [default: use]")(f)
+    f = click.option("--given-split", type=click.Choice(["use", "ignore", "drop-copies"]), default=None,
+                     help="A source's own train/val/test split (folders, a split column, an npz's arrays): use it, "
+                          "ignore it and split the same images by patient (--group-by) and by content, so copies "
+                          "stay together, or use it with the test images that copy a training image dropped  "
+                          "[default: use]")(f)
+    f = click.option("--split-folders", default=None,
+                     help="Name a folder's split folders when they are not train/training, val/valid/validation/dev "
+                          "and test/testing: FOLDER=train,FOLDER=test[,FOLDER=val]")(f)
     f = click.option("--fit", type=click.Choice(["crop", "pad"]), default=None,
                      help="Make images square by centre crop, or by padding with the border value (keeps "
                           "the full width of wide scans)  [default: crop]")(f)
@@ -109,11 +114,12 @@ def label_columns_of(options: dict) -> dict | None:
 @click.argument("spec")
 @click.option("--export", "export_dir", default=None,
               help="Write every image as the models see it (PNG) into DIR/<split>/<class>/, to check by eye.")
-@click.option("--image-size", type=click.IntRange(min=1), default=None, help="Size for --export.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None,
+              help="Size for --export; also reports test images whose pixels equal a training image's at this size.")
 @label_file_options
 @split_options
 @data_options
-def datasets(spec, export_dir, image_size, group_by, test_fraction, given_split, fit, intensity, preprocess, data_root,
+def datasets(spec, export_dir, image_size, group_by, test_fraction, given_split, split_folders, fit, intensity, preprocess, data_root,
              skip_bad, **label_file):
     """Classes, counts (and patients) per split of a data SPEC, or the manifest(s) of a run or
     experiment folder."""
@@ -130,8 +136,15 @@ def datasets(spec, export_dir, image_size, group_by, test_fraction, given_split,
     from .data import open_source
 
     source = open_source(spec, data_root, group_by=group_by, test_fraction=test_fraction,
-                         given_split=given_split or "use", label_columns=label_columns_of(label_file))
+                         given_split=given_split or "use", label_columns=label_columns_of(label_file),
+                         split_folders=split_folders)
     click.echo(describe.source_summary(source))
+    if image_size and not source.multilabel and "test" in source.splits:
+        from .data.copies import pixel_copies
+
+        pairs = pixel_copies(source, image_size, fit or "crop")
+        click.echo(f"identical pixels at {image_size} px across train and test beyond byte copies: {len(pairs)}"
+                   + (f" (e.g. test {pairs[0][1]} = train {pairs[0][0]})" if pairs else ""))
     if export_dir:
         from .data.intensity import IntensityRule
 
@@ -192,7 +205,7 @@ def configs():
 @data_options
 def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_size, steps, batch_size, conditional,
           checkpoint_every, config_file, out, seed, device, log_with, resume, no_progress, group_by, test_fraction,
-          given_split, fit, intensity, preprocess, data_root, skip_bad, **label_file):
+          given_split, split_folders, fit, intensity, preprocess, data_root, skip_bad, **label_file):
     """Train one FAMILY generator per class on scarce real data (or, with --conditional, one
     class-conditional DDPM for all of them).
 
@@ -210,7 +223,7 @@ def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_siz
     overrides = merge(load_config(config_file), {
         "data": data, "class": classes, "per_class": per_class, "image_size": image_size, "steps": steps,
         "batch_size": batch_size, "seed": seed, "checkpoint_every": checkpoint_every, "group_by": group_by,
-        "given_split": given_split,
+        "given_split": given_split, "split_folders": split_folders,
         "test_fraction": test_fraction, "fit": fit, "intensity": intensity,
         "preprocess": preprocess, "log_with": log_with, "unlabeled": unlabeled, "unlabeled_data": unlabeled_data,
         "label_columns": label_columns_of(label_file)})
@@ -505,7 +518,7 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
                       labelled_images, pos_weight, out, classifier, pretrained, finetune, steps, epochs,
                       synthetic_share, headroom, batch_size,
                       accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
-                      device, no_progress, ray_address, group_by, test_fraction, given_split, fit, intensity, preprocess,
+                      device, no_progress, ray_address, group_by, test_fraction, given_split, split_folders, fit, intensity, preprocess,
                       data_root, headroom_only, **label_file):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics.
 
@@ -533,7 +546,7 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         "batch_size": batch_size, "accept": accept,
         "loss": loss, "cr_k": cr_k, "generator_steps": generator_steps, "save_models": save_models,
         "explain": explain_method, "image_size": image_size, "seed": seed,
-        "group_by": group_by, "test_fraction": test_fraction, "given_split": given_split, "fit": fit,
+        "group_by": group_by, "test_fraction": test_fraction, "given_split": given_split, "split_folders": split_folders, "fit": fit,
         "intensity": intensity,
         "preprocess": preprocess, "target_labels": target_labels, "pos_weight": pos_weight, "labelled_images": labelled_images,
         "label_columns": label_columns_of(label_file)})

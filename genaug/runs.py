@@ -34,7 +34,7 @@ def default_run_dir(data: str, family: str, class_name: str) -> Path:
     return Path("runs") / slug(Path(data).stem if Path(data).suffix else Path(data).name) / family / slug(class_name)
 
 
-DATA_DEFAULTS: dict[str, Any] = {"per_class": None, "group_by": None, "test_fraction": 0.2, "given_split": "use",
+DATA_DEFAULTS: dict[str, Any] = {"per_class": None, "group_by": None, "test_fraction": 0.2, "given_split": "use", "split_folders": None,
                                  "fit": "crop",
                                  "intensity": "dataset", "preprocess": "none"}
 EXTENDABLE = ("steps",)  # settings a resumed run may raise; every other one must match
@@ -60,7 +60,7 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     if get_family(family).multilabel:
         return train_multilabel(family, data, config, out, data_root, resume, device, progress)
     source = open_source(data, data_root, group_by=config.get("group_by"), test_fraction=config.get("test_fraction"),
-                         given_split=config.get("given_split") or "use")
+                         given_split=config.get("given_split") or "use", split_folders=config.get("split_folders"))
     selected = source.resolve_classes(classes)
     image_size = check_image_size(config.get("image_size") or source.default_size())
     seed = int(config.get("seed", 0))
@@ -103,7 +103,8 @@ def train_multilabel(family, data, config, out, data_root, resume, device, progr
     from .data import multilabel
 
     source = open_source(data, data_root, group_by=config.get("group_by"), test_fraction=config.get("test_fraction"),
-                         given_split=config.get("given_split") or "use", label_columns=config.get("label_columns"))
+                         given_split=config.get("given_split") or "use", label_columns=config.get("label_columns"),
+                         split_folders=config.get("split_folders"))
     if not source.multilabel:
         raise GenaugError(f"{family} models several labels per image; {data} has one class per image: train "
                           "ddpm --conditional")

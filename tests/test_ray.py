@@ -35,7 +35,7 @@ def runs(cluster, tmp_path_factory):
     """The small experiment in this process (one thread, as each Ray task has) and under --ray with
     the worker of one classifier task killed in the middle of it."""
     root = tmp_path_factory.mktemp("ray")
-    (root / "no-quality.yaml").write_text("quality: false\n")
+    (root / "no-quality.yaml").write_text("quality: false\ncontrols: [baseline-strong, dup]\n")
     args = [str(a).replace("no-quality.yaml", str(root / "no-quality.yaml")) for a in SMALL]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # CPU float sums depend on the thread count; each task below has one CPU

@@ -10,6 +10,7 @@ import numpy as np
 from ..io import atomic_dir, write_json
 from .images import save_png
 from .imagesets import slug
+from .copies import copies_text
 from .sources import Source
 from .subsets import load_manifest
 
@@ -42,9 +43,12 @@ def _notes(source: Source) -> list[str]:
     if source.ungrouped:
         lines.append(f"{len(source.ungrouped)} file(s) without a patient id (each its own group), "
                      f"e.g. {source.ungrouped[0]}")
+    lines += copies_text(source.copies)
+    if source.layout:
+        lines.append(f"read: {source.layout}")
     if source.unused:
-        lines.append(f"not read: top-level folder(s) {', '.join(source.unused)} (the splits are train, "
-                     "val (or valid, validation) and test)")
+        lines.append(f"not read: top-level folder(s) {', '.join(source.unused)} (the splits are train or "
+                     "training, val, valid, validation or dev, and test or testing; --split-folders names others)")
     return lines
 
 

@@ -178,8 +178,11 @@ def _relative(p: str, root: Path) -> str:
 
 
 def unlisted_images(root: Path, listed: list[str]) -> list[str]:
-    """Image files in the label file's image folders that no row names (an image with no row)."""
-    folders = {Path(p).parts[0] for p in listed if len(Path(p).parts) > 1}
+    """Image files in the label file's image folders that no row names (an image with no row): the
+    top-level folders (searched with their subfolders) of rows with relative paths, and the very
+    folders of rows with absolute paths, so the search never leaves the folders the rows point to."""
+    relative = [p for p in listed if not Path(p).is_absolute()]
+    folders = {Path(p).parts[0] for p in relative if len(Path(p).parts) > 1}
     known = set(listed)
     found = []
     for folder in sorted(folders):
@@ -187,4 +190,8 @@ def unlisted_images(root: Path, listed: list[str]) -> list[str]:
             rel = f.relative_to(root).as_posix()
             if f.is_file() and f.suffix.lower() in READABLE_SUFFIXES and rel not in known:
                 found.append(rel)
+    for folder in sorted({Path(p).parent for p in listed if Path(p).is_absolute()}):
+        for f in sorted(folder.glob("*")) if folder.is_dir() else []:
+            if f.is_file() and f.suffix.lower() in READABLE_SUFFIXES and f.as_posix() not in known:
+                found.append(f.as_posix())
     return found

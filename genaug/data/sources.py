@@ -35,6 +35,7 @@ from .images import (READABLE_SUFFIXES, check_fit, decode_bytes, fit_square, is_
                      resize_center_crop)
 from . import label_files
 from .intensity import IntensityRule, Raw, array_to_raw, convert, is_unit_float
+from .copies import check_copies, merge_groups
 from .multilabel_splits import SPLIT_SEED, stratified_split
 from .splits import DEFAULT_TEST_FRACTION, groups_from_paths, hash_split
 
@@ -102,7 +103,11 @@ class Source:
     test_fraction: float = DEFAULT_TEST_FRACTION
     ungrouped: list[str] = []  # files the --group-by pattern did not match (each its own group)
     unused: list[str] = []  # top-level folders the source does not read (named by `genaug datasets`)
-    given_split: str = "use"  # "ignore": a given split (folders or column) re-split by patient
+    layout: str = ""  # how a folder's top level was read (`genaug datasets` says it)
+    copies: dict | None = None  # byte-identical copies found and what was done (copies.py)
+    repeats: dict = {}  # per split: items that repeat an earlier item's content (left out of draws)
+    split_folders: dict | None = None  # --split-folders: {folder name: split}
+    given_split: str = "use"  # ignore: a given split re-split by patient (and copy); drop-copies: copies.py
     multilabel: bool = False  # labels are N x L 0/1 (label_files.py), not one class per image
     label_columns: dict | None = None
 
@@ -139,6 +144,8 @@ class Source:
             out["given_split"] = self.given_split
         if self.label_columns:
             out["label_columns"] = self.label_columns
+        if self.split_folders:
+            out["split_folders"] = self.split_folders
         return out
 
     def load(self, split: str, ids: list, image_size: int | None = None, fit: str = "crop",
@@ -184,8 +191,9 @@ class ArraySource(Source):
     """
 
     def __init__(self, spec: str, kind: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
-                 classes: list[str] | None, test_fraction: float = DEFAULT_TEST_FRACTION):
+                 classes: list[str] | None, test_fraction: float = DEFAULT_TEST_FRACTION, given_split: str = "use"):
         self.spec, self.kind, self.test_fraction = spec, kind, test_fraction
+        self.given_split = check_given_split(given_split)
         self.arrays = {}
         for split, (images, labels) in arrays.items():
             images = np.asarray(images)
@@ -211,10 +219,14 @@ class ArraySource(Source):
         n_classes = int(max(lab.max() for _, lab in self.arrays.values())) + 1
         self.classes = classes if classes and len(classes) >= n_classes else [str(i) for i in range(n_classes)]
         self.split_origin = "source"
+        if "test" in self.arrays and self.given_split == "ignore":  # one pool, split again with copies kept together
+            self.arrays = {"train": tuple(np.concatenate([self.arrays[s][k] for s in ("train", "val", "test")
+                                                          if s in self.arrays]) for k in (0, 1))}
         if "test" not in self.arrays:
             images, labels = self.arrays["train"]
             ids = list(range(len(labels)))
-            self.splits, self.split_origin = _hash_split(ids, labels, None, test_fraction, self.classes, None)
+            groups = merge_groups(None, [sha256_bytes(img.tobytes()) for img in images], [str(i) for i in ids])
+            self.splits, self.split_origin = _hash_split(ids, labels, groups, test_fraction, self.classes, None)
             self.arrays["test"] = self.arrays["train"]
         else:
             self.splits = {s: Split(list(range(len(lab))), lab) for s, (_, lab) in self.arrays.items()}
@@ -251,7 +263,7 @@ class FileSource(Source):
         groups = ([g or (regex_groups[i] if regex_groups else f"file:{paths[i]}") for i, g in enumerate(given)]
                   if has_groups else None)
         labels = np.array([it[1] for it in items], dtype=np.int64)
-        split_of = [it[3] if self.given_split == "use" else None for it in items]
+        split_of = [it[3] if self.given_split != "ignore" else None for it in items]
         if any(split_of):
             if not all(split_of):
                 raise GenaugError(f"{spec}: some items name a split and some do not; give every item a split "
@@ -267,6 +279,8 @@ class FileSource(Source):
                 raise GenaugError(f"{spec}: a given split needs both train and test items")
             self.split_origin = "source"
         else:
+            if self.given_split == "ignore":  # copies of one image are kept together, as a patient's images are
+                groups = merge_groups(groups, [sha256_file(root / p) for p in paths], [f"file:{p}" for p in paths])
             self.splits, self.split_origin = _hash_split(paths, labels, groups, test_fraction, classes, group_by)
         self.channels = _source_channels([root / p for p in paths])
 
@@ -327,28 +341,109 @@ def _source_channels(paths: list[Path]) -> int:
         return 1 if all(pool.map(is_gray_content, colour)) else 3
 
 
+DEBRIS = {"__macosx", "thumbs.db", "desktop.ini"}  # what archives and operating systems leave beside the images
+
+
+def _debris(name: str) -> bool:
+    """Hidden files and folders (.DS_Store, ._*, .ipynb_checkpoints) and archive or OS leftovers."""
+    return name.startswith(".") or name.lower() in DEBRIS
+
+
 def _list_images(folder: Path) -> list[Path]:
-    """Image files in `folder` and its subfolders (hidden files and folders skipped), sorted."""
+    """Image files in `folder` and its subfolders (hidden files, folders and debris skipped), sorted."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                  and not any(_debris(part) for part in p.relative_to(folder).parts))
 
 
-VAL_NAMES = ("val", "valid", "validation")  # folder names read as the val split
+# folder names read as a given split, matched case-insensitively
+SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation", "dev"),
+               "test": ("test", "testing")}
+VAL_NAMES = SPLIT_NAMES["val"]
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _debris(p.name))
+
+
+def _unwrap(root: Path) -> Path:
+    """A downloaded archive's wrapping folders (`chest_xray/chest_xray/...`): while a folder holds no
+    image of its own and one subfolder that itself holds folders, read that subfolder."""
+    while True:
+        subs = _subfolders(root)
+        own = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES and not _debris(p.name)]
+        if len(subs) != 1 or own or not _subfolders(subs[0]):
+            return root
+        root = subs[0]
+
+
+def parse_split_folders(value) -> dict[str, str] | None:
+    """`NAME=train,NAME=test[,NAME=val]` (or a mapping) to {folder name: split}."""
+    if value in (None, "", {}):
+        return None
+    pairs = value.items() if isinstance(value, dict) else (
+        item.split("=", 1) if "=" in item else (item, "") for item in str(value).split(",") if item.strip())
+    out = {}
+    for name, split in pairs:
+        name, split = str(name).strip(), str(split).strip().lower()
+        if not name or split not in SPLIT_NAMES:
+            raise GenaugError(f"--split-folders {value!r}: write FOLDER=train,FOLDER=test (and FOLDER=val), "
+                              "one folder per split")
+        out[name] = split
+    if sorted(set(out.values())) not in (["test", "train"], ["test", "train", "val"]) or len(out) != len(set(out.values())):
+        raise GenaugError(f"--split-folders {value!r}: name one folder for train, one for test, and optionally "
+                          "one for val")
+    return out
+
+
+def _split_layout(root: Path, split_folders: dict[str, str] | None) -> tuple[dict, list[str], str]:
+    """{split or None: folder}, the top-level folders not read, and how the layout was read."""
+    subdirs = {p.name: p for p in _subfolders(root)}
+    if split_folders:
+        missing = [n for n in split_folders if n not in subdirs]
+        if missing:
+            raise GenaugError(f"--split-folders names {missing[0]!r}, which is not a folder of {root} "
+                              f"(it has {', '.join(sorted(subdirs)) or 'none'})")
+        dirs = {split: subdirs[name] for name, split in split_folders.items()}
+    else:
+        dirs = {}
+        for split, names in SPLIT_NAMES.items():
+            found = [p for n, p in subdirs.items() if n.lower() in names]
+            if len(found) > 1:
+                raise GenaugError(f"{root} has two folders for the {split} split ({', '.join(p.name for p in found)});"
+                                  " keep one, or choose with --split-folders")
+            if found:
+                dirs[split] = found[0]
+        if not ("train" in dirs and "test" in dirs):
+            _refuse_repeated_classes(root, subdirs)
+            return {None: root}, [], "class folders at the top level"
+    unused = sorted(n for n, p in subdirs.items() if p not in dirs.values())
+    read = ", ".join(f"{p.name}/ as {split}" for split, p in dirs.items())
+    return {k: dirs[k] for k in ("train", "val", "test") if k in dirs}, unused, read
+
+
+def _refuse_repeated_classes(root: Path, subdirs: dict[str, Path]) -> None:
+    """Top-level folders that are not split names genaug knows, over the same class folders: never
+    read as classes (a classifier would learn to tell the splits apart)."""
+    inner = {name: {p.name.lower() for p in _subfolders(d)} for name, d in subdirs.items()}
+    shared = [n for n in inner if inner[n]]
+    if len(shared) >= 2:
+        common = set.intersection(*(inner[n] for n in shared))
+        if len(common) >= 2:  # one shared subfolder name (visit1) is a class's own structure, not a split
+            example = ",".join(f"{n}={'train' if i == 0 else 'test'}" for i, n in enumerate(shared[:2]))
+            raise GenaugError(f"{root}: the top-level folders {', '.join(shared)} hold the same class folders "
+                              f"({', '.join(sorted(common)[:4])}), so they look like splits, not classes; "
+                              f"name them with --split-folders {example}")
 
 
 def _folder_source(root: Path, spec: str, group_by: str | None, test_fraction: float,
-                   given_split: str = "use") -> FileSource:
-    """`ROOT/<class>/**/*` (hash split) or `ROOT/{train,val|valid|validation,test}/<class>/**/*` (own
-    split, or with `given_split` ignore re-split by patient); other top-level folders of a split
-    layout are named in `unused`."""
-    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    own_split = "train" in subdirs and "test" in subdirs
-    val = next((subdirs[n] for n in VAL_NAMES if n in subdirs), None)
-    split_dirs = ({"train": subdirs["train"], **({"val": val} if val else {}), "test": subdirs["test"]}
-                  if own_split else {None: root})
-    unused = sorted(p.name for p in subdirs.values() if own_split and p not in split_dirs.values())
-    classes = sorted({p.name for d in split_dirs.values() for p in d.iterdir()
-                      if p.is_dir() and not p.name.startswith(".")})
+                   given_split: str = "use", split_folders: dict[str, str] | None = None) -> FileSource:
+    """`ROOT/<class>/**/*` (hash split) or `ROOT/<split>/<class>/**/*` with split folders named
+    train/training, val/valid/validation/dev, test/testing in any case, or as `split_folders` says
+    (own split, or with `given_split` ignore re-split by patient). A wrapping folder is looked
+    through and debris skipped; other top-level folders of a split layout are named in `unused`."""
+    root = _unwrap(root)
+    split_dirs, unused, read = _split_layout(root, split_folders)
+    classes = sorted({p.name for d in split_dirs.values() for p in _subfolders(d)})
     if not classes:
         raise GenaugError(f"{root} holds no class folders; expected ROOT/<class>/<images>")
     items = []
@@ -360,14 +455,24 @@ def _folder_source(root: Path, spec: str, group_by: str | None, test_fraction: f
                                   f"({', '.join(sorted(READABLE_SUFFIXES))}, subfolders included)")
             items += [(p.relative_to(root).as_posix(), label, None, split) for p in files]
     source = FileSource(root, spec, "folder", items, classes, group_by, test_fraction, given_split)
-    source.unused = unused
+    source.unused, source.layout, source.split_folders = unused, read, split_folders
     return source
 
 
+GIVEN_SPLIT = ("use", "ignore", "drop-copies")
+
+
 def check_given_split(value: str) -> str:
-    if value not in ("use", "ignore"):
-        raise GenaugError(f"--given-split must be use or ignore (got {value!r})")
+    if value not in GIVEN_SPLIT:
+        raise GenaugError(f"--given-split must be use, ignore or drop-copies (got {value!r})")
     return value
+
+
+def _given(source: Source, given_split: str) -> Source:
+    """A source with a given split of one label per image: its copies checked (copies.py)."""
+    if source.split_origin == "source":
+        check_copies(source, given_split)
+    return source
 
 
 CSV_COLUMNS = ("path", "label", "group", "split")
@@ -429,8 +534,10 @@ class MultiLabelSource(FileSource):
         paths = parsed.paths
         regex_groups, self.ungrouped = groups_from_paths(paths, group_by)
         groups = parsed.groups or regex_groups
-        split_of = parsed.splits if self.given_split == "use" else [None] * len(paths)
+        split_of = parsed.splits if self.given_split != "ignore" else [None] * len(paths)
         labels = parsed.labels
+        if self.given_split == "ignore":  # copies of one image are kept together, as a patient's images are
+            groups = merge_groups(groups, [sha256_file(root / p) for p in paths], [f"file:{p}" for p in paths])
 
         def pick(pos):
             pos = np.asarray(pos, dtype=np.int64)
@@ -460,7 +567,7 @@ class MultiLabelSource(FileSource):
                           "--generator ddpm-multilabel`")
 
 
-def _npz_source(path: Path, spec: str, test_fraction: float = DEFAULT_TEST_FRACTION) -> Source:
+def _npz_source(path: Path, spec: str, test_fraction: float = DEFAULT_TEST_FRACTION, given_split: str = "use") -> Source:
     try:
         data = np.load(path, allow_pickle=False)
         keys = set(data.files)
@@ -479,7 +586,7 @@ def _npz_source(path: Path, spec: str, test_fraction: float = DEFAULT_TEST_FRACT
     classes = [str(c) for c in data["classes"]] if "classes" in keys else (
         MEDMNIST_CLASSES.get(stem) or (CIFAR10_CLASSES if stem.startswith("cifar10") else None))
     kind = "medmnist" if stem in MEDMNIST_CLASSES else "npz"
-    return ArraySource(spec, kind, arrays, classes, test_fraction)
+    return ArraySource(spec, kind, arrays, classes, test_fraction, given_split)
 
 
 def _download(url: str, dest: Path) -> None:
@@ -527,7 +634,8 @@ def _torchvision_arrays(name: str, data_root: Path) -> dict[str, tuple[np.ndarra
 
 
 def open_source(spec: str, data_root: str | Path | None = None, group_by: str | None = None,
-                test_fraction: float | None = None, given_split: str = "use", label_columns=None) -> Source:
+                test_fraction: float | None = None, given_split: str = "use", label_columns=None,
+                split_folders=None) -> Source:
     """Resolve a data spec (see module docstring) to a Source.
 
     `group_by` (a regex or built-in name, folder and label-file sources) keeps each patient on one
@@ -555,13 +663,17 @@ def open_source(spec: str, data_root: str | Path | None = None, group_by: str | 
             _download(MEDMNIST_URL.format(name=name), npz)
         return _npz_source(npz, spec, test_fraction)
     if path.is_dir():
-        return _folder_source(path, spec, group_by, test_fraction, given_split)
+        return _given(_folder_source(path, spec, group_by, test_fraction, given_split,
+                                     parse_split_folders(split_folders)), given_split)
+    if split_folders:
+        raise GenaugError("--split-folders names the split folders of an image folder; "
+                          f"{spec} is not a folder")
     if path.is_file():
         if path.suffix.lower() == ".csv":
-            return _csv_source(path, spec, group_by, test_fraction, given_split, label_columns)
+            return _given(_csv_source(path, spec, group_by, test_fraction, given_split, label_columns), given_split)
         if path.suffix.lower() != ".npz":
             raise GenaugError(f"{spec} is a file but not an .npz or a .csv label file; "
                               "give a folder, an .npz, a .csv or a named source")
-        return _npz_source(path, spec, test_fraction)
+        return _given(_npz_source(path, spec, test_fraction, given_split), given_split)
     raise GenaugError(f"data not found: {spec} (a folder, an .npz file, a .csv label file, medmnist:NAME, "
                       "cifar10 or fashion-mnist)")

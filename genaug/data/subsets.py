@@ -57,7 +57,8 @@ def draw_subset(source: Source, class_indices: list[int], per_class: int | None,
     raws, labels, ids, hashes = [], [], [], []
     skipped = 0
     for label in class_indices:
-        pool = train.of_class(label)
+        repeats = source.repeats.get(split, ())
+        pool = [i for i in train.of_class(label) if i not in repeats]  # one copy of an image is one item
         name = source.classes[label]
         if not pool:
             raise GenaugError(f"class {name!r} has no images in the {split} split of {source.spec}")
@@ -98,6 +99,7 @@ def draw_subset(source: Source, class_indices: list[int], per_class: int | None,
         "intensity": rule.to_dict(),
         "split_origin": source.split_origin,
         "split_options": source.options(),
+        **({"copies": source.copies} if source.copies else {}),
         "ungrouped_files": len(source.ungrouped),
         "seed": seed,
         "per_class": per_class,

@@ -108,6 +108,7 @@ def explain_experiment(experiment: str | Path, out: str | Path | None = None, me
     manifest = load_manifest(unit)
     source = open_source(config["data"], data_root, group_by=config.get("group_by"),
                          test_fraction=config.get("test_fraction"), given_split=config.get("given_split") or "use",
+                         split_folders=config.get("split_folders"),
                          label_columns=config.get("label_columns"))
     if source.multilabel:
         loaded, y = load_label_split(source, "test", config["image_size"], manifest["fit"], manifest["intensity"])

@@ -19,7 +19,8 @@ from ..classifiers.metrics import SCALAR_METRICS
 DEFAULTS: dict[str, Any] = {
     # data
     "data": None, "classes": "all", "per_class": 50, "image_size": None, "seed": 0, "val_fraction": 0.2,
-    "validation": "auto", "cv": None, "group_by": None, "test_fraction": None, "given_split": "use", "fit": "crop",
+    "validation": "auto", "cv": None, "group_by": None, "test_fraction": None, "given_split": "use", "split_folders": None,
+    "fit": "crop",
     "intensity": "dataset",
     "preprocess": "none",  # contrast step on every image (none, equalize, clahe): data/preprocess.py
     # design: replicates of the whole pipeline, classifier seeds inside each, one primary metric
@@ -81,7 +82,7 @@ DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every 
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
 # settings added after the store (stages.py) keyed finished stages, with the value that reproduces what those
 # stages computed: left out of the key at that value, so a folder started before them resumes instead of starting over
-ADDED_SINCE_STORE = {"given_split": "use", "label_columns": None, "target_labels": None, "pos_weight": False,
+ADDED_SINCE_STORE = {"given_split": "use", "split_folders": None, "label_columns": None, "target_labels": None, "pos_weight": False,
                      "labelled_images": None}
 RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
 # what only the arms' classifier runs read (and the report, from their results): a change re-runs the classifiers

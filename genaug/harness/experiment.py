@@ -72,9 +72,10 @@ class Experiment:
         self.runs_dir = Path(runs_dir) if runs_dir else None
         self.data_root, self.device, self.progress = data_root, device, progress
         self.source = open_source(data, data_root, group_by=config["group_by"], test_fraction=config["test_fraction"],
-                                  given_split=config["given_split"], label_columns=config["label_columns"])
+                                  given_split=config["given_split"], label_columns=config["label_columns"],
+                                  split_folders=config["split_folders"])
         remember_source(self.source, data, data_root, config["group_by"], config["test_fraction"],
-                        config["given_split"], config["label_columns"])
+                        config["given_split"], config["label_columns"], config["split_folders"])
         self.multilabel = bool(self.source.multilabel)
         if self.multilabel:  # several labels per image: every label of the file (label_columns choose them)
             check_multilabel(config, self.source, runs_dir)

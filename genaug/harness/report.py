@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
+from ..data.copies import copies_text
 from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
@@ -141,7 +142,7 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
                  "channels": e.source.channels, "per_class": c["per_class"], "n_real_train": len(first.train_x),
                  "n_val": len(first.val_x), "n_test": len(first.test_x), "split_origin": e.source.split_origin,
                  "validation": plan, "group_by": c["group_by"], "fit": first.manifest["fit"],
-                 "intensity": first.manifest["intensity"], "hflip": c["hflip"],
+                 "intensity": first.manifest["intensity"], "hflip": c["hflip"], "copies": first.manifest.get("copies"),
                  "manifest_sha256": [sha256_file(e.unit_folder(rep) / "manifest.json") for rep in replicates]},
         "arms": {a.name: {"kind": a.kind, "source": a.source, "count": a.count,
                           "runs": [_run_summary(r) for r in results if r["arm"] == a.name],
@@ -275,7 +276,8 @@ def render_markdown(r: dict) -> str:
               f"{d['channels']} channel(s). Per replicate: {d['n_real_train']} real training images "
               f"(+{d['n_val']} validation), {d['per_class']} labelled per class in all; test images: {d['n_test']} "
               f"(split: {d['split_origin']}). Validation: {d['validation']}. Geometry: {d['fit']}; intensity: "
-              f"{_intensity_text(d['intensity'])}. Horizontal flips: {'on' if d['hflip'] else 'off'}.", ""]
+              f"{_intensity_text(d['intensity'])}. Horizontal flips: {'on' if d['hflip'] else 'off'}."
+              + "".join(f" Copies: {line}." for line in copies_text(d.get("copies"))), ""]
     lines += _arm_table(r, primary, unit)
     lines += _comparison_tables(r, primary)
     lines += _fold_section(r, primary)

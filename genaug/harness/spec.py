@@ -140,7 +140,7 @@ class ExperimentSpec:
     def source(self):
         c = self.config
         return _open(self.data, self.data_root, c["group_by"], c["test_fraction"], c.get("given_split", "use"),
-                     c.get("label_columns"))
+                     c.get("label_columns"), c.get("split_folders"))
 
     @property
     def history(self) -> list[dict]:
@@ -165,11 +165,13 @@ class ExperimentSpec:
 _SOURCES: dict = {}  # per process: a source is opened once
 
 
-def _open(data: str, data_root: str | None, group_by, test_fraction, given_split="use", label_columns=None):
-    key = _source_key(data, data_root, group_by, test_fraction, given_split, label_columns)
+def _open(data: str, data_root: str | None, group_by, test_fraction, given_split="use", label_columns=None,
+          split_folders=None):
+    key = _source_key(data, data_root, group_by, test_fraction, given_split, label_columns, split_folders)
     if key not in _SOURCES:
         _SOURCES[key] = open_source(data, data_root, group_by=group_by, test_fraction=test_fraction,
-                                    given_split=given_split, label_columns=label_columns)
+                                    given_split=given_split, label_columns=label_columns,
+                                    split_folders=split_folders)
     return _SOURCES[key]
 
 
@@ -178,9 +180,9 @@ def _source_key(*args) -> str:
 
 
 def remember_source(source, data: str, data_root: str | None, group_by, test_fraction, given_split="use",
-                    label_columns=None) -> None:
+                    label_columns=None, split_folders=None) -> None:
     """The driver's opened source, so that stages run in its process do not open it again."""
-    _SOURCES[_source_key(data, data_root, group_by, test_fraction, given_split, label_columns)] = source
+    _SOURCES[_source_key(data, data_root, group_by, test_fraction, given_split, label_columns, split_folders)] = source
 
 
 def test_set(spec: ExperimentSpec, fit, intensity) -> tuple[torch.Tensor, torch.Tensor]:
