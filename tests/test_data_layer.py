@@ -187,6 +187,7 @@ def _sixteen_bit_folder(tmp_path):
     for name, bg, block, split in (("a", 1000, 5000, "train"), ("b", 30000, 34000, "train"), ("c", 1000, 5000, "test")):
         arr = np.full((32, 32), bg, np.uint16)
         arr[8:24, 8:24] = block
+        arr[31, 31] += split == "test"  # not a byte copy of "a" (copies across a given split are refused)
         (root / split / "chest").mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr).save(root / split / "chest" / f"{name}.png")
     return root
@@ -213,13 +214,15 @@ def test_sixteen_bit_png_by_each_rule(tmp_path, rule, expected):
 
 def test_float_npz_scaled_and_uint16_npz_not_wrapped(tmp_path):
     img = np.full((4, 8, 8), 0.2, np.float32)
+    img[:, 0, 0] = [0.2, 0.15, 0.1, 0.05]  # four different images (a repeated one is drawn once)
     np.savez(tmp_path / "f.npz", train_images=img, train_labels=np.array([0, 0, 1, 1]),
-             test_images=img[:2], test_labels=np.array([0, 1]))
+             test_images=img[:2] + 0.1, test_labels=np.array([0, 1]))
     s = open_source(str(tmp_path / "f.npz"))
     assert int(s.load("train", [0], 8).images.max()) == 51  # 0.2 * 255, not truncated to 0
     wide = np.stack([np.full((8, 8), v, np.uint16) for v in (300, 1000, 300, 1000)])
+    wide[2, 0, 0], wide[3, 0, 0] = 301, 999  # no image repeats another
     np.savez(tmp_path / "u.npz", train_images=wide, train_labels=np.array([0, 0, 1, 1]),
-             test_images=wide[:2], test_labels=np.array([0, 1]))
+             test_images=wide[:2] + 1, test_labels=np.array([0, 1]))
     real, m = draw_subset(open_source(str(tmp_path / "u.npz")), [0, 1], None, 0, 8)
     assert [int(x.max()) for x in real.images] == [0, 255, 0, 255]  # 300 -> 0, 1000 -> 255 (300 % 256 = 44)
     assert m["intensity"]["window"] == [300.0, 1000.0]
@@ -346,7 +349,7 @@ def test_oversized_image_is_a_clear_error(tmp_path, monkeypatch):
     for cls in ("a", "b"):
         for k in range(3):
             _write_png(root / "train" / cls / f"{k}.png", k, shape=(30, 30))
-        _write_png(root / "test" / cls / "t.png", 1, shape=(30, 30))
+        _write_png(root / "test" / cls / "t.png", 7, shape=(30, 30))
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)  # 900 pixels > 2 x 100: Pillow refuses
     r = run_cli("train", "vae", "--data", root, "--class", "a", "--out", tmp_path / "run", "--image-size", "16")
     assert_clean_error(r, "too large to decode safely")

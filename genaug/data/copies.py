@@ -53,10 +53,8 @@ def merge_groups(groups: list[str] | None, hashes: list[str], names: list[str]) 
 
 
 def _keep(split, mask: np.ndarray):
-    from .sources import Split
-
     idx = np.flatnonzero(mask)
-    return Split([split.ids[i] for i in idx], split.labels[idx],
+    return type(split)([split.ids[i] for i in idx], split.labels[idx],
                  [split.groups[i] for i in idx] if split.groups is not None else None)
 
 

@@ -225,7 +225,8 @@ class ArraySource(Source):
         if "test" not in self.arrays:
             images, labels = self.arrays["train"]
             ids = list(range(len(labels)))
-            groups = merge_groups(None, [sha256_bytes(img.tobytes()) for img in images], [str(i) for i in ids])
+            groups = (merge_groups(None, [sha256_bytes(img.tobytes()) for img in images], [str(i) for i in ids])
+                      if self.given_split == "ignore" else None)
             self.splits, self.split_origin = _hash_split(ids, labels, groups, test_fraction, self.classes, None)
             self.arrays["test"] = self.arrays["train"]
         else:

@@ -57,14 +57,15 @@ def draw_subset(source: Source, class_indices: list[int], per_class: int | None,
     raws, labels, ids, hashes = [], [], [], []
     skipped = 0
     for label in class_indices:
-        repeats = source.repeats.get(split, ())
-        pool = [i for i in train.of_class(label) if i not in repeats]  # one copy of an image is one item
+        pool = train.of_class(label)
         name = source.classes[label]
         if not pool:
             raise GenaugError(f"class {name!r} has no images in the {split} split of {source.spec}")
         if per_class is not None and per_class > len(pool):
             raise GenaugError(f"--per-class {per_class} exceeds the {len(pool)} {split} images of class {name!r}")
         order = np.random.default_rng(_subset_seed(seed, label)).permutation(len(pool))
+        repeats = source.repeats.get(split, ())  # a later copy of an image is never a second item
+        order = np.asarray([i for i in order if pool[i] not in repeats], dtype=np.int64)
         want = per_class or len(pool)
         kept: list = []
         cursor = 0
