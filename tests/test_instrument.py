@@ -181,3 +181,19 @@ def test_bad_recipe_input_in_one_line(tmp_path):
     r = run_cli("augment-and-train", *[a if a != "3" else "5000" for a in args], "--out", tmp_path / "bad")
     assert_clean_error(r, "+real@5000")
     assert not (tmp_path / "bad").exists()
+
+
+def test_min_effect_as_a_share_of_the_measured_headroom():
+    from genaug.errors import GenaugError
+    from genaug.harness.config import experiment_config
+    from genaug.harness.headroom import resolve_min_effect
+
+    summ = {"baseline-strong": {"balanced_accuracy": {"mean": 0.80}},
+            "headroom@100": {"balanced_accuracy": {"mean": 0.86}}, "headroom@all": {"balanced_accuracy": {"mean": 0.90}}}
+    value, how = resolve_min_effect("50%", summ, "balanced_accuracy", "baseline-strong")
+    assert value == pytest.approx(0.05) and "+0.1000" in how
+    assert resolve_min_effect(0.03, summ, "balanced_accuracy", "baseline-strong") == (0.03, None)
+    assert experiment_config(None, {"min_effect": "50%"})["min_effect"] == "50%"
+    for bad in ("150%", "x%", "-1"):
+        with pytest.raises(GenaugError, match="min_effect must be"):
+            experiment_config(None, {"min_effect": bad})

@@ -103,10 +103,10 @@ def copies_text(found: dict | None) -> list[str]:
         return []
     within = ", ".join(f"{n} in {s}" for s, n in found["within"].items() if n)
     across = ", ".join(f"{n} {pair}" for pair, n in found["across"].items() if n)
-    dropped = ", ".join(f"{n} from {s}" for s, n in found["dropped"].items() if n)
-    lines = [f"byte-identical copies: {within or 'none'} inside a split (later copies left out of draws); "
-             f"{across or 'none'} across splits" + (f" (dropped {dropped})" if dropped else "")]
-    return lines
+    dropped = ", ".join(f"{n} left out of {s} draws" if s == "val" else f"{n} dropped from {s}"
+                        for s, n in found["dropped"].items() if n)
+    return [f"byte-identical copies: {within or 'none'} inside a split (later copies left out of draws); "
+            f"{across or 'none'} across splits" + (f" ({dropped})" if dropped else "")]
 
 
 def pixel_copies(source, size: int, fit: str = "crop") -> list[tuple]:

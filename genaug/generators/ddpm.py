@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from diffusers import (DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler,
                        HeunDiscreteScheduler, UNet2DModel, UniPCMultistepScheduler)
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 
 from ..errors import GenaugError
 from .base import EMAOnDevice, GenerativeModel, bare, ema_weights, latents
@@ -53,6 +53,29 @@ def sampling_scheduler(training_config, sampler: str, steps: int | None = None):
     scheduler = cls.from_config(training_config, **extra)
     scheduler.set_timesteps(steps)
     return scheduler
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights per sample: min(SNR, gamma) / SNR for epsilon prediction and
+    min(SNR, gamma) / (SNR + 1) for v-prediction (diffusers' text-to-image training script)."""
+    snr = compute_snr(scheduler, timesteps)
+    clipped = torch.minimum(snr, torch.full_like(snr, float(gamma)))
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+
+
+def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, scheduler,
+                   snr_gamma: float | None) -> torch.Tensor:
+    """MSE against the scheduler's target (the noise, or the velocity `get_velocity(x0, noise, t)`),
+    each sample weighted by Min-SNR-gamma when `snr_gamma` is set."""
+    kind = scheduler.config.prediction_type
+    target = scheduler.get_velocity(x0, noise, t) if kind == "v_prediction" else noise
+    if snr_gamma is None:
+        return F.mse_loss(pred, target.float())
+    per_sample = F.mse_loss(pred, target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
+    return (per_sample * min_snr_weights(scheduler, t, snr_gamma, kind)).mean()
 
 
 def _takes_generator(scheduler) -> bool:
@@ -91,13 +114,22 @@ class DDPM(GenerativeModel):
         "grad_clip": 1.0,
         "sampler": "ddim",
         "sample_steps": None,
+        "prediction_type": "epsilon",  # or v_prediction (the UNet predicts the velocity; every sampler follows)
+        "snr_gamma": None,  # Min-SNR-gamma loss weighting (Hang et al., 2023; 5 recommended); None: plain MSE
     }
 
     def __init__(self, config, channels, image_size):
         super().__init__(config, channels, image_size)
         self.unet = self._build_unet()
+        if self.config["prediction_type"] not in PREDICTION_TYPES:
+            raise GenaugError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)} "
+                              f"(got {self.config['prediction_type']!r})")
+        gamma = self.config["snr_gamma"]
+        if gamma is not None and not (isinstance(gamma, (int, float)) and gamma > 0):
+            raise GenaugError(f"snr_gamma must be a number above 0, or null for the plain loss (got {gamma!r})")
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=self.config["num_train_timesteps"],
-                                             beta_schedule=self.config["beta_schedule"])
+                                             beta_schedule=self.config["beta_schedule"],
+                                             prediction_type=self.config["prediction_type"])
         self.ema: EMAModel | None = None
 
     def prepare(self, accelerator, n_train):
@@ -120,7 +152,7 @@ class DDPM(GenerativeModel):
         class_labels = self._training_labels(labels, rng, batch.device)
         with accelerator.autocast():
             pred = self.unet(noisy, t, class_labels=class_labels).sample
-        loss = F.mse_loss(pred.float(), noise)
+        loss = diffusion_loss(pred.float(), batch, noise, t, self.noise_scheduler, self.config["snr_gamma"])
         accelerator.backward(loss)
         if accelerator.sync_gradients and self.config["grad_clip"]:
             accelerator.clip_grad_norm_(self.unet.parameters(), self.config["grad_clip"])
@@ -147,6 +179,39 @@ class DDPM(GenerativeModel):
         if condition:
             raise GenaugError(f"a {self.family} model is unconditional: it takes no {', '.join(condition)}")
         return unet(x, t).sample
+
+    @torch.no_grad()
+    def edit(self, images, strength: float, generators, sampler=None, steps=None, **condition):
+        """SDEdit: each image (model range, N x C x S x S) noised to `strength` of the sampler's
+        schedule, then denoised (diffusers' img2img `get_timesteps`): the last `int(steps * strength)`
+        steps run from `scheduler.add_noise(x0, noise, t_start)`. Strength 0 returns the images;
+        strength 1 starts from pure noise, as `sample` does, so the images play no part."""
+        if not 0 <= strength <= 1:
+            raise GenaugError(f"edit strength must be in [0, 1] (got {strength})")
+        scheduler = sampling_scheduler(self.noise_scheduler.config, sampler or self.config["sampler"],
+                                       steps or self.config["sample_steps"])
+        n_steps = len(scheduler.timesteps)
+        keep = min(int(n_steps * strength), n_steps)
+        if keep == 0:
+            return images.clamp(-1, 1)
+        unet = self._bare_unet()
+        was_training = unet.training
+        unet.eval()
+        device = next(unet.parameters()).device
+        noise = latents(generators, (self.channels, self.image_size, self.image_size), device)
+        timesteps = scheduler.timesteps[n_steps - keep:]
+        if hasattr(scheduler, "set_begin_index"):  # multistep solvers count their steps from t_start
+            scheduler.set_begin_index(n_steps - keep)
+        if keep == n_steps:
+            x = noise * scheduler.init_noise_sigma
+        else:
+            x = scheduler.add_noise(images.to(device), noise, timesteps[:1].repeat(len(images)))
+        noise_kwargs = {"generator": generators} if _takes_generator(scheduler) else {}
+        for t in timesteps:
+            eps = self._noise_prediction(unet, scheduler.scale_model_input(x, t), t, condition)
+            x = scheduler.step(eps, t, x, **noise_kwargs).prev_sample
+        unet.train(was_training)
+        return x.clamp(-1, 1)
 
     @torch.no_grad()
     def sample(self, generators, sampler=None, steps=None, **condition):

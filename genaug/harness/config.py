@@ -249,7 +249,14 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         raise GenaugError(f"pos_weight must be true or false (got {config['pos_weight']!r})")
     if config["seed_scheme"] not in SCHEMES:
         raise GenaugError(f"seed_scheme must be one of {', '.join(SCHEMES)} (got {config['seed_scheme']!r})")
-    config["alpha"], config["min_effect"] = _number(config, "alpha", 0, 1), _number(config, "min_effect", 0, None)
+    config["alpha"] = _number(config, "alpha", 0, 1)
+    if isinstance(config["min_effect"], str) and config["min_effect"].strip().endswith("%"):
+        share = config["min_effect"].strip()[:-1]  # a share of the measured headroom (headroom.py)
+        if not share.replace(".", "", 1).isdigit() or not 0 < float(share) <= 100:
+            raise GenaugError(f"min_effect must be a number above 0, or a share of the headroom such as 50% "
+                              f"(got {config['min_effect']!r})")
+    else:
+        config["min_effect"] = _number(config, "min_effect", 0, None)
     if config["save_models"] not in SAVE_MODELS:
         raise GenaugError(f"save_models must be one of {', '.join(SAVE_MODELS)} (got {config['save_models']!r})")
     if config["explain"] and config["save_models"] == "none":

@@ -86,6 +86,19 @@ def labelled_share(spec: ExperimentSpec, unit: Unit, data: UnitData, per_class: 
     return data.train_x[keep], data.train_y[keep]
 
 
+def resolve_min_effect(min_effect, summ: dict, primary: str, reference: str | None) -> tuple[float, str | None]:
+    """(min_effect as a number, how it was set): a share such as "50%" of the measured headroom, the
+    best headroom arm's mean minus the reference's (the default 0.03 where nothing was measured)."""
+    if not (isinstance(min_effect, str) and min_effect.endswith("%")):
+        return float(min_effect), None
+    curve = [a for a in summ if a.startswith("headroom@")]
+    if reference not in summ or not curve:
+        return 0.03, f"{min_effect} of the headroom, and no headroom was measured: 0.03"
+    room = max(summ[a][primary]["mean"] for a in curve) - summ[reference][primary]["mean"]
+    value = max(float(min_effect[:-1]) / 100 * room, 1e-4)
+    return value, f"{min_effect} of the measured headroom {room:+.4f}: {value:.4f}"
+
+
 def headroom_report(comps: dict, summ: dict, primary: str, reference: str | None, alpha: float,
                     n_family: int, min_effect: float) -> dict | None:
     """What the report opens with: the learning curve, the ceiling minus the reference, the positive

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..io import read_json, write_json, write_text
 from . import analysis, timing, verdict
+from .headroom import resolve_min_effect
 from .multilabel_stages import arm_kind, arm_names, decisions_path, result_path, sources, target_names
 from .multilabel_stats import MULTILABEL_METRICS, choose_thresholds, multilabel_metrics
 from .report import _csv, _versions
@@ -69,7 +70,8 @@ def write_multilabel_report(e: ExperimentSpec, units: list[Unit]) -> dict:
     from .multilabel_stages import real_subset
 
     c, names = e.config, list(e.classes)
-    primary, alpha, min_effect = c["primary_metric"], float(c["alpha"]), float(c["min_effect"])
+    primary, alpha = c["primary_metric"], float(c["alpha"])
+    min_effect = resolve_min_effect(c["min_effect"], {}, primary, None)[0]  # no headroom stage with several labels
     arms = arm_names(e)
     results = [read_json(result_path(e, u, arm, k)) for u in units for arm in arms for k in range(int(c["seeds"]))]
     rows = rows_of(results, names)

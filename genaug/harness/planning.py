@@ -15,6 +15,7 @@ import yaml
 from ..errors import GenaugError
 from ..io import read_json
 from . import analysis, verdict
+from .headroom import resolve_min_effect
 from .power import check_power_inputs, design_power
 from .text import adjusted_interval, interval_methods, number, p_value
 
@@ -44,9 +45,11 @@ def rejudge(folder: str | Path, alpha: float | None = None, min_effect: float | 
     c = found["config"]
     primary = c.get("primary_metric", "balanced_accuracy")
     alpha = float(alpha if alpha is not None else c.get("alpha", verdict.DEFAULT_ALPHA))
-    min_effect = float(min_effect if min_effect is not None else c.get("min_effect", verdict.DEFAULT_MIN_EFFECT))
     replicates = len({r["replicate"] for r in found["rows"]})
     unit, units = analysis.unit_values(found["rows"], replicates, bool(c.get("cv")))
+    min_effect = resolve_min_effect(min_effect if min_effect is not None else
+                                    c.get("min_effect", verdict.DEFAULT_MIN_EFFECT),
+                                    analysis.summaries(units), primary, c.get("reference"))[0]
     from .multilabel_stats import MULTILABEL_METRICS
     from ..classifiers.metrics import SCALAR_METRICS
 

@@ -15,7 +15,7 @@ from ..data.copies import copies_text
 from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
-from .headroom import headroom_report
+from .headroom import headroom_report, resolve_min_effect
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
 from .text import adjusted_interval, interval_methods, number as _f, p_value as _p
@@ -66,7 +66,8 @@ def write_headroom(e: ExperimentSpec, units: list[Unit]) -> dict:
     comps = verdict.comparisons(by_unit, names, primary, alpha, rule="iut", reference=c.get("reference"))
     n_family = max(1, len(verdict.family_arms(c)))
     room = headroom_report(comps, analysis.summaries(by_unit), primary, c.get("reference"), alpha, n_family,
-                           float(c["min_effect"]))
+                           resolve_min_effect(c["min_effect"], analysis.summaries(by_unit), primary,
+                                              c.get("reference"))[0])
     not_converged = sum(1 for r in results if r.get("converged") is False)
     text = ["# Headroom", "", room["sentence"] if room else "No headroom arm or positive control was run.", "",
             *_headroom_section(room, primary),
@@ -111,7 +112,8 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
     cells = analysis.unit_values(rows, n_rep, cv, unit="cell")[1]  # one value per (replicate, fold)
     arm_names = [a.name for a in e.arms]
     summ = analysis.summaries(units)
-    alpha, min_effect = float(c["alpha"]), float(c["min_effect"])
+    alpha = float(c["alpha"])
+    min_effect, min_effect_note = resolve_min_effect(c["min_effect"], summ, primary, c.get("reference"))
     rule, reference = c.get("decision_rule", "holm-all"), c.get("reference")
     judged = verdict.verdict_block(units, arm_names, primary, unit, alpha, min_effect, history, rule=rule,
                                    reference=reference)
@@ -134,7 +136,8 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
                                   seed_scheme=c["seed_scheme"], alpha=alpha, min_effect=min_effect),
         "design": {"replicates": n_rep, "cv_folds": c["cv"], "seeds": int(c["seeds"]), "unit_of_inference": unit,
                    "primary_metric": primary, "secondary_metrics": [m for m in SCALAR_METRICS if m != primary],
-                   "alpha": alpha, "min_effect": min_effect, "select_metric": c["select_metric"] or primary,
+                   "alpha": alpha, "min_effect": min_effect, "min_effect_from": min_effect_note,
+                   "select_metric": c["select_metric"] or primary,
                    "seed_scheme": c["seed_scheme"], "intervals": judged["intervals"], "history": history},
         "config": c,
         "versions": _versions(),
