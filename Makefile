@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.genaug-installed
 
-.PHONY: setup fashion-mnist demo test bench clean
+.PHONY: setup fashion-mnist demo test bench docs clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: setup fashion-mnist
 test: setup fashion-mnist
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or a missing page fails.
+docs: setup
+	$(BIN)/mkdocs build --strict
+
 bench: setup fashion-mnist
 	$(BIN)/python scripts/bench_data.py
 	$(BIN)/python scripts/bench_fid.py
@@ -35,4 +39,4 @@ bench: setup fashion-mnist
 	$(BIN)/python scripts/bench_classifier.py
 
 clean:
-	rm -rf demo-out bench-out runs
+	rm -rf demo-out bench-out runs site
