@@ -32,7 +32,7 @@ class Stream:
 
 
 def check_share(share: float | None) -> float | None:
-    if share is not None and not (isinstance(share, (int, float)) and 0 <= share < 1):
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1):
         raise GenaugError(f"synthetic_share must be a number in [0, 1) (got {share!r})")
     return share
 

@@ -121,9 +121,6 @@ class TrainedClassifier:
     scored: str = "best-epoch"
 
 
-_Stream = Stream  # the name semi.py's MPL loop reads
-
-
 def single_label_kind(settings: TrainSettings, n_classes: int) -> SingleLabel:
     return SingleLabel(n_classes, mix=settings.mix, loss=settings.loss, cr_k=settings.cr_k,
                        label_smoothing=settings.label_smoothing, metric=settings.select_metric)

@@ -14,6 +14,7 @@ from ..generators.registry import get_family
 from . import acceptance
 from .seeds import SCHEMES
 from .multilabel_stats import MULTILABEL_METRICS
+from ..classifiers.batches import check_share
 from ..classifiers.metrics import SCALAR_METRICS
 
 DEFAULTS: dict[str, Any] = {
@@ -286,9 +287,9 @@ def check_recipe(config: dict[str, Any]) -> None:
     config["steps"] = _budget(config["steps"], "steps")
     if config["helper_recipe"] != "auto" and not isinstance(config["helper_recipe"], dict):
         raise GenaugError(f"helper_recipe must be auto or a mapping of classifier settings (got {config['helper_recipe']!r})")
-    share = config["synthetic_share"]
-    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1):
-        raise GenaugError(f"synthetic_share must be a number in [0, 1) (got {share!r})")
+    if str(config["synthetic_share"]).lower() == "proportional":  # the 0.1 rule (a config file cannot say null)
+        config["synthetic_share"] = None
+    check_share(config["synthetic_share"])
     if config["scored_model"] not in SCORED:
         raise GenaugError(f"scored_model must be one of {', '.join(SCORED)} (got {config['scored_model']!r})")
     if config["synthetic_augment"] not in ("strong", "classical"):

@@ -37,8 +37,9 @@ from ..device import resolve_device
 from ..errors import GenaugError
 from ..classifiers.inference import autocast, predict_proba
 from ..classifiers.networks import train_mode
-from ..classifiers.training import (EpochSelector, TrainedClassifier, TrainSettings, _Stream, augmenter, build_training,
-                         strong_augmentation, train_classifier)
+from ..classifiers.batches import Stream
+from ..classifiers.training import (EpochSelector, TrainedClassifier, TrainSettings, augmenter, build_training,
+                                    strong_augmentation, train_classifier)
 
 METHODS = ("pseudo", "mpl")
 DEFAULTS = {
@@ -174,7 +175,7 @@ def train_mpl(train_x, train_y, val_x, val_y, n_classes: int, settings: TrainSet
     labelled_x, labelled_y = ((train_x, train_y) if extra is None or not len(extra[0]) else
                               (torch.cat([train_x, extra[0]]), torch.cat([train_y, extra[1]])))
     order = torch.Generator().manual_seed(seed)
-    l_stream, u_stream = _Stream(len(labelled_x), order), _Stream(len(pool), order)
+    l_stream, u_stream = Stream(len(labelled_x), order), Stream(len(pool), order)
     u_batch = int(options["unlabeled_batch"] or settings.batch_size)
     mpl_epochs = epochs - int(options["finetune_epochs"])
     selector = EpochSelector(val_x, val_y, device, settings.mixed_precision, settings.select_metric, n_classes)
