@@ -115,7 +115,8 @@ def label_columns_of(options: dict) -> dict | None:
 @click.option("--export", "export_dir", default=None,
               help="Write every image as the models see it (PNG) into DIR/<split>/<class>/, to check by eye.")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
-              help="Size for --export; also reports test images whose pixels equal a training image's at this size.")
+              help="Size for --export; copies across a given split are then compared by their pixels at this size, "
+                   "not only by their files' bytes.")
 @label_file_options
 @split_options
 @data_options
@@ -137,14 +138,8 @@ def datasets(spec, export_dir, image_size, group_by, test_fraction, given_split,
 
     source = open_source(spec, data_root, group_by=group_by, test_fraction=test_fraction,
                          given_split=given_split or "use", label_columns=label_columns_of(label_file),
-                         split_folders=split_folders)
+                         split_folders=split_folders, copies_at=(image_size, fit or "crop") if image_size else None)
     click.echo(describe.source_summary(source))
-    if image_size and not source.multilabel and "test" in source.splits:
-        from .data.copies import pixel_copies
-
-        pairs = pixel_copies(source, image_size, fit or "crop")
-        click.echo(f"identical pixels at {image_size} px across train and test beyond byte copies: {len(pairs)}"
-                   + (f" (e.g. test {pairs[0][1]} = train {pairs[0][0]})" if pairs else ""))
     if export_dir:
         from .data.intensity import IntensityRule
 

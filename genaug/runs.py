@@ -60,7 +60,8 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
     if get_family(family).multilabel:
         return train_multilabel(family, data, config, out, data_root, resume, device, progress)
     source = open_source(data, data_root, group_by=config.get("group_by"), test_fraction=config.get("test_fraction"),
-                         given_split=config.get("given_split") or "use", split_folders=config.get("split_folders"))
+                         given_split=config.get("given_split") or "use", split_folders=config.get("split_folders"),
+                         copies_at=(config.get("image_size"), config.get("fit") or "crop"))
     selected = source.resolve_classes(classes)
     image_size = check_image_size(config.get("image_size") or source.default_size())
     seed = int(config.get("seed", 0))
@@ -104,6 +105,7 @@ def train_multilabel(family, data, config, out, data_root, resume, device, progr
 
     source = open_source(data, data_root, group_by=config.get("group_by"), test_fraction=config.get("test_fraction"),
                          given_split=config.get("given_split") or "use", label_columns=config.get("label_columns"),
+                         copies_at=(config.get("image_size"), config.get("fit") or "crop"),
                          split_folders=config.get("split_folders"))
     if not source.multilabel:
         raise GenaugError(f"{family} models several labels per image; {data} has one class per image: train "

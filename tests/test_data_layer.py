@@ -278,7 +278,7 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path, photometric, window, rul
 def test_dicom_bad_input(tmp_path):
     root = tmp_path / "d"
     _dicom(root / "train" / "ct" / "ok.dcm", _stored())
-    _dicom(root / "test" / "ct" / "ok.dcm", _stored())
+    _dicom(root / "test" / "ct" / "ok.dcm", _stored()[::-1].T.copy())  # another scan: no copy across the split
     (root / "train" / "ct" / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
     r = run_cli("train", "vae", "--data", root, "--class", "ct", "--out", tmp_path / "run", "--image-size", "16")
     assert_clean_error(r, "broken.dcm")

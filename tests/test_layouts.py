@@ -100,7 +100,7 @@ def test_copies_across_a_given_split_refused_and_the_two_ways_out(tmp_path):
     with pytest.raises(GenaugError, match=r"1 test image\(s\) are byte-identical .*--given-split ignore.*drop-copies"):
         open_source(str(root))
     r = run_cli("augment-and-train", "--data", root, "--per-class", "2", "--out", tmp_path / "exp")
-    assert_clean_error(r, "byte-identical")
+    assert_clean_error(r, "identical pixels at 64 px", "test/glioma/copy.png = train/glioma/img0.png")
     assert not (tmp_path / "exp").exists()
     dropped = open_source(str(root), given_split="drop-copies")
     assert "test/glioma/copy.png" not in dropped.split("test").ids and len(dropped.split("test").ids) == 9
@@ -111,17 +111,31 @@ def test_copies_across_a_given_split_refused_and_the_two_ways_out(tmp_path):
     assert side["test/glioma/copy.png"] == side["train/glioma/img0.png"]  # copies land on one side
     r = run_cli("datasets", root, "--given-split", "drop-copies", "--image-size", "8")
     assert r.exit_code == 0, r.output
-    assert "1 train-test" in r.output and "identical pixels at 8 px" in r.output
+    assert "1 train-test" in r.output and "identical pixels at 8 px" in r.output  # compared at that size
 
 
-def test_identical_pixels_after_resizing_are_reported(tmp_path):
-    from genaug.data.copies import pixel_copies
-
+def test_identical_pixels_at_the_model_size_are_copies_too(tmp_path):
+    """A test image saved again at twice the size is no byte copy, but at the model's size it is the
+    training image: an experiment (and `genaug datasets --image-size`) refuses it, and either way out
+    works at that size."""
     root = _tree(tmp_path / "set", ("train", "test"))
     big = np.kron(np.asarray(Image.open(root / "train" / "glioma" / "img0.png")), np.ones((2, 2), np.uint8))
     Image.fromarray(big).save(root / "test" / "glioma" / "upscaled.png")  # not a byte copy
-    source = open_source(str(root))
-    assert pixel_copies(source, 6, "crop") == [("train/glioma/img0.png", "test/glioma/upscaled.png")]
+    assert open_source(str(root)).copies["across"]["train-test"] == 0  # by bytes: none
+    with pytest.raises(GenaugError, match=r"1 test image\(s\) are copies \(identical pixels at 6 px\).*upscaled"):
+        open_source(str(root), copies_at=(6, "crop"))
+    r = run_cli("augment-and-train", "--data", root, "--per-class", "2", "--image-size", "6", "--out", tmp_path / "exp")
+    assert_clean_error(r, "identical pixels at 6 px")
+    assert not (tmp_path / "exp").exists()
+    dropped = open_source(str(root), given_split="drop-copies", copies_at=(6, "crop"))
+    assert "test/glioma/upscaled.png" not in dropped.split("test").ids
+    assert dropped.options()["copies_at"] == [6, "crop"]  # recorded: a manifest reopens it the same way
+    resplit = open_source(str(root), given_split="ignore", copies_at=(6, "crop"))
+    side = {p: s for s in resplit.splits for p in resplit.split(s).ids}
+    assert side["test/glioma/upscaled.png"] == side["train/glioma/img0.png"]
+    r = run_cli("datasets", root, "--given-split", "drop-copies", "--image-size", "6")
+    assert r.exit_code == 0, r.output
+    assert "copies (identical pixels at 6 px)" in r.output and "1 dropped from test" in r.output
 
 
 def test_npz_copies_refused_and_either_way_out(tmp_path):

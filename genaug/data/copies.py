@@ -1,5 +1,7 @@
 """Copies of one image inside a source: byte-identical items (the content hash every manifest
-already records) on two sides of a given split, or twice inside one split.
+already records) or, where the model's size is known (`copies_at`: experiments, `genaug datasets
+--image-size`), items whose pixels are identical after conversion to that size (two encodings or
+sizes of one scan), on two sides of a given split, or twice inside one split.
 
 - Between train and test: refused like a patient on two sides (a test image that is a copy of a
   training image inflates every arm's score and the ceiling), naming a few and the count, with the
@@ -14,6 +16,7 @@ already records) on two sides of a given split, or twice inside one split.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 
 import numpy as np
@@ -22,8 +25,21 @@ from ..errors import GenaugError
 
 
 def content_hashes(source) -> dict[str, list[str]]:
-    """Per split, each item's content hash, in the split's order."""
-    return {name: [source.item_hash(name, i) for i in split.ids] for name, split in source.splits.items()}
+    """Per split, each item's content key (Source.content_keys), in the split's order."""
+    return {name: source.content_keys(name, split.ids) for name, split in source.splits.items()}
+
+
+def pixel_key(raw) -> str:
+    """A digest of one converted image's pixels and shape (a Raw or a C x H x W array)."""
+    pixels = np.ascontiguousarray(np.asarray(raw.pixels if hasattr(raw, "pixels") else raw))
+    return "px:" + hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode() + pixels.tobytes()).hexdigest()
+
+
+def _what(source) -> str:
+    if not source.copies_at:
+        return "byte-identical copies"
+    size = source.copies_at[0] or source.default_size()
+    return f"copies (identical pixels at {size} px)"
 
 
 def merge_groups(groups: list[str] | None, hashes: list[str], names: list[str]) -> list[str] | None:
@@ -81,8 +97,8 @@ def check_copies(source, given_split: str) -> dict:
         if not pairs:
             continue
         if other == "test" and given_split == "use":
-            examples = "; ".join(f"{b} = train {a}" for a, b in pairs[:3])
-            raise GenaugError(f"{source.spec}: {len(pairs)} test image(s) are byte-identical copies of training "
+            examples = "; ".join(f"{b} = {a}" if isinstance(a, str) else f"test {b} = train {a}" for a, b in pairs[:3])
+            raise GenaugError(f"{source.spec}: {len(pairs)} test image(s) are {_what(source)} of training "
                               f"images (e.g. {examples}); they would inflate every score. Add --given-split ignore "
                               "to split the same files again with copies kept together, or --given-split "
                               "drop-copies to drop the test-side copies")
@@ -93,6 +109,9 @@ def check_copies(source, given_split: str) -> dict:
             mask = np.array([item not in copies for item in source.splits[other].ids])
             source.splits[other] = _keep(source.splits[other], mask)
         found["dropped"][other] = len(copies)
+    found["compared"] = "pixels" if source.copies_at else "bytes"
+    if source.copies_at:
+        found["size"] = int(source.copies_at[0] or source.default_size())
     source.copies = found
     return found
 
@@ -105,25 +124,7 @@ def copies_text(found: dict | None) -> list[str]:
     across = ", ".join(f"{n} {pair}" for pair, n in found["across"].items() if n)
     dropped = ", ".join(f"{n} left out of {s} draws" if s == "val" else f"{n} dropped from {s}"
                         for s, n in found["dropped"].items() if n)
-    return [f"byte-identical copies: {within or 'none'} inside a split (later copies left out of draws); "
+    what = f"copies (identical pixels at {found['size']} px)" if found.get("compared") == "pixels" else \
+        "byte-identical copies"
+    return [f"{what}: {within or 'none'} inside a split (later copies left out of draws); "
             f"{across or 'none'} across splits" + (f" ({dropped})" if dropped else "")]
-
-
-def pixel_copies(source, size: int, fit: str = "crop") -> list[tuple]:
-    """(train id, test id) pairs whose images are identical after conversion to `size` px but whose
-    files are not (byte copies are handled by `check_copies`): decodes both splits."""
-    import hashlib
-
-    def digests(split: str) -> dict[str, object]:
-        s = source.split(split)
-        raws, kept, file_hashes = source.decode(split, s.ids, size, fit, True)
-        out = {}
-        for item, raw, fh in zip(kept, raws, file_hashes):
-            pixels = raw.pixels if hasattr(raw, "pixels") else raw
-            out.setdefault(hashlib.sha256(np.ascontiguousarray(np.asarray(pixels)).tobytes()).hexdigest(),
-                           []).append((item, fh))
-        return out
-
-    train, test = digests("train"), digests("test")
-    return [(a[0][0], b[0]) for h, bs in test.items() if h in train for b in bs
-            for a in [train[h]] if all(fh != b[1] for _, fh in train[h])]

@@ -35,7 +35,7 @@ from .images import (READABLE_SUFFIXES, check_fit, decode_bytes, fit_square, is_
                      resize_center_crop)
 from . import label_files
 from .intensity import IntensityRule, Raw, array_to_raw, convert, is_unit_float
-from .copies import check_copies, merge_groups
+from .copies import check_copies, merge_groups, pixel_key
 from .multilabel_splits import SPLIT_SEED, stratified_split
 from .splits import DEFAULT_TEST_FRACTION, groups_from_paths, hash_split
 
@@ -108,6 +108,7 @@ class Source:
     repeats: dict = {}  # per split: items that repeat an earlier item's content (left out of draws)
     split_folders: dict | None = None  # --split-folders: {folder name: split}
     given_split: str = "use"  # ignore: a given split re-split by patient (and copy); drop-copies: copies.py
+    copies_at: tuple | None = None  # (size or None, fit): copies compared by their pixels at the model's size
     multilabel: bool = False  # labels are N x L 0/1 (label_files.py), not one class per image
     label_columns: dict | None = None
 
@@ -146,7 +147,22 @@ class Source:
             out["label_columns"] = self.label_columns
         if self.split_folders:
             out["split_folders"] = self.split_folders
+        if self.copies_at:
+            out["copies_at"] = list(self.copies_at)
         return out
+
+    def content_keys(self, split: str | None, ids: list) -> list[str]:
+        """What copies are compared on (copies.py): each file's bytes, or with `copies_at` its pixels
+        after conversion to the model's size, so two encodings of one image are copies too."""
+        size, fit = self.copies_at or (None, None)
+        if not self.copies_at or int(size or self.default_size()) == self.native_size:  # arrays at the model's size
+            return [self.item_hash(split, i) for i in ids]
+        keys: dict = {}
+        for start in range(0, len(ids), 512):  # a chunk at a time: a folder of large scans stays small in memory
+            chunk = ids[start:start + 512]
+            raws, kept, _ = self.decode(split, chunk, int(size or self.default_size()), check_fit(fit), True)
+            keys.update(zip(kept, map(pixel_key, raws)))
+        return [keys.get(i, f"unreadable:{i}") for i in ids]
 
     def load(self, split: str, ids: list, image_size: int | None = None, fit: str = "crop",
              intensity: "IntensityRule | str | dict | None" = None, skip_bad: bool = False) -> Loaded:
@@ -191,9 +207,10 @@ class ArraySource(Source):
     """
 
     def __init__(self, spec: str, kind: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
-                 classes: list[str] | None, test_fraction: float = DEFAULT_TEST_FRACTION, given_split: str = "use"):
+                 classes: list[str] | None, test_fraction: float = DEFAULT_TEST_FRACTION, given_split: str = "use",
+                 copies_at: tuple | None = None):
         self.spec, self.kind, self.test_fraction = spec, kind, test_fraction
-        self.given_split = check_given_split(given_split)
+        self.given_split, self.copies_at = check_given_split(given_split), copies_at
         self.arrays = {}
         for split, (images, labels) in arrays.items():
             images = np.asarray(images)
@@ -225,7 +242,7 @@ class ArraySource(Source):
         if "test" not in self.arrays:
             images, labels = self.arrays["train"]
             ids = list(range(len(labels)))
-            groups = (merge_groups(None, [sha256_bytes(img.tobytes()) for img in images], [str(i) for i in ids])
+            groups = (merge_groups(None, self.content_keys("train", ids), [str(i) for i in ids])
                       if self.given_split == "ignore" else None)
             self.splits, self.split_origin = _hash_split(ids, labels, groups, test_fraction, self.classes, None)
             self.arrays["test"] = self.arrays["train"]
@@ -254,10 +271,13 @@ class FileSource(Source):
     native_size = None
 
     def __init__(self, root: Path, spec: str, kind: str, items: list[tuple[str, int, str | None, str | None]],
-                 classes: list[str], group_by: str | None, test_fraction: float, given_split: str = "use"):
+                 classes: list[str], group_by: str | None, test_fraction: float, given_split: str = "use",
+                 copies_at: tuple | None = None):
         self.root, self.spec, self.kind, self.classes = root, spec, kind, classes
         self.group_by, self.test_fraction, self.given_split = group_by, test_fraction, check_given_split(given_split)
+        self.copies_at = copies_at
         paths = [it[0] for it in items]
+        self.channels = _source_channels([root / p for p in paths])
         regex_groups, self.ungrouped = groups_from_paths(paths, group_by)
         given = [it[2] for it in items]
         has_groups = regex_groups is not None or any(g for g in given)
@@ -281,9 +301,8 @@ class FileSource(Source):
             self.split_origin = "source"
         else:
             if self.given_split == "ignore":  # copies of one image are kept together, as a patient's images are
-                groups = merge_groups(groups, [sha256_file(root / p) for p in paths], [f"file:{p}" for p in paths])
+                groups = merge_groups(groups, self.content_keys(None, paths), [f"file:{p}" for p in paths])
             self.splits, self.split_origin = _hash_split(paths, labels, groups, test_fraction, classes, group_by)
-        self.channels = _source_channels([root / p for p in paths])
 
     def decode(self, split, ids, size, fit, skip_bad):
         def one(item):
@@ -436,7 +455,7 @@ def _refuse_repeated_classes(root: Path, subdirs: dict[str, Path]) -> None:
                               f"name them with --split-folders {example}")
 
 
-def _folder_source(root: Path, spec: str, group_by: str | None, test_fraction: float,
+def _folder_source(root: Path, spec: str, group_by: str | None, test_fraction: float, copies_at,
                    given_split: str = "use", split_folders: dict[str, str] | None = None) -> FileSource:
     """`ROOT/<class>/**/*` (hash split) or `ROOT/<split>/<class>/**/*` with split folders named
     train/training, val/valid/validation/dev, test/testing in any case, or as `split_folders` says
@@ -455,7 +474,7 @@ def _folder_source(root: Path, spec: str, group_by: str | None, test_fraction: f
                 raise GenaugError(f"class folder {d / name} holds no images "
                                   f"({', '.join(sorted(READABLE_SUFFIXES))}, subfolders included)")
             items += [(p.relative_to(root).as_posix(), label, None, split) for p in files]
-    source = FileSource(root, spec, "folder", items, classes, group_by, test_fraction, given_split)
+    source = FileSource(root, spec, "folder", items, classes, group_by, test_fraction, given_split, copies_at)
     source.unused, source.layout, source.split_folders = unused, read, split_folders
     return source
 
@@ -479,7 +498,7 @@ def _given(source: Source, given_split: str) -> Source:
 CSV_COLUMNS = ("path", "label", "group", "split")
 
 
-def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: float, given_split: str = "use",
+def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: float, copies_at, given_split: str = "use",
                 label_columns=None) -> Source:
     """A label file: columns `path,label` and optional `group,split`; paths relative to the CSV. A
     multi-label file (several labels per image) is read by label_files.py."""
@@ -487,7 +506,7 @@ def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: floa
     spec_columns = label_files.LabelColumns.parse(label_columns)
     if label_files.is_multilabel(columns, rows, spec_columns):
         return MultiLabelSource(path, spec, group_by, test_fraction, given_split, spec_columns or
-                                label_files.LabelColumns(), columns, rows)
+                                label_files.LabelColumns(), columns, rows, copies_at)
     unknown = [c for c in columns if c not in CSV_COLUMNS]
     if unknown:
         raise GenaugError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}; "
@@ -509,7 +528,7 @@ def _csv_source(path: Path, spec: str, group_by: str | None, test_fraction: floa
         if split not in (None, "train", "val", "test"):
             raise GenaugError(f"{path}, line {n}: split {r['split']!r} is not train, val or test")
         items.append((Path(rel).as_posix(), classes.index(r["label"]), r.get("group") or None, split))
-    return FileSource(root, spec, "labels", items, classes, group_by, test_fraction, given_split)
+    return FileSource(root, spec, "labels", items, classes, group_by, test_fraction, given_split, copies_at)
 
 
 class MultiLabelSource(FileSource):
@@ -519,7 +538,7 @@ class MultiLabelSource(FileSource):
     multilabel = True
 
     def __init__(self, path: Path, spec: str, group_by: str | None, test_fraction: float, given_split: str,
-                 columns_spec, columns: list[str], rows: list[dict]):
+                 columns_spec, columns: list[str], rows: list[dict], copies_at: tuple | None = None):
         if not rows:
             raise GenaugError(f"{path} lists no images")
         parsed = label_files.parse_rows(path, columns, rows, columns_spec)
@@ -530,15 +549,16 @@ class MultiLabelSource(FileSource):
                               "them, or keep the label file's images in a folder of their own")
         self.root, self.spec, self.kind, self.classes = root, spec, "labels (multi-label)", parsed.names
         self.group_by, self.test_fraction = group_by, test_fraction
-        self.given_split = check_given_split(given_split)
+        self.given_split, self.copies_at = check_given_split(given_split), copies_at
         self.label_columns = columns_spec.to_dict() if columns_spec.named else None
         paths = parsed.paths
+        self.channels = _source_channels([root / p for p in paths])
         regex_groups, self.ungrouped = groups_from_paths(paths, group_by)
         groups = parsed.groups or regex_groups
         split_of = parsed.splits if self.given_split != "ignore" else [None] * len(paths)
         labels = parsed.labels
         if self.given_split == "ignore":  # copies of one image are kept together, as a patient's images are
-            groups = merge_groups(groups, [sha256_file(root / p) for p in paths], [f"file:{p}" for p in paths])
+            groups = merge_groups(groups, self.content_keys(None, paths), [f"file:{p}" for p in paths])
 
         def pick(pos):
             pos = np.asarray(pos, dtype=np.int64)
@@ -560,7 +580,6 @@ class MultiLabelSource(FileSource):
         if empty:
             raise GenaugError(f"{spec}: label {empty[0]!r} has no positive image in the train split; drop it "
                               "(--label-columns) or give it training images")
-        self.channels = _source_channels([root / p for p in paths])
 
     def resolve_classes(self, selection: str) -> list[int]:
         raise GenaugError(f"{self.spec} is multi-label ({len(self.classes)} labels per image): train its label-set "
@@ -568,7 +587,8 @@ class MultiLabelSource(FileSource):
                           "--generator ddpm-multilabel`")
 
 
-def _npz_source(path: Path, spec: str, test_fraction: float = DEFAULT_TEST_FRACTION, given_split: str = "use") -> Source:
+def _npz_source(path: Path, spec: str, test_fraction: float = DEFAULT_TEST_FRACTION, given_split: str = "use",
+                copies_at: tuple | None = None) -> Source:
     try:
         data = np.load(path, allow_pickle=False)
         keys = set(data.files)
@@ -587,7 +607,7 @@ def _npz_source(path: Path, spec: str, test_fraction: float = DEFAULT_TEST_FRACT
     classes = [str(c) for c in data["classes"]] if "classes" in keys else (
         MEDMNIST_CLASSES.get(stem) or (CIFAR10_CLASSES if stem.startswith("cifar10") else None))
     kind = "medmnist" if stem in MEDMNIST_CLASSES else "npz"
-    return ArraySource(spec, kind, arrays, classes, test_fraction, given_split)
+    return ArraySource(spec, kind, arrays, classes, test_fraction, given_split, copies_at)
 
 
 def _download(url: str, dest: Path) -> None:
@@ -636,14 +656,17 @@ def _torchvision_arrays(name: str, data_root: Path) -> dict[str, tuple[np.ndarra
 
 def open_source(spec: str, data_root: str | Path | None = None, group_by: str | None = None,
                 test_fraction: float | None = None, given_split: str = "use", label_columns=None,
-                split_folders=None) -> Source:
+                split_folders=None, copies_at=None) -> Source:
     """Resolve a data spec (see module docstring) to a Source.
 
     `group_by` (a regex or built-in name, folder and label-file sources) keeps each patient on one
     side of every split; `test_fraction` applies to sources without their own test split;
     `given_split` ignore re-splits a source's own split by patient; `label_columns` names the columns
-    of a multi-label label file (label_files.LabelColumns).
+    of a multi-label label file (label_files.LabelColumns); `copies_at` ((size, fit), size None for
+    the source's default) compares images for copies by their pixels at the model's size rather than
+    by their files' bytes (copies.py).
     """
+    copies_at = tuple(copies_at) if copies_at else None
     data_root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
     test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else float(test_fraction)
     if not 0 < test_fraction < 1:
@@ -664,17 +687,18 @@ def open_source(spec: str, data_root: str | Path | None = None, group_by: str | 
             _download(MEDMNIST_URL.format(name=name), npz)
         return _npz_source(npz, spec, test_fraction)
     if path.is_dir():
-        return _given(_folder_source(path, spec, group_by, test_fraction, given_split,
+        return _given(_folder_source(path, spec, group_by, test_fraction, copies_at, given_split,
                                      parse_split_folders(split_folders)), given_split)
     if split_folders:
         raise GenaugError("--split-folders names the split folders of an image folder; "
                           f"{spec} is not a folder")
     if path.is_file():
         if path.suffix.lower() == ".csv":
-            return _given(_csv_source(path, spec, group_by, test_fraction, given_split, label_columns), given_split)
+            return _given(_csv_source(path, spec, group_by, test_fraction, copies_at, given_split, label_columns),
+                          given_split)
         if path.suffix.lower() != ".npz":
             raise GenaugError(f"{spec} is a file but not an .npz or a .csv label file; "
                               "give a folder, an .npz, a .csv or a named source")
-        return _given(_npz_source(path, spec, test_fraction, given_split), given_split)
+        return _given(_npz_source(path, spec, test_fraction, given_split, copies_at), given_split)
     raise GenaugError(f"data not found: {spec} (a folder, an .npz file, a .csv label file, medmnist:NAME, "
                       "cifar10 or fashion-mnist)")

@@ -40,7 +40,7 @@ from .config import experiment_config  # noqa: F401 - part of this module's API
 from .executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
 from .generation import check_runs, generator_config
 from .multilabel_stages import check_multilabel, check_single_label
-from .spec import ExperimentSpec, Unit, remember_source
+from .spec import ExperimentSpec, Unit, copies_at, remember_source
 from .stages import adopt, plan, unit_subset
 
 FLIP_SAFE_KINDS = {"cifar10", "fashion-mnist"}  # natural images; medical and folder sources: flips off
@@ -73,9 +73,8 @@ class Experiment:
         self.data_root, self.device, self.progress = data_root, device, progress
         self.source = open_source(data, data_root, group_by=config["group_by"], test_fraction=config["test_fraction"],
                                   given_split=config["given_split"], label_columns=config["label_columns"],
-                                  split_folders=config["split_folders"])
-        remember_source(self.source, data, data_root, config["group_by"], config["test_fraction"],
-                        config["given_split"], config["label_columns"], config["split_folders"])
+                                  split_folders=config["split_folders"], copies_at=copies_at(config))
+        remember_source(self.source, data, data_root, config)
         self.multilabel = bool(self.source.multilabel)
         if self.multilabel:  # several labels per image: every label of the file (label_columns choose them)
             check_multilabel(config, self.source, runs_dir)

@@ -140,7 +140,7 @@ class ExperimentSpec:
     def source(self):
         c = self.config
         return _open(self.data, self.data_root, c["group_by"], c["test_fraction"], c.get("given_split", "use"),
-                     c.get("label_columns"), c.get("split_folders"))
+                     c.get("label_columns"), c.get("split_folders"), copies_at(c))
 
     @property
     def history(self) -> list[dict]:
@@ -165,13 +165,18 @@ class ExperimentSpec:
 _SOURCES: dict = {}  # per process: a source is opened once
 
 
+def copies_at(config: dict) -> tuple:
+    """Copies across a given split are compared at the size and fit the experiment's models see."""
+    return (config.get("image_size"), config.get("fit") or "crop")
+
+
 def _open(data: str, data_root: str | None, group_by, test_fraction, given_split="use", label_columns=None,
-          split_folders=None):
-    key = _source_key(data, data_root, group_by, test_fraction, given_split, label_columns, split_folders)
+          split_folders=None, copies=None):
+    key = _source_key(data, data_root, group_by, test_fraction, given_split, label_columns, split_folders, copies)
     if key not in _SOURCES:
         _SOURCES[key] = open_source(data, data_root, group_by=group_by, test_fraction=test_fraction,
                                     given_split=given_split, label_columns=label_columns,
-                                    split_folders=split_folders)
+                                    split_folders=split_folders, copies_at=copies)
     return _SOURCES[key]
 
 
@@ -179,10 +184,11 @@ def _source_key(*args) -> str:
     return json.dumps(list(args), sort_keys=True, default=str)
 
 
-def remember_source(source, data: str, data_root: str | None, group_by, test_fraction, given_split="use",
-                    label_columns=None, split_folders=None) -> None:
+def remember_source(source, data: str, data_root: str | None, config: dict) -> None:
     """The driver's opened source, so that stages run in its process do not open it again."""
-    _SOURCES[_source_key(data, data_root, group_by, test_fraction, given_split, label_columns, split_folders)] = source
+    c = config
+    _SOURCES[_source_key(data, data_root, c["group_by"], c["test_fraction"], c["given_split"], c["label_columns"],
+                         c["split_folders"], copies_at(c))] = source
 
 
 def test_set(spec: ExperimentSpec, fit, intensity) -> tuple[torch.Tensor, torch.Tensor]:
