@@ -162,11 +162,11 @@ def configs():
 
 @main.command()
 @click.argument("family", type=click.Choice(["vae", "dcgan", "ddpm", "ddpm-semi", "ddpm-pseudo", "ddpm-finetune",
-                                             "ddpm-multilabel"]))
+                                             "ddpm-edit", "ddpm-multilabel"]))
 @click.option("--data", "data", default=None,
               help="Data spec: folder, labels.csv, .npz, medmnist:NAME, cifar10, fashion-mnist.")
 @click.option("--unlabeled", default=None,
-              help="ddpm-semi, ddpm-pseudo, ddpm-finetune: N (or all) unlabelled train-split images beside the "
+              help="ddpm-semi, ddpm-pseudo, ddpm-finetune, ddpm-edit: N (or all) unlabelled train-split images beside the "
                    "labelled ones, outside their items and patients.")
 @click.option("--unlabeled-data", default=None, help="... or a folder of unlabelled images.")
 @label_file_options
@@ -245,7 +245,8 @@ def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_siz
 
 @main.command()
 @click.option("--run", "run_dir", required=True, help="A trained run folder.")
-@click.option("--n", type=click.IntRange(min=1), required=True, help="Number of images.")
+@click.option("--n", type=click.IntRange(min=1), default=None,
+              help="Number of images (required unless --edit-from; with it, the first N edits).")
 @click.option("--out", required=True, help="Folder for the PNG files and samples.json (re-run to complete it).")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm-solver", "unipc", "heun"]), default=None,
               help="DDPM only  [default: the run's config, ddim]")
@@ -262,12 +263,27 @@ def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_siz
 @click.option("--target-labels", default=None,
               help="The labels of every image, for a label-set (ddpm-multilabel) run: a comma list, e.g. "
                    "Hernia,Pneumonia to lift rare findings; 'none' for the empty set.")
+@click.option("--edit-from", default=None,
+              help="Edit real images instead of drawing new ones (SDEdit, DDPM runs): a folder of images, or "
+                   "'train' for the run's own training images. Each variant records its source and strength.")
+@click.option("--strength", default="0.25,0.5,0.75,1.0", show_default=True,
+              help="With --edit-from: the share of the noise schedule an image is noised to before denoising "
+                   "(0 keeps it, 1 ignores it); a comma list is cycled over the variants.")
+@click.option("--variants", type=int, default=10, show_default=True, help="With --edit-from: edits per real image.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def sample(run_dir, n, out, sampler, steps, batch_size, seed, device, class_name, guidance, target_labels,
-           no_progress):
-    """Draw N synthetic images from a trained run."""
+           edit_from, strength, variants, no_progress):
+    """Draw N synthetic images from a trained run, or edit real ones (--edit-from)."""
     from . import runs
 
+    if edit_from is not None:
+        images, ids, classes = runs.edit_sources(run_dir, edit_from, class_name)
+        folder = runs.edit(run_dir, images, ids, out, variants, strength.split(","), n, classes, sampler, steps,
+                           guidance, batch_size, seed, device, progress=not no_progress)
+        click.echo(f"{n or variants * len(ids)} edits of {len(ids)} real images in {folder}")
+        return
+    if n is None:
+        raise click.UsageError("--n is required (the number of images), unless --edit-from")
     label_sets = None
     if target_labels is not None:
         chosen = [p.strip() for p in target_labels.split(",") if p.strip()]

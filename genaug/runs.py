@@ -126,7 +126,7 @@ def train_with_pool(family, data, source, selected, real, manifest, config, out,
     (`unlabeled: N|all`, or `unlabeled_data: DIR`) drawn outside its items and their patients; a
     ddpm-pseudo's teacher (a ResNet18 on the labelled images, 20% of them held out for its epoch
     selection) labels the pool first. Runs: `OUT` (conditional), or `OUT/pretrained` and
-    `OUT/<class>` (ddpm-finetune)."""
+    `OUT/<class>` (ddpm-finetune), or `OUT/pretrained` and `OUT/all` (ddpm-edit: one conditional fine-tune)."""
     from .data import unlabeled
 
     count = unlabeled.parse_count(config.get("unlabeled"))
@@ -146,13 +146,18 @@ def train_with_pool(family, data, source, selected, real, manifest, config, out,
     base = {k: v for k, v in config.items() if k not in ("unlabeled", "unlabeled_data")}
     root = Path(out or default_run_dir(data, family, "all"))
     labels = positions(real, names)
-    if family == "ddpm-finetune":
+    if family in ("ddpm-finetune", "ddpm-edit"):
         pretrain = {**base, "data": data, "class": "all", "image_size": image_size,
                     "steps": int(model["pretrain_steps"]),
                     "model": {k: v for k, v in (config.get("model") or {}).items()
                               if k in get_family("ddpm").default_config}}
         pretrained = train_on("ddpm", real.images, manifest, root / "pretrained", pretrain, resume, device, progress,
                               pool=pool.images)
+        if family == "ddpm-edit":  # one class-conditional fine-tune on every labelled image
+            settings = {**base, "data": data, "class": "all", "classes": names, "image_size": image_size}
+            return [pretrained, train_on(family, real.images, {**manifest, "pretrained": str(pretrained)},
+                                         root / "all", settings, resume, device, progress, labels=labels,
+                                         init_from=pretrained / MODEL_DIR)]
         return [pretrained] + [
             train_on(family, real.of_class(label), {**class_manifest(manifest, source.classes[label]),
                                                     "pretrained": str(pretrained)},
@@ -387,6 +392,25 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
         settings.update({"class": class_name, "guidance": condition[1]})
     if vectors is not None:
         settings.update({"label_sets": [sorted(s) for s in label_sets], "guidance": w})
+    def draw(chunk):
+        gens = [torch.Generator().manual_seed(seed + i) for i in chunk]
+        extra = {"labels": torch.full((len(chunk),), condition[0]), "guidance": condition[1]} if condition else {}
+        if vectors is not None:
+            extra = {"labels": vectors[chunk], "guidance": w}
+        return to_uint8(model.sample(gens, sampler, steps, **extra))
+
+    def fields(i):
+        return {"seed": seed + i, **({"labels": [model.classes[j] for j in torch.nonzero(vectors[i]).flatten().tolist()]}
+                                     if vectors is not None else {})}
+
+    return _write_images(out, settings, n, [list(range(n))], draw, fields, batch_size,
+                         tqdm(total=n, desc=f"sample {model.family}", unit="img", disable=not progress))
+
+
+def _write_images(out: Path, settings: dict, n: int, groups: list[list[int]], draw, fields, batch_size: int, bar) -> Path:
+    """Images 0..n-1 into `out` as PNG with `samples.json` (`settings` and one entry per image:
+    `fields(i)`), a batch at a time within each group of indices (`draw(chunk)` -> uint8 batch); a
+    re-run with the same settings writes only the images still missing, other settings are refused."""
     manifest_path = out / SAMPLE_MANIFEST
     images: list[dict] = []
     if manifest_path.exists():
@@ -401,27 +425,118 @@ def sample(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = N
         images = old["images"]
     done = {im["index"] for im in images if (out / im["file"]).exists()}
     images = [im for im in images if im["index"] in done]
-    todo = [i for i in range(n) if i not in done]
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=n, initial=n - len(todo), desc=f"sample {model.family}", unit="img", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start: start + batch_size]
-        gens = [torch.Generator().manual_seed(seed + i) for i in chunk]
-        extra = {"labels": torch.full((len(chunk),), condition[0]), "guidance": condition[1]} if condition else {}
-        if vectors is not None:
-            extra = {"labels": vectors[chunk], "guidance": w}
-        batch = to_uint8(model.sample(gens, sampler, steps, **extra))
-        for i, img in zip(chunk, batch):
-            save_png(img, out / f"{i:06d}.png")
-            images.append({"index": i, "file": f"{i:06d}.png", "seed": seed + i,
-                           **({"labels": [model.classes[j] for j in torch.nonzero(vectors[i]).flatten().tolist()]}
-                              if vectors is not None else {})})
+    bar.update(len(done))
+
+    def save():
         write_json(manifest_path, {**settings, "count": len(images), "images": sorted(images, key=lambda x: x["index"])})
-        bar.update(len(chunk))
+
+    for group in groups:
+        todo = [i for i in group if i not in done]
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start: start + batch_size]
+            for i, img in zip(chunk, draw(chunk)):
+                save_png(img, out / f"{i:06d}.png")
+                images.append({"index": i, "file": f"{i:06d}.png", **fields(i)})
+            save()
+            bar.update(len(chunk))
     bar.close()
-    if not todo:
-        write_json(manifest_path, {**settings, "count": len(images), "images": sorted(images, key=lambda x: x["index"])})
+    save()
     return out
+
+
+def edit_plan(n_sources: int, n: int, strengths: list[float]) -> list[tuple[int, int, float]]:
+    """(source, variant, strength) of edit i for i < n: variant-major, so any first k edits spread
+    over the sources evenly; variant v at strengths[v % len(strengths)], so strengths are balanced."""
+    return [(i % n_sources, i // n_sources, strengths[(i // n_sources) % len(strengths)]) for i in range(n)]
+
+
+def edit_sources(run_dir: str | Path, edit_from: str, class_name: str | None = None
+                 ) -> tuple[torch.Tensor, list[str], list[str] | None]:
+    """The real images `genaug sample --edit-from` edits, at the run's size, their ids and classes:
+    `train` (the run's own training images, reloaded from its manifest, each keeping its class; of
+    `class_name` alone when given) or a folder of images (of `class_name`, when the run is conditional)."""
+    from .data.imagesets import image_files, load_image_folder
+
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST_NAME).exists():
+        raise GenaugError(f"run folder not found (no {MANIFEST_NAME}): {run_dir}")
+    manifest = load_manifest(run_dir)
+    if edit_from == "train":
+        real = reload_subset(manifest)[1]
+        names = [real.classes[int(y)] for y in real.labels]
+        keep = [i for i, c in enumerate(names) if class_name in (None, c)]
+        if not keep:
+            raise GenaugError(f"the run's training images hold no class {class_name!r}; they hold "
+                              f"{', '.join(sorted(set(names)))}")
+        return real.images[keep], [str(real.ids[i]) for i in keep], [names[i] for i in keep]
+    folder = Path(edit_from)
+    if not folder.is_dir():
+        raise GenaugError(f"--edit-from: {edit_from} is neither 'train' nor a folder of images")
+    images = load_image_folder(folder, manifest["image_size"], manifest["fit"], manifest["intensity"])
+    return images, [p.name for p in image_files(folder)], None if class_name is None else [class_name] * len(images)
+
+
+def edit(run_dir: str | Path, images: torch.Tensor, source_ids: list[str], out: str | Path, variants: int,
+         strengths: list[float], n: int | None = None, classes: list[str] | None = None, sampler: str | None = None,
+         steps: int | None = None, guidance: float | None = None, batch_size: int = 64, seed: int = 0,
+         device: str = "auto", progress: bool = True) -> Path:
+    """SDEdit variants of real `images` (uint8, N x C x S x S at the run's size) by a trained DDPM run:
+    `variants` per image (the first `n` of them in `edit_plan`'s order when given), each recording
+    its source, class and strength in `samples.json`; a class-conditional run denoises each image
+    towards its class in `classes` (its own: a variant keeps its source's label). Resumable as
+    `sample` is."""
+    from .data.images import to_model_range
+    from .generators.ddpm import DDPM
+    from .generators.ddpm_pool import check_strengths, check_variants
+
+    strengths, variants = check_strengths(strengths), check_variants(variants)
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.is_dir():
+        raise GenaugError(f"run folder not found: {run_dir}")
+    if len(images) == 0:
+        raise GenaugError("no real images to edit")
+    model = load_trained(run_dir, device)
+    if not isinstance(model, DDPM) or model.multilabel:
+        raise GenaugError(f"edits need a single-label DDPM run (ddpm, ddpm-cond, ddpm-finetune, ddpm-edit); this run is "
+                          f"a {model.family}")
+    if tuple(images.shape[1:]) != (model.channels, model.image_size, model.image_size):
+        raise GenaugError(f"the images to edit are {tuple(images.shape[1:])}; this run models "
+                          f"{model.channels} x {model.image_size} x {model.image_size}")
+    sampler, steps = _resolve_sampler(model, sampler, steps)
+    if classes is not None and len(classes) != len(images):
+        raise GenaugError(f"one class per image to edit: {len(images)} images, {len(classes)} classes")
+    condition = _condition(model, None, guidance) if not model.conditional else None  # refuses a guidance
+    for name in dict.fromkeys(classes or [None]) if model.conditional else []:
+        condition = _condition(model, name, guidance)  # each class checked against the run's
+    label_of = torch.tensor([model.classes.index(c) for c in classes]) if condition else None
+    total = variants * len(images) if n is None else int(n)
+    if total < 1:
+        raise GenaugError(f"--n must be at least 1 (got {total})")
+    plan = edit_plan(len(images), total, strengths)
+    settings = {"run": str(run_dir.resolve()), "model_sha256": model_hash(run_dir), "family": model.family,
+                "sampler": sampler, "steps": steps, "seed": seed, "edit": {
+                    "strengths": strengths, "variants": variants,
+                    "sources_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest()}}
+    if condition:
+        settings.update({"classes_sha256": hashlib.sha256(",".join(classes).encode()).hexdigest(),
+                         "guidance": condition[1]})
+    x0 = to_model_range(images)
+
+    def draw(chunk):
+        gens = [torch.Generator().manual_seed(seed + i) for i in chunk]
+        sources = [plan[i][0] for i in chunk]
+        extra = {"labels": label_of[sources], "guidance": condition[1]} if condition else {}
+        strength = plan[chunk[0]][2]  # a chunk lies inside one strength's group
+        return to_uint8(model.edit(x0[sources], strength, gens, sampler, steps, **extra))
+
+    def fields(i):
+        return {"seed": seed + i, "source": source_ids[plan[i][0]], "variant": plan[i][1], "strength": plan[i][2],
+                **({"class": classes[plan[i][0]]} if classes else {})}
+
+    groups = [[i for i in range(total) if plan[i][2] == s] for s in dict.fromkeys(strengths)]  # one strength a batch
+    return _write_images(out, settings, total, groups, draw, fields, batch_size,
+                         tqdm(total=total, desc=f"edit {model.family}", unit="img", disable=not progress))
 
 
 def _label_vectors(model, label_sets, n: int, class_name) -> torch.Tensor:

@@ -209,6 +209,7 @@ def test_two_drivers_on_one_folder_never_compute_a_stage_twice(tiny, tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outputs
     computed = [e for e in Store(out).log() if not e["adopted"]]
     assert len(computed) == len({e["key"] for e in computed}) == 16  # 2 replicates x 2 seeds x 4 arms, once each
+    assert len({e["pid"] for e in computed}) == 2  # shared: a driver goes on past a stage the other holds
     assert results_table(out) == results_table(tiny) and not list((out / "stages").glob("*.lease-*"))
 
 

@@ -40,6 +40,8 @@ class GenerativeModel(ABC):
     uses_pool: ClassVar[bool] = False
     # A multi-label family is conditioned on label sets: `labels` are 0/1 vectors (ddpm_multilabel.py).
     multilabel: ClassVar[bool] = False
+    # An edit family turns real images into variants (SDEdit, ddpm_pool.EditDDPM) instead of drawing new ones.
+    edits: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any], channels: int, image_size: int):
         self.config = {**self.default_config, **(config or {})}

@@ -9,6 +9,11 @@
 - `ddpm-finetune`: an unconditional DDPM pretrained on the pool and the labelled images together
   (`pretrain_steps`, drawn uniformly from both), then one fine-tune per class on that class's
   labelled images alone (`steps`), each starting from the pretrained weights (`load_weights`).
+- `ddpm-edit`: the same pretrained model, fine-tuned once as a class-conditional DDPM on every
+  labelled image (its class embedding starts at zero, so the fine-tune starts from the pretrained
+  network's function), then used to edit real images (SDEdit, `DDPM.edit`): each labelled image
+  noised to a strength from `strengths` and denoised towards its own class, `variants` per image
+  (DA-Fusion, Trabucco et al. 2024).
 
 The Trainer takes the pool beside the labelled images (`pool`, and for the conditional two
 `pool_labels`, -1 for "no label").
@@ -82,3 +87,48 @@ class FinetuneDDPM(DDPM):
         missing = self.unet.load_state_dict(pretrained.state_dict(), strict=False)
         if missing.missing_keys or missing.unexpected_keys:
             raise GenaugError(f"{model_folder} holds a DDPM of another shape than this ddpm-finetune config")
+
+
+def check_strengths(strengths) -> list[float]:
+    """Edit strengths: a non-empty list of numbers in [0, 1]."""
+    values = strengths if isinstance(strengths, (list, tuple)) else str(strengths).split(",")
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        out = []
+    if not out or any(not 0 <= v <= 1 for v in out):
+        raise GenaugError(f"edit strengths must be numbers in [0, 1] (got {strengths!r})")
+    return out
+
+
+def check_variants(variants) -> int:
+    try:
+        number = int(variants)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or str(variants).strip() != str(number):
+        raise GenaugError(f"variants per real image must be a whole number >= 1 (got {variants!r})")
+    return number
+
+
+class EditDDPM(ConditionalDDPM):
+    family = "ddpm-edit"
+    uses_pool = True  # its pretraining; the conditional fine-tune sees the labelled images alone
+    edits = True
+    default_config = {**ConditionalDDPM.default_config, "pretrain_steps": 2000, "variants": 10,
+                      "strengths": [0.25, 0.5, 0.75, 1.0]}
+
+    def __init__(self, config, channels, image_size):
+        super().__init__(config, channels, image_size)
+        check_strengths(self.config["strengths"])
+        check_variants(self.config["variants"])
+
+    def load_weights(self, model_folder: Path) -> None:
+        """Start from the pretrained unconditional DDPM: every weight but the class embedding, which
+        starts at zero so that the conditional network begins as the pretrained one."""
+        pretrained = UNet2DModel.from_pretrained(Path(model_folder) / "unet")
+        result = self.unet.load_state_dict(pretrained.state_dict(), strict=False)
+        if result.unexpected_keys or any(not k.startswith("class_embedding") for k in result.missing_keys):
+            raise GenaugError(f"{model_folder} holds a DDPM of another shape than this ddpm-edit config")
+        with torch.no_grad():
+            self.unet.class_embedding.weight.zero_()

@@ -22,6 +22,7 @@ from .spec import ExperimentSpec, Unit
 from .stages import BUSY, COMPUTED, STAGES, Task, execute, needed
 
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
+HELD_RETRY_S = 5.0  # a task another driver holds is looked at again after this; the tasks after it go first
 # per stage type, as Ray tasks; num_gpus only counts where the cluster has GPUs (else 0): four classifier
 # runs share one GPU, a generator trains on one
 DEFAULT_RESOURCES = {stage: {"num_cpus": 1, "num_gpus": 0.25} for stage in STAGES}
@@ -137,9 +138,11 @@ def run_tasks(spec: ExperimentSpec, tasks: list[Task], backend, progress: bool =
     todo.sort(key=tasks.index)
     data: dict[Unit, Any] = {}
     submitted: set[str] = set()
+    held_until: dict[str, float] = {}  # tasks another driver holds: looked at again after a pause, others go first
     with tqdm(total=len(todo), desc="stages", unit="task", disable=not progress) as bar:
         try:
             while todo or backend.running():
+                started = False
                 for t in list(todo):
                     inputs = [state.get(u) for u in t.upstream]
                     if any(s in ("failed", "skipped") for s in inputs):
@@ -147,8 +150,10 @@ def run_tasks(spec: ExperimentSpec, tasks: list[Task], backend, progress: bool =
                         state[t.label] = "skipped"
                         outcome.skipped.append(t.label)
                         bar.update(1)
-                    elif all(s == "done" for s in inputs) and t.label not in submitted and backend.free():
+                    elif (all(s == "done" for s in inputs) and t.label not in submitted and backend.free()
+                          and held_until.get(t.label, 0.0) <= time.monotonic()):
                         backend.submit(t, data.get(t.unit), keys)
+                        started = True
                         submitted.add(t.label)
                         todo.remove(t)
                 finished = backend.poll() if backend.running() else []
@@ -157,7 +162,8 @@ def run_tasks(spec: ExperimentSpec, tasks: list[Task], backend, progress: bool =
                         state[task.label] = "failed"
                         outcome.failed[task.label] = describe(error)
                         bar.write(f"failed: {task.label}: {outcome.failed[task.label]}")
-                    elif status == BUSY:  # another driver holds it: look again later
+                    elif status == BUSY:  # another driver holds it: look again later, meanwhile the next ones
+                        held_until[task.label] = time.monotonic() + HELD_RETRY_S
                         submitted.discard(task.label)
                         todo.append(task)
                         todo.sort(key=tasks.index)
@@ -168,8 +174,8 @@ def run_tasks(spec: ExperimentSpec, tasks: list[Task], backend, progress: bool =
                         if task.stage == "subset":
                             data[task.unit] = value
                     bar.update(1)
-                if finished and all(status == BUSY for _, status, _, _ in finished) and not backend.running():
-                    time.sleep(1.0)
+                if not (started or finished or backend.running()):
+                    time.sleep(1.0)  # nothing could start: what is left is held by another driver, or waits on it
                 bar.set_postfix_str(f"running {backend.running()}, failed {len(outcome.failed)}", refresh=False)
         except (KeyboardInterrupt, TrainingInterrupted):
             backend.cancel()
