@@ -116,3 +116,118 @@ def test_ddpm_edit_fine_tunes_the_pretrained_model_and_its_edits_record_source_c
                          (["--strength", "0.5,1.5"], "edit strengths must be numbers in [0, 1]")):
         assert_clean_error(run_cli(*edit, *bad, "--out", tmp_path / "bad"), message)
         assert not (tmp_path / "bad").exists()
+
+
+def test_the_edit_gate_judges_an_edit_against_every_real_image_but_its_own_source():
+    """A planted copy of another real image is rejected; an edit equal to its own source (strength 0)
+    is not, and its similarity to its source is reported per strength."""
+    import numpy as np
+
+    from genaug.harness import acceptance
+    from genaug.metrics.similarity import pixel_similarity
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (12, 1, 8, 8), generator=g, dtype=torch.uint8)
+    labels = torch.tensor([0] * 6 + [1] * 6)
+    heldout = torch.randint(0, 256, (8, 1, 8, 8), generator=g, dtype=torch.uint8)
+    edits = torch.stack([real[2], real[3], heldout[0]])  # an edit of 3 that copies 2; one equal to its own source
+    ctx = acceptance.AcceptanceContext(
+        real, labels, ["a", "b"], {**acceptance.DEFAULTS, "memorization_spaces": ["pixels"]},
+        heldout_images=heldout[1:], heldout_labels=torch.tensor([0, 1] * 3 + [0]),
+        similarity=lambda q, gal, space: pixel_similarity(q, gal, 0),
+        edit_sources={0: np.array([3, 3, 0])}, edit_strengths={0: np.array([0.5, 0.0, 1.0])})
+    keep, rows = acceptance.accept(edits, 0, ["memorization"], ctx)
+    assert keep.tolist() == [False, True, True]
+    by_strength = rows[0]["source_similarity"]["pixels"]
+    assert by_strength["0"] == pytest.approx(1.0) and by_strength["0.5"] < 0.99
+    plain = acceptance.AcceptanceContext(real, labels, ["a", "b"], ctx.settings, heldout_images=ctx.heldout_images,
+                                         heldout_labels=ctx.heldout_labels, similarity=ctx.similarity)
+    assert acceptance.accept(edits, 0, ["memorization"], plain)[0].tolist() == [False, False, True]  # copies alike
+
+
+def test_the_shared_pretraining_pool_leaves_out_every_replicates_validation_and_test_patients():
+    import numpy as np
+
+    from genaug.data.sources import Split
+    from genaug.data.unlabeled import shared_candidates
+
+    class Source:
+        def split(self, name):
+            return Split(list(range(8)), np.array([0, 1] * 4), ["p0", "p0", "p1", "p2", "p4", "p3", "p5", "p6"])
+
+    manifests = [{"train": {"items": [{"id": 4}]}, "test": {"items": [{"id": 0, "group": "p9"}]}},
+                 {"train": {"items": [{"id": 5}]}, "test": {"items": [{"id": 1, "group": "p3"}]},
+                  "validation": {"split": "val", "items": [{"id": 0, "group": "p0"}]}}]
+    carved = [[{"id": 7, "group": "p6"}], []]  # replicate 0 carved its validation item 7 from the train split
+    # 0, 1: patient p0 validates replicate 1; 5: patient p3 is tested on; 7: validates replicate 0;
+    # 4 and 6 stay (4 is replicate 0's labelled image: replicate 1's unlabelled one)
+    assert shared_candidates(Source(), [0, 1], manifests, carved) == [2, 3, 4, 6]
+
+
+TINY_EDIT = ("steps: 4\nbatch_size: 16\nmodel: {block_out_channels: [16, 32], attention_levels: [], norm_num_groups: 8, "
+             "lr_warmup_steps: 1, sample_steps: 4, pretrain_steps: 4}\n")
+
+
+def _edit_config(tmp_path, **over):
+    from genaug.harness.experiment import experiment_config
+
+    (tmp_path / "ddpm-edit.yaml").write_text(TINY_EDIT)
+    return experiment_config(None, {
+        "per_class": 10, "image_size": 16, "replicates": 2, "seeds": 1, "steps": 2, "generators": "ddpm-edit",
+        "generator_configs": {"ddpm-edit": str(tmp_path / "ddpm-edit.yaml")}, "synthetic_per_class": 12,
+        "unlabeled": 32, "accept": "all,memorization", "acceptance": {"memorization_spaces": ["pixels"]},
+        "edit_strength": "0.25,1.0", "quality": False, "headroom": "none", "controls": "baseline-strong", **over})
+
+
+def test_ddpm_edit_in_an_experiment_pretrains_once_and_each_replicate_edits_its_own_images(tmp_path):
+    """Two replicates: one pool pretraining (one record, on train images neither replicate validates or tests
+    on), each replicate's conditional fine-tune starting from it; one source per strength (the dose-response
+    line), each edit of the replicate's own training images; the gate's source similarity in the report."""
+    from genaug.harness.experiment import Experiment
+    from genaug.harness.stages import plan
+    from genaug.harness.store import Store
+    from genaug.io import read_json
+
+    from conftest import PNEUMONIA
+
+    out = tmp_path / "exp"
+    e = Experiment(str(PNEUMONIA), out, _edit_config(tmp_path), device="cpu", progress=False)
+    e.run()
+    assert e.spec.sources == ["ddpm-edit-s0.25", "ddpm-edit-s1"]
+    pretrain = [r for r in Store(out).records() if r["stage"] == "pretrain"]
+    assert len(pretrain) == 1 and pretrain[0]["unit"] == "shared"
+    shared = next((out / "shared" / "generators").glob("pretrained-*"))
+    seen = {it["sha256"] for it in read_json(shared / "manifest.json")["train"]["items"]}
+    assert len(seen) == 32
+    source = e.spec.source
+    for rep in ("rep-0", "rep-1"):
+        unit = read_json(out / rep / "manifest.json")
+        assert read_json(out / rep / "generators" / "ddpm-edit" / "manifest.json")["pretrained"] == str(shared)
+        held = {it["sha256"] for it in unit["validation"]["items"]} | {source.item_hash("test", it["id"])
+                                                                       for it in unit["test"]["items"]}
+        assert not seen & held  # no validation or test image in the shared pretraining
+        own = {str(it["id"]) for it in unit["train"]["items"]}
+        for strength, folder in ((0.25, "ddpm-edit-s0.25"), (1.0, "ddpm-edit-s1")):
+            rows = read_json(out / rep / "synthetic" / folder / "normal" / "samples.json")["images"]
+            assert len(rows) == 12 and {r["strength"] for r in rows} == {strength} and {r["source"] for r in rows} <= own
+    decisions = read_json(out / "rep-0" / "acceptance" / "ddpm-edit-s0.25.json")["rows"]
+    assert "0.25" in next(r for r in decisions if r["policy"] == "memorization")["source_similarity"]["pixels"]
+    assert "### Edits and their sources" in (out / "report.md").read_text()
+    legacy = Experiment(str(PNEUMONIA), tmp_path / "legacy", _edit_config(tmp_path, pretrain="per-replicate"),
+                        device="cpu", progress=False)
+    labels = [t.label for t in plan(legacy.spec)]
+    assert "generator rep-0 ddpm-edit pretrained" in labels and not any(t.startswith("pretrain") for t in labels)
+
+
+def test_bad_edit_settings_are_refused_in_one_line_with_nothing_written(tmp_path):
+    from conftest import PNEUMONIA, assert_clean_error, run_cli
+
+    exp = ["augment-and-train", "--data", str(PNEUMONIA), "--per-class", "10", "--generator", "ddpm-edit",
+           "--image-size", "16", "--device", "cpu"]
+    assert_clean_error(run_cli(*exp, "--out", tmp_path / "a"), "unlabel")
+    cfg = tmp_path / "c.yaml"
+    for line, message in (("edit_strength: 1.5", "edit strengths must be numbers in [0, 1]"),
+                          ("pretrain: twice", "pretrain must be shared or per-replicate")):
+        cfg.write_text(line + "\n")
+        assert_clean_error(run_cli(*exp, "--unlabeled", "32", "--config", cfg, "--out", tmp_path / "b"), message)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -63,6 +63,22 @@ def candidates(source: Source, class_indices: list[int], manifest: dict, held_it
             if int(y) in class_indices and i not in used and group_of.get(i, object()) not in used_groups]
 
 
+def shared_candidates(source: Source, class_indices: list[int], manifests: list[dict], carved: list[list[dict]]
+                      ) -> list:
+    """Train-split items of the experiment's classes that no replicate validates or tests on and that
+    share no patient with such an item: what a model trained once for every replicate may see (a
+    replicate's labelled images are other replicates' unlabelled ones, so they stay). `carved`: per
+    replicate, the validation items carved from its train-split subset (their ids name train items)."""
+    train = source.split("train")
+    group_of = train.group_of()
+    held = {it["id"] for items in carved for it in items}
+    blocks = [m["test"]["items"] for m in manifests] + [m["validation"]["items"] for m in manifests
+                                                        if m.get("validation")] + list(carved)
+    groups = {it["group"] for block in blocks for it in block if "group" in it}
+    return [i for i, y in zip(train.ids, train.labels)
+            if int(y) in class_indices and i not in held and group_of.get(i, object()) not in groups]
+
+
 def draw_unlabeled(source: Source, class_indices: list[int], count: int | str, seed: int, manifest: dict,
                    held_items: list[dict]) -> tuple[UnlabeledPool, dict]:
     """A seeded draw of `count` (or all) candidate items, converted with the manifest's recorded rule;

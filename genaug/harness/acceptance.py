@@ -15,7 +15,9 @@ class how many images it saw, kept and rejected:
   Near-copies of patient images add no information and are not safe to share. For a generator
   that trained on the unlabelled pool too, the pool is a second gallery with its own thresholds
   (calibrated the same way on the held-out images' similarities to the pool); each row counts the
-  images rejected for resembling a labelled and a pool image.
+  images rejected for resembling a labelled and a pool image. An edit of a real image (ddpm-edit)
+  resembles its own source by design: it is judged against every real image except its source,
+  with the same thresholds, and its similarity to its source is reported per strength.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class AcceptanceContext:
     similarity: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor] | None = None
     # the unlabelled pool a generator trained on (patient images too): compared with its own gate
     pool_images: torch.Tensor | None = None
+    # edits (ddpm-edit): per class, each synthetic image's source (an index into real_images, -1 none)
+    # and strength, in the order of the images `accept` is given
+    edit_sources: dict[int, np.ndarray] | None = None
+    edit_strengths: dict[int, np.ndarray] | None = None
     _gate: gate.GateThresholds | None = None
     _pool_gate: gate.GateThresholds | None = None
 
@@ -105,23 +111,28 @@ def parse_policies(text: str | list[str]) -> list[str]:
     return names
 
 
-def _confidence(images, label, ctx):
+def _confidence(images, label, ctx, which):
     probs = ctx.class_probs(images)
     return probs[:, label] >= ctx.settings["confidence_tau"], {"probability": probs[:, label].tolist()}
 
 
-def _fid_gate(images, label, ctx):
+def _fid_gate(images, label, ctx, which):
     if len(images) < 2:
         return np.zeros(len(images), bool), {"fid": None, "note": "fewer than 2 images left"}
     fid = ctx.fid(ctx.real_images[ctx.real_labels == label], images)
     return np.full(len(images), fid <= ctx.settings["fid_max"]), {"fid": fid}
 
 
-def _memorization(images, label, ctx):
+def _memorization(images, label, ctx, which):
     thresholds = ctx.memorization_gate()
-    nearest = gate.nearest_similarity(ctx.similarity, images, ctx.real_images, ctx.spaces)
+    own = ctx.edit_sources[label][which] if ctx.edit_sources else None
+    nearest = gate.nearest_similarity(ctx.similarity, images, ctx.real_images, ctx.spaces, exclude=own)
     reject = gate.rejected(nearest, label, thresholds, ctx.classes)
     detail = {f"{space}_similarity": sims.tolist() for space, sims in nearest.items()}
+    if own is not None:
+        detail["source_similarity"] = _by_strength(
+            gate.own_similarity(ctx.similarity, images, ctx.real_images, ctx.spaces, own),
+            ctx.edit_strengths[label][which])
     name = ctx.classes[label]
     detail.update(thresholds=thresholds.thresholds[name], n_calibration=thresholds.calibration_counts[name],
                   false_rejection_bound=thresholds.guarantees[name],
@@ -136,7 +147,13 @@ def _memorization(images, label, ctx):
     return ~reject, detail
 
 
-RULES = {"all": lambda images, label, ctx: (np.ones(len(images), bool), {}),
+def _by_strength(similarity: dict[str, np.ndarray], strengths: np.ndarray) -> dict:
+    """{space: {strength: mean similarity of the edits at it to their own sources}}."""
+    return {space: {f"{s:g}": float(np.nanmean(sims[strengths == s])) for s in np.unique(strengths)}
+            for space, sims in similarity.items()}
+
+
+RULES = {"all": lambda images, label, ctx, which: (np.ones(len(images), bool), {}),
          "confidence": _confidence, "fid-gate": _fid_gate, "memorization": _memorization}
 
 
@@ -149,7 +166,7 @@ def accept(images: torch.Tensor, label: int, policies: list[str], ctx: Acceptanc
         if len(idx) == 0:
             rows.append({"policy": policy, "class": ctx.classes[label], "seen": 0, "kept": 0, "rejected": 0})
             continue
-        ok, detail = RULES[policy](images[idx], label, ctx)
+        ok, detail = RULES[policy](images[idx], label, ctx, idx)
         ok = np.asarray(ok, bool)
         keep[idx[~ok]] = False
         rows.append({"policy": policy, "class": ctx.classes[label], "seen": int(len(idx)),

@@ -85,11 +85,29 @@ def acceptance_context(spec: ExperimentSpec, unit: Unit, data: UnitData,
     settings = {**acceptance.DEFAULTS, **spec.config["acceptance"]}
     keep = data.heldout_without_training_patients()
     family = spec.source_specs.get(source, {}).get("family")
+    sources, strengths = edit_records(spec, unit, data, source) if family and get_family(family).edits else (None, None)
     return acceptance.AcceptanceContext(data.train_x, data.train_y, list(spec.classes), settings,
                                         class_probs=class_probs, fid=fid, features=similarity.features,
                                         heldout_images=data.val_x[keep], heldout_labels=data.val_y[keep],
                                         similarity=similarity,
-                                        pool_images=data.pool if family and get_family(family).uses_pool else None)
+                                        pool_images=data.pool if family and get_family(family).uses_pool else None,
+                                        edit_sources=sources, edit_strengths=strengths)
+
+
+def edit_records(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> tuple[dict, dict]:
+    """Per class, each edit's source (its position among the unit's real training images) and strength,
+    in the order `synthetic_set` reads the edits."""
+    from ..runs import SAMPLE_MANIFEST
+    from .generation import samples_folder
+
+    position = {str(it["id"]): i for i, it in enumerate(data.train_items)}
+    n = max(spec.config["synthetic_per_class"])
+    sources, strengths = {}, {}
+    for label in spec.labels:
+        rows = read_json(samples_folder(spec, unit, source, label) / SAMPLE_MANIFEST)["images"][:n]
+        sources[label] = np.array([position[r["source"]] for r in rows])
+        strengths[label] = np.array([float(r["strength"]) for r in rows])
+    return sources, strengths
 
 
 def decide(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> dict:

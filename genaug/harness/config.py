@@ -35,6 +35,12 @@ DEFAULTS: dict[str, Any] = {
     "generators": ["ddpm"], "synthetic": {}, "synthetic_per_class": [100], "accept": ["all"],
     "generator_configs": {}, "generator_steps": None, "sampler": None, "sample_steps": None,
     "guidance": [1.0],  # classifier-free guidance weights of class-conditional generators (ddpm-cond): one source each
+    # edit families (ddpm-edit): "mixed" cycles each edit's strength over the family's `strengths`; numbers give
+    # one source per strength (a dose-response), all edited by one model
+    "edit_strength": "mixed",
+    # ddpm-finetune and ddpm-edit start from a DDPM pretrained on the pool: once per experiment ("shared", on train
+    # images no replicate validates or tests on) or once per replicate (how folders before 0.2 ran)
+    "pretrain": "shared",
     "acceptance": dict(acceptance.DEFAULTS), "quality": True,
     # unlabelled real images and the semi-supervised arms (semi.py): +pseudo, +mpl, +mpl+<source>
     "unlabeled": None, "unlabeled_data": None, "semi": [], "semi_settings": {},
@@ -78,13 +84,14 @@ CONTROLS = ("baseline-strong", "dup", "real")
 # the default step budget by image size (the largest side at most the key): scripts/convergence_study.py
 STEP_BUDGETS = {32: 1500, 64: 1500, 10_000: 2000}
 DECISION_RULES = ("iut", "holm-all")
+PRETRAIN = ("shared", "per-replicate")
 SCORED = ("final", "ema", "best")
 DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every other key must match
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
 # settings added after the store (stages.py) keyed finished stages, with the value that reproduces what those
 # stages computed: left out of the key at that value, so a folder started before them resumes instead of starting over
 ADDED_SINCE_STORE = {"given_split": "use", "split_folders": None, "label_columns": None, "target_labels": None, "pos_weight": False,
-                     "labelled_images": None}
+                     "labelled_images": None, "edit_strength": "mixed", "pretrain": "per-replicate"}
 RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
 # what only the arms' classifier runs read (and the report, from their results): a change re-runs the classifiers
 # and nothing upstream of them (stages.py keys every other stage without these)
@@ -95,7 +102,8 @@ RECIPE_KEYS = ("steps", "warmup", "scored_model", "ema_decay", "label_smoothing"
 # settings added after experiment folders existed, with the value that reproduces how those folders ran
 LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy", "steps": None, "synthetic_share": None,
           "synthetic_augment": "classical", "reference": None, "decision_rule": "holm-all", "headroom": [],
-          "warmup": 0.05, "scored_model": "best", "ema_decay": 0.999, "label_smoothing": 0.0}
+          "warmup": 0.05, "scored_model": "best", "ema_decay": 0.999, "label_smoothing": 0.0,
+          "pretrain": "per-replicate"}
 
 
 def _number(config: dict, key: str, low: float, high: float | None) -> float:
@@ -129,12 +137,13 @@ def synthetic_sources(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     guidance weight (`ddpm-cond-w3`) when several are compared, all sampled from one model."""
     out: dict[str, dict[str, Any]] = {}
     for family in config["generators"]:
-        if get_family(family).conditional:
-            weights = config["guidance"]
-            for w in weights:
-                out[family if len(weights) == 1 else f"{family}-w{w:g}"] = {"family": family, "guidance": w}
-        else:
-            out[family] = {"family": family, "guidance": None}
+        weights = config["guidance"] if get_family(family).conditional else [None]
+        strengths = config["edit_strength"] if get_family(family).edits else "mixed"
+        strengths = [None] if strengths == "mixed" else strengths
+        for w in weights:
+            for s in strengths:
+                name = family + (f"-w{w:g}" if len(weights) > 1 else "") + (f"-s{s:g}" if len(strengths) > 1 else "")
+                out[name] = {"family": family, "guidance": w, **({"strength": s} if s is not None else {})}
     for name, folder in config["synthetic"].items():
         out[name] = {"folder": folder}
     return out
@@ -206,6 +215,14 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         raise GenaugError(f"guidance must be a number >= 0 or a comma list of them (got {config['guidance']!r})") from None
     if not config["guidance"] or min(config["guidance"]) < 0:
         raise GenaugError(f"guidance must be a number >= 0 or a comma list of them (got {config['guidance']!r})")
+    if config["pretrain"] not in PRETRAIN:
+        raise GenaugError(f"pretrain must be {' or '.join(PRETRAIN)} (got {config['pretrain']!r})")
+    if str(config["edit_strength"]).strip().lower() == "mixed":
+        config["edit_strength"] = "mixed"
+    else:
+        from ..generators.ddpm_pool import check_strengths
+
+        config["edit_strength"] = sorted(set(check_strengths(_as_list(config["edit_strength"]))))
     clash = set(config["synthetic"]) & set(config["generators"])
     if clash:
         raise GenaugError(f"--synthetic name {sorted(clash)[0]!r} is also a generator family; choose another name")

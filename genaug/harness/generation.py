@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import runs
@@ -15,11 +18,12 @@ from ..errors import GenaugError
 from ..generators.registry import get_family
 from ..generators.ddpm import DDPM
 from ..data.intensity import IntensityRule
-from .seeds import CONDITIONAL_UNIT
-from .spec import ExperimentSpec, Unit, external_set
+from .seeds import CONDITIONAL_UNIT, Seeds
+from .spec import SHARED, ExperimentSpec, Unit, external_set
 from .unit_data import UnitData
 
 PRETRAINED = "pretrained"  # ddpm-finetune's shared model of a unit, before the per-class fine-tunes
+SHARED_POOL_UNIT = 600  # the seed unit of the experiment's shared pool pretraining (its draw and its generator)
 
 
 def generator_config(c: dict, family: str, image_size: int) -> dict:
@@ -31,6 +35,68 @@ def generator_config(c: dict, family: str, image_size: int) -> dict:
     if steps:
         config["steps"] = int(steps)
     return config
+
+
+STARTS_FROM_PRETRAINED = ("ddpm-finetune", "ddpm-edit")
+
+
+def pretrain_config(spec: ExperimentSpec, family: str) -> dict:
+    """The pool pretraining a family starts from: a plain DDPM with the family's network settings for
+    its `pretrain_steps` (families whose settings agree share one model)."""
+    config = {**generator_config(spec.config, family, spec.image_size), "data": spec.data,
+              "image_size": spec.image_size}
+    model = runs.effective_config(family, config)["model"]
+    return {**config, "class": "all", "steps": int(model["pretrain_steps"]),
+            "model": {k: v for k, v in (config.get("model") or {}).items() if k in get_family("ddpm").default_config}}
+
+
+def pretrain_id(spec: ExperimentSpec, family: str) -> str:
+    return hashlib.sha256(json.dumps(pretrain_config(spec, family), sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def shared_pretrained_folder(spec: ExperimentSpec, pretrain: str) -> Path:
+    return spec.unit_folder(SHARED) / "generators" / f"pretrained-{pretrain}"
+
+
+def shared_pretrain(spec: ExperimentSpec, pretrain: str, family: str) -> Path:
+    """The experiment's one pool-pretrained DDPM (`pretrain: shared`): trained on the train-split images
+    no replicate validates or tests on (nor their patients), `unlabeled` of them (a seeded draw, or
+    all), or on `--unlabeled-data`; the replicates fine-tune from it, each on its own labelled images."""
+    from ..data.unlabeled import folder_pool, shared_candidates
+    from .unit_data import real_subset
+
+    c = spec.config
+    units = [real_subset(spec, u) for u in spec.units()]
+    first = units[0].manifest
+    if c["unlabeled_data"]:
+        pool, block = folder_pool(c["unlabeled_data"], first)
+        images, items = pool.images, block["items"]
+    else:
+        ids = shared_candidates(spec.source, list(spec.source_labels), [d.manifest for d in units],
+                                [[] if d.manifest.get("validation") else d.val_items for d in units])
+        want = len(ids) if c["unlabeled"] in (None, "all") else int(c["unlabeled"])
+        if want > len(ids) or not ids:
+            raise GenaugError(f"unlabeled {c['unlabeled']}: only {len(ids)} train images of {spec.data} are outside "
+                              "every replicate's validation and test items (and their patients)")
+        order = np.random.default_rng(Seeds(int(c["seed"]), 0).of("unlabeled", SHARED_POOL_UNIT)).permutation(len(ids))
+        chosen = [ids[i] for i in sorted(order[:want])]
+        loaded = spec.source.load("train", chosen, spec.image_size, first["fit"], first["intensity"])
+        images, items = loaded.images, [{"id": i, "sha256": h} for i, h in zip(loaded.ids, loaded.hashes)]
+    manifest = {**{k: v for k, v in first.items() if k not in ("validation", "unlabeled")},
+                "selected_classes": list(spec.classes),
+                "train": {"split": "train", "count": len(items), "items": items},
+                "note": f"the pool pretraining shared by every replicate of {spec.folder}: train images no replicate "
+                        "validates or tests on; each replicate fine-tunes it on its own labelled images"}
+    config = {**pretrain_config(spec, family), "seed": Seeds(int(c["seed"]), 0).of("generator", SHARED_POOL_UNIT)}
+    return runs.train_on("ddpm", images, manifest, shared_pretrained_folder(spec, pretrain), config, resume=True,
+                         device=spec.device, progress=spec.progress)
+
+
+def pretrained_model(spec: ExperimentSpec, unit: Unit, family: str) -> Path:
+    """The pretrained run a family's fine-tunes start from: the experiment's shared one, or the unit's own."""
+    if spec.config.get("pretrain") == "shared":
+        return shared_pretrained_folder(spec, pretrain_id(spec, family))
+    return spec.unit_folder(unit) / "generators" / family / PRETRAINED
 
 
 def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str, label) -> Path:
@@ -59,6 +125,9 @@ def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str,
     if label is None:  # one class-conditional model on the whole real training part (and the pool)
         config = {**config, "class": "all", "classes": names, "seed": seeds.of("generator", CONDITIONAL_UNIT)}
         run_dir, images, train["labels"] = folder, data.train_x, data.train_y
+        if family == "ddpm-edit":  # fine-tuned on the labelled images from the pool-pretrained model
+            train = {"init_from": pretrained_model(spec, unit, family) / "model", "labels": data.train_y}
+            manifest["pretrained"] = str(pretrained_model(spec, unit, family))
         if family == "ddpm-pseudo":
             from ..generators.ddpm_pool import pool_labels
             from .teacher import MODEL, pool_probs, teacher_folder
@@ -71,9 +140,9 @@ def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str,
     else:
         config = {**config, "class": names, "seed": seeds.of("generator", label)}
         run_dir, images = folder / slug(names), data.train_x[data.train_y == label]
-        if family == "ddpm-finetune":  # each class fine-tunes the unit's pretrained model on its own images
-            train = {"init_from": folder / PRETRAINED / "model"}
-            manifest["pretrained"] = str(folder / PRETRAINED)
+        if family == "ddpm-finetune":  # each class fine-tunes the pretrained model on its own images
+            train = {"init_from": pretrained_model(spec, unit, family) / "model"}
+            manifest["pretrained"] = str(pretrained_model(spec, unit, family))
     return runs.train_on(family, images, manifest, run_dir, config, resume=True, device=spec.device,
                          progress=spec.progress, **train)
 
@@ -146,6 +215,16 @@ def draw_samples(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, 
     diffusion = issubclass(get_family(family), DDPM)  # the samplers and their step counts apply
     sampler = spec.config["sampler"] if diffusion else None
     steps = spec.config["sample_steps"] if diffusion else None
+    if get_family(family).edits:  # variants of the class's own training images (runs.edit_plan's order)
+        own = data.train_y == label
+        strength = spec.source_specs[source].get("strength")
+        model = runs.load_run_config(run_dir)["model"]
+        ids = [str(it["id"]) for it, keep in zip(data.train_items, own.tolist()) if keep]
+        runs.edit(run_dir, data.train_x[own], ids, samples_folder(spec, unit, source, label),
+                  variants=-(-n // len(ids)), strengths=[strength] if strength is not None else model["strengths"],
+                  n=n, classes=[spec.classes[label]] * len(ids), sampler=sampler, steps=steps, guidance=guidance,
+                  seed=spec.seeds(unit).of("sample", label), device=spec.device, progress=spec.progress)
+        return
     condition = {"class_name": spec.classes[label], "guidance": guidance} if conditional else {}
     # every guidance weight starts class `label` from the same latents: the sweep is paired
     runs.sample(run_dir, n, samples_folder(spec, unit, source, label), sampler, steps,

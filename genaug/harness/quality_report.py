@@ -104,7 +104,29 @@ def acceptance_tables(r: dict) -> list[str]:
     lines += ["", "A generator that trained on the unlabelled pool is gated against the pool too (its own "
               "thresholds); an image may resemble both.", ""] if any(
         "rejected_pool" in row for rows in r["acceptance"].values() for row in rows) else [""]
-    return [*lines, *_gate_table(r.get("memorization_gate") or [])]
+    return [*lines, *_edit_table(r["acceptance"]), *_gate_table(r.get("memorization_gate") or [])]
+
+
+def _edit_table(acceptance: dict) -> list[str]:
+    """Edits (ddpm-edit): their mean similarity to their own source image, per strength and space,
+    averaged over replicates and classes (the gate judged them against the other real images)."""
+    sums: dict = {}
+    for source, rows in acceptance.items():
+        for row in rows:
+            for space, by_strength in (row.get("source_similarity") or {}).items():
+                for strength, value in by_strength.items():
+                    sums.setdefault((source, space, strength), []).append(value)
+    if not sums:
+        return []
+    lines = ["### Edits and their sources", "",
+             "An edit of a real image resembles its source by design: the memorisation gate judged each edit "
+             "against every real training image except its own source (with the same thresholds). Its mean "
+             "similarity to its source, per strength (0 keeps the image, 1 ignores it):", "",
+             "| source | space | strength | similarity to own source |", "|---|---|---|---|"]
+    lines += [f"| {source} | {space} | {strength} | {sum(v) / len(v):.3f} |"
+              for (source, space, strength), v in sorted(sums.items(), key=lambda kv: (kv[0][0], kv[0][1],
+                                                                                       float(kv[0][2])))]
+    return [*lines, ""]
 
 
 def _gate_table(gates: list[dict]) -> list[str]:

@@ -35,7 +35,13 @@ class Unit:
 
     @property
     def name(self) -> str:
+        if self.replicate == SHARED_REPLICATE:
+            return "shared"
         return f"rep-{self.replicate}" + ("" if self.fold is None else f"/fold-{self.fold}")
+
+
+SHARED_REPLICATE = -1
+SHARED = Unit(SHARED_REPLICATE)  # what an experiment computes once for every replicate (generation.shared_pretrain)
 
 
 @dataclass(frozen=True)

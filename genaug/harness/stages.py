@@ -23,14 +23,14 @@ from .arms import Duplicates
 from .classifier_run import classifier_run, result_path
 from .faults import inject
 from .quality import assess, quality_path
-from .spec import ExperimentSpec, Unit
+from .spec import SHARED, ExperimentSpec, Unit
 from .store import Store, stage_key
 from .teacher import teacher_trained, train_teacher
 from .unit_data import UnitData, real_subset
 
 STAGES = {  # stage type: what it does
     "subset": "real subset", "teacher": "teacher (labels the pool; label fidelity)",
-    "generator": "generator training", "samples": "sampling",
+    "pretrain": "pool pretraining (once per experiment)", "generator": "generator training", "samples": "sampling",
     "gate": "memorisation gate check", "acceptance": "acceptance", "classifier": "classifier runs",
     "quality": "quality (FID, KID, P/R, CAS, per-class FID)"}
 CACHED, COMPUTED, BUSY = "cached", "computed", "busy"
@@ -71,6 +71,13 @@ def plan(spec: ExperimentSpec, headroom_only: bool = False) -> list[Task]:
                         f"classifier {u} {arm.name} {arch} seed {k}")
 
     first = [a for a in spec.arms if a.kind in ("headroom", "positive") or a.name == spec.config.get("reference")]
+    subsets = [add("subset", unit, (), [], f"subset {unit.name}") for unit in spec.units()]
+    shared = {}  # family -> the experiment's one pool pretraining it starts from (generation.shared_pretrain)
+    if spec.config.get("pretrain") == "shared" and spec.runs_dir is None and not headroom_only:
+        for family in spec.config["generators"]:
+            if family in generation.STARTS_FROM_PRETRAINED:
+                pid = generation.pretrain_id(spec, family)
+                shared[family] = add("pretrain", SHARED, (pid, family), subsets, f"pretrain {pid}")
     for unit in spec.units():
         u = unit.name
         subset = add("subset", unit, (), [], f"subset {u}")
@@ -87,7 +94,9 @@ def plan(spec: ExperimentSpec, headroom_only: bool = False) -> list[Task]:
             if "family" in sspec:
                 family, conditional = sspec["family"], sspec["guidance"] is not None
                 before = [subset, teacher] if family == "ddpm-pseudo" else [subset]
-                if family == "ddpm-finetune":
+                if family in shared:  # the experiment's pool pretraining
+                    before.append(shared[family])
+                elif family in generation.STARTS_FROM_PRETRAINED:  # the unit's own (pretrain: per-replicate)
                     before.append(add("generator", unit, (family, generation.PRETRAINED), [subset],
                                       f"generator {u} {family} {generation.PRETRAINED}"))
                 for label, name in enumerate(spec.classes):
@@ -141,6 +150,8 @@ def output_exists(spec: ExperimentSpec, task: Task) -> bool:
         folder = (folder if label is None else folder / label if label == generation.PRETRAINED
                   else folder / slug(spec.classes[label]))
         return spec.runs_dir is not None or has_weights(folder / "model")
+    if task.stage == "pretrain":
+        return has_weights(generation.shared_pretrained_folder(spec, p[0]) / "model")
     if task.stage == "samples":
         return _samples_drawn(spec, generation.samples_folder(spec, unit, p[0], p[1]))
     if task.stage == "gate":
@@ -238,6 +249,8 @@ def compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
         return unit_subset(spec, unit)
     if spec.multilabel:
         return _multilabel_compute(spec, task, data)
+    if task.stage == "pretrain":
+        return str(generation.shared_pretrain(spec, *p))
     if task.stage == "generator":
         return str(generation.generator_run(spec, unit, data, *p))
     if task.stage == "samples":

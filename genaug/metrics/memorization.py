@@ -129,9 +129,35 @@ def threshold_from(similarities: np.ndarray, settings: GateSettings = GateSettin
 
 
 def nearest_similarity(similarity: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor],
-                       queries: torch.Tensor, gallery: torch.Tensor, spaces: list[str]) -> dict[str, np.ndarray]:
-    """Per space, each query's highest similarity to any gallery image."""
-    return {space: similarity(queries, gallery, space).max(dim=1).values.numpy() for space in spaces}
+                       queries: torch.Tensor, gallery: torch.Tensor, spaces: list[str],
+                       exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per space, each query's highest similarity to any gallery image; with `exclude` (per query a
+    gallery index, -1 for none), to any but that one: an edit of a real image is judged against the
+    other real images, not its own source."""
+    out = {}
+    for space in spaces:
+        sims = similarity(queries, gallery, space)
+        if exclude is not None and (np.asarray(exclude) >= 0).any():
+            sims = sims.clone()
+            rows = np.flatnonzero(np.asarray(exclude) >= 0)
+            sims[rows, np.asarray(exclude)[rows]] = -float("inf")
+        out[space] = sims.max(dim=1).values.numpy()
+    return out
+
+
+def own_similarity(similarity: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor],
+                   queries: torch.Tensor, gallery: torch.Tensor, spaces: list[str], own: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+    """Per space, each query's similarity to its own gallery image `own[i]` (nan where -1)."""
+    own = np.asarray(own)
+    rows = np.flatnonzero(own >= 0)
+    out = {}
+    for space in spaces:
+        values = np.full(len(queries), np.nan)
+        if len(rows):
+            values[rows] = similarity(queries[rows], gallery[own[rows]], space).diagonal().numpy()
+        out[space] = values
+    return out
 
 
 def suspected_duplicates(heldout_nearest: dict[str, np.ndarray], cutoff: float) -> np.ndarray:
