@@ -203,3 +203,22 @@ def test_with_semi_mpl_the_mpl_teacher_labels_the_pool_and_scores_label_fidelity
     assert (teacher_folder(e.spec, Unit(0)) / "mpl-teacher.safetensors").exists()
     fidelity = teacher_fidelity(e.spec, Unit(0), data.train_x, data.train_y)
     assert set(fidelity) == {"per_class", "mean", "mpl_teacher"} and 0 <= fidelity["mpl_teacher"]["mean"] <= 1
+
+
+def test_ddpm_pseudo_draws_the_pool_class_balanced_on_a_fixed_teachers_labels(tmp_path, images):
+    """A pool the teacher labels 30 : 6 : 4 (class 0, class 1, null): with pool_balance each label has a
+    third of the pool's part of every batch; without it, the pool's own proportions."""
+    given = torch.tensor([0] * 30 + [1] * 6 + [-1] * 4)
+    counts = {}
+    for balance in (True, False):
+        trainer = _trainer(tmp_path / str(balance), "ddpm-pseudo", images, pool=images[2], pool_labels=given,
+                           model={"pool_share": 0.75, "batch_size": 16, "pool_balance": balance})
+        seen = torch.zeros(3)
+        for step in range(60):
+            pool = [i - trainer.n_labelled for i in trainer.batch_at(step) if i >= trainer.n_labelled]
+            assert len(pool) == 12  # pool_share 0.75 of 16
+            for v in given[pool].tolist():
+                seen[v if v >= 0 else 2] += 1
+        counts[balance] = (seen / seen.sum()).tolist()
+    assert counts[True] == pytest.approx([1 / 3] * 3, abs=0.02)
+    assert counts[False] == pytest.approx([30 / 40, 6 / 40, 4 / 40], abs=0.03)

@@ -5,7 +5,8 @@
   the pool. Classifier-free guidance as in `ddpm-cond`.
 - `ddpm-pseudo`: the same, with the pool labelled first by a teacher trained on the labelled images:
   an image whose top class probability is above `teacher_threshold` takes the teacher's label, the
-  rest the null label (`pool_labels`).
+  rest the null label (`pool_labels`); with `pool_balance` (default) each of those labels has an equal
+  share of the pool's part of every batch, whatever the pool's class balance.
 - `ddpm-finetune`: an unconditional DDPM pretrained on the pool and the labelled images together
   (`pretrain_steps`, drawn uniformly from both), then one fine-tune per class on that class's
   labelled images alone (`steps`), each starting from the pretrained weights (`load_weights`).
@@ -73,7 +74,10 @@ class SemiDDPM(ConditionalDDPM):
 class PseudoDDPM(ConditionalDDPM):
     family = "ddpm-pseudo"
     uses_pool = True
-    default_config = {**ConditionalDDPM.default_config, "pool_share": 0.5, "teacher_threshold": 0.95}
+    # pool_balance: each teacher label (and the null label) an equal share of the pool's part of a batch, so
+    # a pool that is 75% one class does not pull the other classes' images towards it
+    default_config = {**ConditionalDDPM.default_config, "pool_share": 0.5, "teacher_threshold": 0.95,
+                      "pool_balance": True}
 
 
 class FinetuneDDPM(DDPM):

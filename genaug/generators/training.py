@@ -118,6 +118,20 @@ def check_global_batch(batch_size: int, world: int) -> None:
                           f"processes; choose a multiple of {world}")
 
 
+def balanced_indices(step: int, groups: list[list[int]], k: int, seed: int) -> list[int]:
+    """`k` positions at `step` with every group equally likely: `k // G` from each of the G groups (each
+    its own endless stream of seeded permutations) and the remainder from groups chosen afresh each
+    step, so no group's size sets its share of the batch."""
+    rng = torch.Generator().manual_seed(seed * 100_003 + step)
+    extra = torch.randperm(len(groups), generator=rng)[: k % len(groups)].tolist()
+    out: list[int] = []
+    for g, members in enumerate(groups):
+        take = k // len(groups) + (g in extra)
+        if take:
+            out += [members[i] for i in batch_indices(step, len(members), take, seed * 31 + g + 1)]
+    return out
+
+
 def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
     """Process `rank`'s share of the global batch at `step` in an endless stream of seeded per-epoch
     permutations: the global batch is `batch_size` images, each of `world` processes takes a
@@ -216,7 +230,7 @@ class Trainer:
         self.model: GenerativeModel = family_cls(model_config, channels, size)
         if init_from is not None:
             self.model.load_weights(init_from)
-        self.n_labelled, self.pool_share = len(real_uint8), None
+        self.n_labelled, self.pool_share, self.pool_groups = len(real_uint8), None, None
         if pool is not None:
             check_pool_size(len(pool), self.config["batch_size"])
             share = self.model.config.get("pool_share")
@@ -225,6 +239,10 @@ class Trainer:
             if self.labels is not None:
                 extra = (torch.full((len(pool),), -1, dtype=torch.long) if pool_labels is None
                          else torch.as_tensor(pool_labels, dtype=torch.long).cpu())
+                if pool_labels is not None and self.model.config.get("pool_balance"):
+                    # the pool's class prior no longer sets what the model learns: each teacher label (and
+                    # the null label) an equal share of the pool's part of every batch
+                    self.pool_groups = [torch.nonzero(extra == v).flatten().tolist() for v in extra.unique().tolist()]
                 self.labels = torch.cat([self.labels, extra])
         self.memory_format = torch.channels_last if self.config["channels_last"] else torch.contiguous_format
         for network in vars(self.model).values():
@@ -372,7 +390,10 @@ class Trainer:
                                  acc.num_processes)
         n_pool = round(self.pool_share * c["batch_size"])
         labelled = batch_indices(step, self.n_labelled, c["batch_size"] - n_pool, c["seed"])
-        pool = batch_indices(step, len(self.real) - self.n_labelled, n_pool, c["seed"] + 1)
+        if self.pool_groups is None:
+            pool = batch_indices(step, len(self.real) - self.n_labelled, n_pool, c["seed"] + 1)
+        else:
+            pool = balanced_indices(step, self.pool_groups, n_pool, c["seed"] + 1)
         both = labelled + [self.n_labelled + i for i in pool]
         share = c["batch_size"] // acc.num_processes
         return both[acc.process_index * share: (acc.process_index + 1) * share]
