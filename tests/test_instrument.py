@@ -103,7 +103,10 @@ def test_go_no_go_sentence():
             "positive": {**none["positive"], "mean_diff": 0.05, "ci_low": 0.03, "ci_high": 0.07, "p_ttest": 0.001,
                          "detected": True}}
     assert "**No-go**" in go_sentence(none, "balanced_accuracy", 0.05)
-    assert "**Go**" in go_sentence(some, "balanced_accuracy", 0.05)
+    assert "**Go**" in go_sentence(some, "balanced_accuracy", 0.05) and "lower bound" not in go_sentence(
+        some, "balanced_accuracy", 0.05)
+    short = go_sentence({**some, "ceiling_unconverged": [2, 6]}, "balanced_accuracy", 0.05)
+    assert "2 of its 6 runs did not converge" in short and "the ceiling is a lower bound" in short
 
 
 TINY = ["--data", PNEUMONIA, "--per-class", "6", "--generator", "none", "--synthetic", None,
@@ -137,6 +140,13 @@ def test_headroom_positive_control_and_recipe_change_keep_upstream_keys(tmp_path
     assert "+real@3" in r.output and ("**Go**" in r.output or "**No-go**" in r.output)
     done = {p.name for p in (out / "rep-0" / "classifiers").iterdir()}
     assert done == {"baseline-strong", "headroom-at-12", "headroom-at-all", "plus-real-at-3"}  # nothing else yet
+    runs = {a: json.loads((out / "rep-0" / "classifiers" / a / "seed-0.json").read_text()) for a in done}
+    n = {a: r["n_real_train"] for a, r in runs.items()}
+    # headroom_steps scaled: a point with k times the subset's images gets k times the steps, at most 4x
+    assert {a: r["optimizer_steps"] for a, r in runs.items()} == {
+        "baseline-strong": 2, "plus-real-at-3": 2, "headroom-at-12": round(2 * n["headroom-at-12"] / n["baseline-strong"]),
+        "headroom-at-all": 8}
+    assert "step budget scaled by its images" in (out / "headroom.md").read_text()
     r = run_cli("augment-and-train", *args, "--out", out)
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())

@@ -34,7 +34,7 @@ import torch
 
 from . import semi
 from ..classifiers.training import TrainedClassifier, TrainSettings, train_classifier
-from .config import synthetic_sources
+from .config import HEADROOM_MAX_SCALE, synthetic_sources
 
 
 class RunInputs(Protocol):
@@ -89,6 +89,10 @@ class Arm:
     def steps_per_epoch(self, inputs: RunInputs, n_images: int, batch_size: int) -> int:
         """The baseline's budget, whatever the arm adds."""
         return inputs.data.steps_per_epoch
+
+    def budget(self, settings: TrainSettings, n_images: int, n_subset: int, config: dict) -> TrainSettings:
+        """The step budget: the baseline's, whatever the arm adds."""
+        return settings
 
     def fit(self, inputs: RunInputs, args: tuple, extra) -> tuple[TrainedClassifier, dict | None]:
         """(the trained classifier, a diagnostic for the report or None): the shared classifier loop."""
@@ -148,6 +152,16 @@ class Headroom(Arm):
 
     def data(self, inputs):
         return inputs.headroom_data(self.count), None
+
+    def budget(self, settings, n_images, n_subset, config):
+        """With `headroom_steps: scaled`, steps x (its images / the subset's), between 1x and HEADROOM_MAX_SCALE x."""
+        return replace(settings, steps=headroom_steps(settings.steps, n_images, n_subset, config))
+
+
+def headroom_steps(steps: int | None, n_images: int, n_subset: int, config: dict) -> int | None:
+    if steps is None or config.get("headroom_steps", "same") != "scaled":
+        return steps
+    return round(steps * min(max(n_images / max(n_subset, 1), 1.0), HEADROOM_MAX_SCALE))
 
 
 class Synthetic(Adding):

@@ -76,7 +76,7 @@ def classifier_run(spec: ExperimentSpec, unit: Unit, data: UnitData, arm: Arm, k
     c, seed = spec.config, spec.seeds(unit).of("classifier", k)
     inputs = UnitInputs(spec, unit, data)
     (x, y), extra = arm.data(inputs)
-    settings = replace(arm.settings(spec.settings, c), classifier=arch)
+    settings = arm.budget(replace(arm.settings(spec.settings, c), classifier=arch), len(x), len(data.train_x), c)
     args = (x, y, data.val_x, data.val_y, len(spec.classes), settings, seed,
             arm.steps_per_epoch(inputs, len(x), settings.batch_size), spec.device)
     trained, diagnostic = arm.fit(inputs, args, extra)

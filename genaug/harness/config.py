@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     # the reference recipe at more labelled images per class, before any generator (headroom.py): auto, or a
     # list of per-class counts (below per_class: a share of the labelled images; above: extra real ones) and all
     "headroom": "auto",
+    # a headroom@N arm trains on more images than the subset: scaled gives it steps x (its images / the subset's),
+    # at most HEADROOM_MAX_SCALE x, so the ceiling is not cut short by the budget; same: the arms' budget
+    "headroom_steps": "scaled",
     # the classifier recipe every arm shares
     "classifier": "resnet18",  # or a comma list: each architecture trains per seed, and their ensemble is scored
     "pretrained": False, "finetune": False,  # ImageNet weights (inception-v3 always); train the backbone too
@@ -85,6 +88,8 @@ CONTROLS = ("baseline-strong", "dup", "real")
 STEP_BUDGETS = {32: 1500, 64: 1500, 10_000: 2000}
 DECISION_RULES = ("iut", "holm-all")
 PRETRAIN = ("shared", "per-replicate")
+HEADROOM_STEPS = ("scaled", "same")
+HEADROOM_MAX_SCALE = 4
 SCORED = ("final", "ema", "best")
 DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every other key must match
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
@@ -98,12 +103,12 @@ RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what th
 RECIPE_KEYS = ("steps", "warmup", "scored_model", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
                "lr_step", "lr_gamma", "weight_decay", "loss", "cr_k", "controls", "full_real", "synthetic_ratio",
                "synthetic_share", "synthetic_augment", "strong_augment", "strong_mix", "reference", "decision_rule",
-               "headroom", "alpha", "min_effect", "select_metric")
+               "headroom", "headroom_steps", "alpha", "min_effect", "select_metric")
 # settings added after experiment folders existed, with the value that reproduces how those folders ran
 LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy", "steps": None, "synthetic_share": None,
           "synthetic_augment": "classical", "reference": None, "decision_rule": "holm-all", "headroom": [],
           "warmup": 0.05, "scored_model": "best", "ema_decay": 0.999, "label_smoothing": 0.0,
-          "pretrain": "per-replicate"}
+          "pretrain": "per-replicate", "headroom_steps": "same"}
 
 
 def _number(config: dict, key: str, low: float, high: float | None) -> float:
@@ -215,6 +220,8 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         raise GenaugError(f"guidance must be a number >= 0 or a comma list of them (got {config['guidance']!r})") from None
     if not config["guidance"] or min(config["guidance"]) < 0:
         raise GenaugError(f"guidance must be a number >= 0 or a comma list of them (got {config['guidance']!r})")
+    if config["headroom_steps"] not in HEADROOM_STEPS:
+        raise GenaugError(f"headroom_steps must be {' or '.join(HEADROOM_STEPS)} (got {config['headroom_steps']!r})")
     if config["pretrain"] not in PRETRAIN:
         raise GenaugError(f"pretrain must be {' or '.join(PRETRAIN)} (got {config['pretrain']!r})")
     if str(config["edit_strength"]).strip().lower() == "mixed":

@@ -99,11 +99,32 @@ def resolve_min_effect(min_effect, summ: dict, primary: str, reference: str | No
     return value, f"{min_effect} of the measured headroom {room:+.4f}: {value:.4f}"
 
 
+def unconverged_by_arm(results: list[dict]) -> dict[str, list[int]]:
+    """{arm: [runs not converged, runs]} of classifier results."""
+    out: dict[str, list[int]] = {}
+    for r in results:
+        row = out.setdefault(r["arm"], [0, 0])
+        row[0] += r.get("converged") is False
+        row[1] += 1
+    return out
+
+
+def budget_text(config: dict) -> str:
+    """How the learning curve's points were trained, in words."""
+    from .config import HEADROOM_MAX_SCALE
+
+    if config.get("headroom_steps") == "scaled" and config.get("steps"):
+        return (f"each point with the step budget scaled by its images over the subset's (from {config['steps']} "
+                f"steps, at most {HEADROOM_MAX_SCALE}x)")
+    return "same step budget"
+
+
 def headroom_report(comps: dict, summ: dict, primary: str, reference: str | None, alpha: float,
-                    n_family: int, min_effect: float) -> dict | None:
+                    n_family: int, min_effect: float, unconverged: dict | None = None) -> dict | None:
     """What the report opens with: the learning curve, the ceiling minus the reference, the positive
     control's difference with its interval and test, the design's detectable difference, and a
-    plain go/no-go sentence. None where the experiment ran no headroom arm or positive control."""
+    plain go/no-go sentence (which says where the ceiling's runs did not converge: then the ceiling
+    is a lower bound). None where the experiment ran no headroom arm or positive control."""
     from .power import design_power
 
     curve_arms = [a for a in summ if a.startswith("headroom@")]
@@ -116,7 +137,7 @@ def headroom_report(comps: dict, summ: dict, primary: str, reference: str | None
     top = max(curve_arms, key=lambda a: mean[a]) if curve_arms else None
     out = {"reference": reference, "reference_mean": mean[reference], "curve": curve, "ceiling_arm": top,
            "ceiling_minus_reference": None if top is None else mean[top] - mean[reference], "positive": None,
-           "sentence": ""}
+           "ceiling_unconverged": (unconverged or {}).get(top) if top else None, "sentence": ""}
     if positive:
         c = comps.get(reference, {}).get(positive, {}).get(primary)
         if c is not None:
@@ -138,6 +159,10 @@ def go_sentence(h: dict, primary: str, alpha: float) -> str:
         parts.append(f"The reference ({h['reference']}) scores {h['reference_mean']:.4f} {primary}; the best "
                      f"point of the learning curve, {h['ceiling_arm']}, {h['reference_mean'] + h['ceiling_minus_reference']:.4f} "
                      f"(ceiling minus reference {h['ceiling_minus_reference']:+.4f}).")
+        missed = h.get("ceiling_unconverged")
+        if missed and missed[0]:
+            parts.append(f"{missed[0]} of its {missed[1]} runs did not converge (under 95% of their own training "
+                         "images right), so the ceiling is a lower bound: more steps could raise it.")
     pos = h["positive"]
     if pos is None:
         parts.append("No positive control was run (the source holds no labelled images beyond the subset), so "

@@ -15,7 +15,7 @@ from ..data.copies import copies_text
 from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
-from .headroom import headroom_report, resolve_min_effect
+from .headroom import budget_text, headroom_report, resolve_min_effect, unconverged_by_arm
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
 from .text import adjusted_interval, interval_methods, number as _f, p_value as _p
@@ -67,7 +67,9 @@ def write_headroom(e: ExperimentSpec, units: list[Unit]) -> dict:
     n_family = max(1, len(verdict.family_arms(c)))
     room = headroom_report(comps, analysis.summaries(by_unit), primary, c.get("reference"), alpha, n_family,
                            resolve_min_effect(c["min_effect"], analysis.summaries(by_unit), primary,
-                                              c.get("reference"))[0])
+                                              c.get("reference"))[0], unconverged_by_arm(results))
+    if room:
+        room["budget"] = budget_text(c)
     not_converged = sum(1 for r in results if r.get("converged") is False)
     text = ["# Headroom", "", room["sentence"] if room else "No headroom arm or positive control was run.", "",
             *_headroom_section(room, primary),
@@ -119,7 +121,9 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
                                    reference=reference)
     comps = judged["comparisons"]
     n_family = sum(1 for a in arm_names if verdict.augmented(a))
-    room = headroom_report(comps, summ, primary, reference, alpha, n_family, min_effect)
+    room = headroom_report(comps, summ, primary, reference, alpha, n_family, min_effect, unconverged_by_arm(results))
+    if room:
+        room["budget"] = budget_text(c)
     max_count = max(c["synthetic_per_class"])
     arm_of = {a.source: a.name for a in e.arms if a.kind == "synthetic" and a.count == max_count}
     quality = ({s: [{**read_json(quality_path(e, rep, s)), "replicate": rep.replicate, "fold": rep.fold}
@@ -304,8 +308,8 @@ def _headroom_section(h: dict | None, primary: str) -> list[str]:
     """The learning curve of the reference recipe and the positive control, before any verdict."""
     if not h:
         return []
-    lines = ["## Headroom", "", f"The reference recipe ({h['reference']}) at more labelled images per class, same "
-             f"step budget; {primary}, mean over units with its 95% t interval.", "",
+    lines = ["## Headroom", "", f"The reference recipe ({h['reference']}) at more labelled images per class, "
+             f"{h.get('budget', 'same step budget')}; {primary}, mean over units with its 95% t interval.", "",
              "| arm | mean | 95% interval |", "|---|---|---|"]
     for row in h["curve"]:
         lines.append(f"| {row['arm']} | {_f(row['mean'])} | [{_f(row['ci_low'])}, {_f(row['ci_high'])}] |")
