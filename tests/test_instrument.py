@@ -14,7 +14,7 @@ from conftest import PNEUMONIA, assert_clean_error, run_cli
 from genaug.classifiers.batches import BatchDraw
 from genaug.classifiers.training import TrainSettings, recompute_batch_norm, train_classifier
 from genaug.harness import verdict
-from genaug.harness.headroom import go_sentence
+from genaug.harness.ceiling import go_sentence
 
 
 @pytest.mark.parametrize("n_added", [3, 10, 57])
@@ -196,7 +196,7 @@ def test_bad_recipe_input_in_one_line(tmp_path):
 def test_min_effect_as_a_share_of_the_measured_headroom():
     from genaug.errors import GenaugError
     from genaug.harness.config import experiment_config
-    from genaug.harness.headroom import resolve_min_effect
+    from genaug.harness.ceiling import resolve_min_effect
 
     summ = {"baseline-strong": {"balanced_accuracy": {"mean": 0.80}},
             "headroom@100": {"balanced_accuracy": {"mean": 0.86}}, "headroom@all": {"balanced_accuracy": {"mean": 0.90}}}

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..io import read_json, write_json, write_text
 from . import analysis, timing, verdict
-from .headroom import resolve_min_effect
+from .ceiling import resolve_min_effect
 from .multilabel_stages import arm_kind, arm_names, decisions_path, result_path, sources, target_names
 from .multilabel_stats import MULTILABEL_METRICS, choose_thresholds, multilabel_metrics
 from .report import _csv, _versions

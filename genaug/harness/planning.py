@@ -15,7 +15,7 @@ import yaml
 from ..errors import GenaugError
 from ..io import read_json
 from . import analysis, verdict
-from .headroom import resolve_min_effect
+from .ceiling import resolve_min_effect
 from .power import check_power_inputs, design_power
 from .text import adjusted_interval, interval_methods, number, p_value
 

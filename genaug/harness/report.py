@@ -15,7 +15,7 @@ from ..data.copies import copies_text
 from ..data.imagesets import slug
 from ..io import read_json, sha256_file, write_json, write_text
 from . import analysis
-from .headroom import budget_text, headroom_report, resolve_min_effect, unconverged_by_arm
+from .ceiling import budget_text, headroom_report, resolve_min_effect, unconverged_by_arm
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
 from .text import adjusted_interval, interval_methods, number as _f, p_value as _p
