@@ -586,7 +586,7 @@ def compare(first, second, metric, out):
 
     Refused unless both drew the same real subsets and used the same generators.
     """
-    from .harness.compare import compare_experiments, render
+    from .harness.report.compare import compare_experiments, render
     from .io import write_json, write_text
 
     result = compare_experiments(first, second, metric)
@@ -605,7 +605,7 @@ def status(experiment_dir, as_json):
     recorded and running, and the stage time ahead at the mean of the recorded ones."""
     import json
 
-    from .harness.progress import progress, render
+    from .harness.run.progress import progress, render
 
     result = progress(experiment_dir)
     click.echo(json.dumps(result, indent=2) if as_json else render(result))
@@ -620,7 +620,7 @@ def status(experiment_dir, as_json):
 def pack(experiment_dir, archive, without_weights):
     """Pack an augment-and-train folder into ARCHIVE (.tar.gz) to continue it elsewhere: unpack it
     there (`tar xzf`) and run the same augment-and-train command with --out at the unpacked folder."""
-    from .harness.pack import pack as pack_folder
+    from .harness.run.pack import pack as pack_folder
 
     counts = pack_folder(experiment_dir, archive, without_weights)
     left = counts["left_out"]
@@ -644,7 +644,7 @@ def pack(experiment_dir, archive, without_weights):
               help="Units to give the smallest detectable effect for  [default: the experiment's, or 6 with --sd]")
 def plan(experiment_dir, sd, effect, power, alpha, family, replicates):
     """Power and replicates needed: from a finished experiment's paired differences, or from --sd."""
-    from .harness import planning
+    from .harness.stats import planning
 
     if (experiment_dir is None) == (sd is None):
         raise GenaugError("give --experiment DIR (a pilot) or --sd S, one of the two")

@@ -1,7 +1,7 @@
-"""Simulated coverage of the interval methods the report may print (writes genaug/harness/coverage.json).
+"""Simulated coverage of the interval methods the report may print (writes genaug/harness/stats/coverage.json).
 
 python scripts/coverage_sim.py [--sims 2000] [--resamples 1999]; prints one JSON line with the table
-and the wall time. The report reads the committed table (see genaug/harness/coverage.py).
+and the wall time. The report reads the committed table (see genaug/harness/stats/coverage.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 
-from genaug.harness import coverage
+from genaug.harness.stats import coverage
 from genaug.io import write_json
 
 

@@ -4,7 +4,7 @@
 
 Each folder with a results.csv and config.yaml gets `verdict.md`: the answer, the family's
 Holm-adjusted intervals and decisions, and the power table, computed from the long table alone
-(genaug.harness.planning.rejudge). A comparison of two of them (`ce-vs-cr.md`) is redone from
+(genaug.harness.stats.planning.rejudge). A comparison of two of them (`ce-vs-cr.md`) is redone from
 their report.json files with `genaug compare`'s rule. Prints one JSON line per folder.
 """
 
@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from genaug.harness import planning
-from genaug.harness.compare import compare_experiments, render
+from genaug.harness.stats import planning
+from genaug.harness.report.compare import compare_experiments, render
 from genaug.io import write_json, write_text
 
 

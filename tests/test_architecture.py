@@ -81,3 +81,25 @@ def test_layers_import_only_what_comes_before_them():
              if layer_of(m) in LAYERS and layer_of(w) in LAYERS.keys() | {"runs", "config", "cli"}
              and layer_of(w) != layer_of(m) and layer_of(w) not in LAYERS[layer_of(m)]]
     assert wrong == []
+
+
+HARNESS = ("design", "stats", "stages", "run", "report", "experiment")  # the order data flows through the harness
+
+
+def test_the_harness_parts_import_only_what_comes_before_them():
+    """design < stats < stages < run < report < experiment.py, each part a sub-package whose
+    docstring says what it holds (harness/__init__.py names the order)."""
+    import importlib
+
+    def part(module: str) -> str | None:
+        bits = module.split(".")
+        return bits[2] if len(bits) > 2 and bits[1] == "harness" else None
+
+    graph = import_graph()
+    wrong = [f"{m} -> {t}" for m, targets in graph.items() for t in targets
+             if part(m) in HARNESS and part(t) in HARNESS and HARNESS.index(part(t)) > HARNESS.index(part(m))]
+    assert wrong == []
+    assert {part(m) for m in graph if part(m)} == set(HARNESS)  # nothing beside the parts
+    for name in HARNESS[:-1]:
+        doc = importlib.import_module(f"genaug.harness.{name}").__doc__
+        assert doc and len(doc) > 80, name

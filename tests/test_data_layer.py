@@ -50,8 +50,8 @@ def test_group_by_oct2017_keeps_each_patient_on_one_side_of_every_split_and_carv
 
 def test_experiment_carve_is_patient_disjoint(tmp_path):
     from genaug.harness.experiment import Experiment, experiment_config
-    from genaug.harness.spec import Unit
-    from genaug.harness.unit_data import validation_plan
+    from genaug.harness.design.spec import Unit
+    from genaug.harness.stages.unit_data import validation_plan
 
     config = experiment_config(None, {"per_class": 6, "val_fraction": 0.34, "image_size": 32, "group_by": "oct2017",
                                       "generators": [], "seeds": 1})

@@ -123,7 +123,7 @@ def test_the_edit_gate_judges_an_edit_against_every_real_image_but_its_own_sourc
     is not, and its similarity to its source is reported per strength."""
     import numpy as np
 
-    from genaug.harness import acceptance
+    from genaug.metrics import acceptance
     from genaug.metrics.similarity import pixel_similarity
 
     g = torch.Generator().manual_seed(0)
@@ -184,8 +184,8 @@ def test_ddpm_edit_in_an_experiment_pretrains_once_and_each_replicate_edits_its_
     on), each replicate's conditional fine-tune starting from it; one source per strength (the dose-response
     line), each edit of the replicate's own training images; the gate's source similarity in the report."""
     from genaug.harness.experiment import Experiment
-    from genaug.harness.stages import plan
-    from genaug.harness.store import Store
+    from genaug.harness.run.plan import plan
+    from genaug.harness.run.store import Store
     from genaug.io import read_json
 
     from conftest import PNEUMONIA

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from genaug.data import load_split, open_source, save_png
-from genaug.harness.stats import holm, paired_difference, wilcoxon_min_p
-from genaug.harness.store import Store
+from genaug.harness.stats.paired import holm, paired_difference, wilcoxon_min_p
+from genaug.harness.run.store import Store
 from genaug.io import package_digest
 
 from conftest import PNEUMONIA, assert_clean_error, run_cli
@@ -70,7 +70,7 @@ def test_zero_variance_difference_gets_no_p_value_and_says_why():
 
 
 def test_spearman_p_is_exact_for_a_handful_of_points():
-    from genaug.harness.analysis import spearman
+    from genaug.harness.stats.analysis import spearman
 
     assert spearman([1, 2, 3], [0.1, 0.2, 0.3]) == pytest.approx((1.0, 1 / 3))  # scipy's t approximation: p = 0
     # rho = 1 - 6 sum d^2 / 120 >= 0.8 for 8 of the 120 orders (sum d^2 = 0: 1, 2: 4, 4: 3): two-sided 16 / 120
@@ -133,7 +133,7 @@ def test_a_folder_packed_without_weights_continues_elsewhere_retraining_only_wha
     weights are gone, only the generator whose samples were lost retrains, and the results are equal."""
     import tarfile
 
-    from genaug.harness.progress import progress
+    from genaug.harness.run.progress import progress
 
     r = run_cli("pack", tiny, tmp_path / "exp.tar.gz", "--without-weights")
     assert r.exit_code == 0 and "weight files" in r.output, r.output
@@ -216,8 +216,8 @@ def test_two_drivers_on_one_folder_never_compute_a_stage_twice(tiny, tmp_path):
 def test_the_spec_is_data_any_process_can_run_a_stage_from(tiny):
     import pickle
 
-    from genaug.harness.spec import ExperimentSpec
-    from genaug.harness.stages import done, plan
+    from genaug.harness.design.spec import ExperimentSpec
+    from genaug.harness.run.plan import done, plan
 
     spec = ExperimentSpec.from_json((tiny / "spec.json").read_text())
     assert pickle.loads(pickle.dumps(spec)) == spec and spec.classes == ("normal", "pneumonia")
@@ -335,7 +335,7 @@ def test_external_synthetic_folder_goes_through_acceptance_and_arms(tmp_path):
 
 
 def test_runs_from_genaug_train_are_reused_and_incompatible_ones_refused(tmp_path):
-    from genaug.harness.seeds import Seeds
+    from genaug.harness.design.seeds import Seeds
 
     subset_seed = Seeds(0, 0).of("subset")  # the seed replicate 0 of an experiment with --seed 0 draws its subset with
     common = ["--data", PNEUMONIA, "--class", "all", "--seed", subset_seed, "--steps", "5", "--batch-size", "4",
@@ -445,7 +445,7 @@ def test_explain_bad_input(tiny, tmp_path):
 def test_report_says_where_the_time_went(tiny):
     """Every stage task that computed recorded its wall time once; the report sums them per stage
     type and finds the critical path through the tasks' inputs."""
-    from genaug.harness.timing import critical_path
+    from genaug.harness.run.timing import critical_path
 
     t = _json(tiny / "report.json")["timings"]
     assert t["generator"]["count"] == 4 and t["samples"]["count"] == 4  # 2 replicates x 2 classes
@@ -475,7 +475,7 @@ def test_status_counts_recorded_running_and_the_time_ahead(tiny, tmp_path):
     """`genaug status`: a finished folder has every planned task recorded; with three classifier records
     gone and one of them leased, it counts them, names the running one and puts the time ahead at three
     times the mean of the recorded classifier runs."""
-    from genaug.harness.progress import progress
+    from genaug.harness.run.progress import progress
 
     finished = progress(tiny)
     assert finished["done"] == finished["planned"] == 34 and finished["report"] and finished["left_s"] == 0
@@ -505,11 +505,11 @@ def test_the_confidence_filter_is_trained_once_per_unit_and_decides_for_every_so
     decisions are the reloaded filter's probabilities against confidence_tau."""
     from genaug.classifiers import networks
     from genaug.classifiers.networks import load_classifier
-    from genaug.harness.accepted import decisions_path
+    from genaug.harness.stages.accepted import decisions_path
     from genaug.classifiers.inference import predict_proba
-    from genaug.harness.generation import synthetic_set
-    from genaug.harness.spec import ExperimentSpec
-    from genaug.harness.stages import unit_subset
+    from genaug.harness.stages.generation import synthetic_set
+    from genaug.harness.design.spec import ExperimentSpec
+    from genaug.harness.run.plan import unit_subset
 
     saved = []
     original = networks.save_classifier

@@ -12,13 +12,13 @@ from scipy import stats
 
 from genaug.data import draw_subset, load_split, open_source
 from genaug.errors import GenaugError
-from genaug.harness import acceptance
+from genaug.metrics import acceptance
 from genaug.classifiers.inference import predict_proba
 from genaug.classifiers.training import TrainSettings, train_classifier
 from genaug.classifiers.networks import build_classifier
 from genaug.harness.experiment import Experiment, experiment_config
 from genaug.classifiers.losses import confusion_rates, cr_cross_entropy
-from genaug.harness.stats import paired_difference
+from genaug.harness.stats.paired import paired_difference
 from genaug.classifiers.metrics import classification_metrics
 from genaug.metrics.similarity import cosine_similarity
 from genaug.metrics.fidelity import ImageSet, compute_metrics, inception_features

@@ -13,8 +13,8 @@ import torch
 from conftest import PNEUMONIA, assert_clean_error, run_cli
 from genaug.classifiers.batches import BatchDraw
 from genaug.classifiers.training import TrainSettings, recompute_batch_norm, train_classifier
-from genaug.harness import verdict
-from genaug.harness.ceiling import go_sentence
+from genaug.harness.stats import verdict
+from genaug.harness.stats.ceiling import go_sentence
 
 
 @pytest.mark.parametrize("n_added", [3, 10, 57])
@@ -61,14 +61,14 @@ def test_final_model_batch_norm_statistics_are_those_of_the_real_training_images
 
 
 def _pair(diffs):
-    from genaug.harness.stats import paired_difference
+    from genaug.harness.stats.paired import paired_difference
 
     return paired_difference(list(diffs), [0.0] * len(diffs))
 
 
 def test_intersection_union_rule_by_hand(monkeypatch):
     """An arm better than two references at p 0.03 each is a claim; two such arms go through Holm."""
-    from genaug.harness import verdict as v
+    from genaug.harness.stats import verdict as v
 
     def fake(treated, base, *a, **k):
         return {"n": 6, "nonzero": 6, "mean_diff": 0.02, "diffs": [0.01, 0.02, 0.03, 0.02, 0.01, 0.03],
@@ -130,8 +130,8 @@ def _external(tmp_path):
 
 
 def test_headroom_positive_control_and_recipe_change_keep_upstream_keys(tmp_path):
-    from genaug.harness.spec import ExperimentSpec
-    from genaug.harness.stages import plan
+    from genaug.harness.design.spec import ExperimentSpec
+    from genaug.harness.run.plan import plan
 
     args = [str(a) if a is not None else f"ext={_external(tmp_path)}" for a in TINY]
     out = tmp_path / "exp"
@@ -154,9 +154,9 @@ def test_headroom_positive_control_and_recipe_change_keep_upstream_keys(tmp_path
     # +real@3 never holds a subset, validation or test item
     manifest = json.loads((out / "rep-0" / "manifest.json").read_text())
     spec = ExperimentSpec.from_json((out / "spec.json").read_text())
-    from genaug.harness.headroom import extra_real
-    from genaug.harness.stages import unit_subset
-    from genaug.harness.spec import Unit
+    from genaug.harness.stages.headroom import extra_real
+    from genaug.harness.run.plan import unit_subset
+    from genaug.harness.design.spec import Unit
     from genaug.data.unlabeled import candidates
 
     data = unit_subset(spec, Unit(0))
@@ -195,8 +195,8 @@ def test_bad_recipe_input_in_one_line(tmp_path):
 
 def test_min_effect_as_a_share_of_the_measured_headroom():
     from genaug.errors import GenaugError
-    from genaug.harness.config import experiment_config
-    from genaug.harness.ceiling import resolve_min_effect
+    from genaug.harness.design.config import experiment_config
+    from genaug.harness.stats.ceiling import resolve_min_effect
 
     summ = {"baseline-strong": {"balanced_accuracy": {"mean": 0.80}},
             "headroom@100": {"balanced_accuracy": {"mean": 0.86}}, "headroom@all": {"balanced_accuracy": {"mean": 0.90}}}

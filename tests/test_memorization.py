@@ -8,7 +8,7 @@ import torch
 
 from genaug.data import draw_subset, load_split, open_source
 from genaug.errors import GenaugError
-from genaug.harness import acceptance
+from genaug.metrics import acceptance
 from genaug.metrics import memorization as gate
 from genaug.metrics.fidelity import inception_features
 from genaug.metrics.similarity import cosine_similarity, pixel_similarity, top_k

@@ -174,7 +174,7 @@ def test_multilabel_carve_folds_and_the_positives_draw_are_patient_disjoint_and_
 def test_multilabel_metrics_against_scikit_learn_on_hand_made_predictions():
     from sklearn import metrics as skm
 
-    from genaug.harness.multilabel_stats import choose_thresholds, multilabel_metrics
+    from genaug.classifiers.multilabel_metrics import choose_thresholds, multilabel_metrics
 
     y = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1]])
     p = np.array([[.9, .2, .7], [.3, .8, .4], [.6, .4, .2], [.1, .3, .9], [.8, .1, .6], [.4, .7, .5]])
@@ -264,7 +264,7 @@ def test_the_multilabel_classifier_trains_sigmoid_outputs_with_bce_and_selects_b
 
     from genaug.classifiers.inference import predict_proba
     from genaug.classifiers.training import TrainSettings
-    from genaug.harness.multilabel_classifier import mix_multi_hot, positive_weights, train_multilabel
+    from genaug.classifiers.multilabel_kind import mix_multi_hot, positive_weights, train_multilabel
 
     source = open_source(str(NIH / "labels.csv"))
     train = source.splits["train"]

@@ -8,10 +8,10 @@ import pytest
 
 from genaug.errors import GenaugError
 from genaug.harness.experiment import Experiment, experiment_config
-from genaug.harness.multilabel_report import PER_LABEL
-from genaug.harness.multilabel_stages import rare_weights, set_agreement, targeted_label_sets
-from genaug.harness.multilabel_stats import choose_thresholds, multilabel_metrics
-from genaug.harness.store import Store
+from genaug.harness.report.multilabel_report import PER_LABEL
+from genaug.harness.stages.multilabel_stages import rare_weights, set_agreement, targeted_label_sets
+from genaug.classifiers.multilabel_metrics import choose_thresholds, multilabel_metrics
+from genaug.harness.run.store import Store
 from genaug.io import read_json
 
 from conftest import SHARED
@@ -161,7 +161,7 @@ def test_explain_draws_heatmaps_per_label_on_test_images_that_carry_it(tiny, tmp
 def test_genaug_plan_reads_a_finished_multilabel_experiment():
     """The committed nih1000 report (6 replicates): the power table on macro AUROC from its results.csv."""
     from conftest import REPO
-    from genaug.harness import planning
+    from genaug.harness.stats import planning
 
     plan = planning.plan_from_experiment(REPO / "samples" / "reports" / "nih1000-multilabel")
     assert plan["primary_metric"] == "macro_auroc" and plan["unit"] == "replicate"
@@ -171,7 +171,7 @@ def test_genaug_plan_reads_a_finished_multilabel_experiment():
 
 
 def test_seed_ensembles_score_the_averaged_probabilities_with_thresholds_on_the_averaged_validation():
-    from genaug.harness.multilabel_report import ensembles
+    from genaug.harness.report.multilabel_report import ensembles
 
     rng = np.random.default_rng(0)
     names = ["A", "B"]
@@ -191,7 +191,7 @@ def test_the_confidence_filter_is_one_per_unit_and_decides_for_both_sources(tiny
     memorisation gate whose predicted label set agrees with their own, by the reloaded filter."""
     from genaug.classifiers.inference import predict_proba
     from genaug.classifiers.networks import load_classifier
-    from genaug.harness.multilabel_stages import decisions_path, set_agreement, synthetic_set
+    from genaug.harness.stages.multilabel_stages import decisions_path, set_agreement, synthetic_set
 
     e, _ = tiny
     unit, data = e.spec.units()[0], e.unit_data(0)

@@ -91,7 +91,7 @@ def test_ddpm_finetune_starts_each_class_from_the_pretrained_weights(tmp_path, i
 
 
 def test_the_gate_rejects_a_sample_that_copies_a_pool_image(images):
-    from genaug.harness import acceptance
+    from genaug.metrics import acceptance
     from genaug.metrics.similarity import pixel_similarity
 
     real, labels, pool = images
@@ -113,7 +113,7 @@ def test_the_gate_rejects_a_sample_that_copies_a_pool_image(images):
 
 
 def test_label_fidelity_of_a_classifier_that_always_says_one_class():
-    from genaug.harness.teacher import label_fidelity
+    from genaug.harness.stages.teacher import label_fidelity
 
     always_normal = np.tile([0.9, 0.1], (6, 1))
     out = label_fidelity(always_normal, torch.tensor([0, 0, 0, 1, 1, 1]), ["normal", "pneumonia"])
@@ -190,8 +190,8 @@ def test_bad_pool_inputs_are_refused_in_one_line_with_nothing_written(tmp_path):
 
 def test_with_semi_mpl_the_mpl_teacher_labels_the_pool_and_scores_label_fidelity_too(tmp_path):
     from genaug.harness.experiment import Experiment, experiment_config
-    from genaug.harness.spec import Unit
-    from genaug.harness.teacher import pool_probs, teacher_fidelity, teacher_folder, train_teacher
+    from genaug.harness.design.spec import Unit
+    from genaug.harness.stages.teacher import pool_probs, teacher_fidelity, teacher_folder, train_teacher
 
     config = experiment_config(None, {"per_class": 10, "generators": ["ddpm-pseudo"], "unlabeled": 48,
                                       "semi": ["mpl"], "semi_settings": {"finetune_epochs": 1}, "steps": 2,

@@ -305,7 +305,7 @@ def test_cv_experiment_generators_never_see_a_folds_held_out_images(tmp_path):
 
 
 def test_pair_confusion_on_a_hand_example():
-    from genaug.harness.analysis import pair_confusion
+    from genaug.harness.stats.analysis import pair_confusion
 
     cm = [[8, 2, 0], [1, 9, 0], [0, 5, 5]]  # rows: true a, b, c
     runs = [{"arm": "baseline", "test": {"confusion_matrix": cm}}]

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from genaug.harness.store import Store
+from genaug.harness.run.store import Store
 
 from conftest import PNEUMONIA, assert_clean_error, run_cli
 
@@ -131,7 +131,7 @@ def test_sigterm_to_a_ray_driver_cancels_its_tasks_and_keeps_what_finished(runs,
 def test_on_a_joined_cluster_an_interrupt_cancels_only_the_tasks_that_have_not_finished(cluster):
     import time
 
-    from genaug.harness.ray_executor import RayBackend
+    from genaug.harness.run.ray_executor import RayBackend
 
     @ray.remote(num_cpus=0)
     def sleep(seconds):
@@ -152,7 +152,7 @@ def test_a_worker_whose_genaug_is_not_the_drivers_refuses_the_task_in_one_line(c
     """A stage task carries the driver's code digest and checks it before it computes anything; the
     worker of this test runs the same files, so only a digest that differs is refused."""
     from genaug.errors import GenaugError
-    from genaug.harness.ray_executor import _run_task, check_code
+    from genaug.harness.run.ray_executor import _run_task, check_code
     from genaug.io import package_digest
 
     assert ray.get(ray.remote(num_cpus=0)(check_code).remote(package_digest())) is None

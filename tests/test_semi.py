@@ -16,10 +16,10 @@ from genaug.data import draw_subset, open_source
 from genaug.data.unlabeled import candidates, draw_unlabeled
 from genaug.errors import GenaugError
 from genaug.generators.training import TrainingInterrupted
-from genaug.harness import semi
+from genaug.classifiers import semi
 from genaug.classifiers.inference import predict_proba
 from genaug.classifiers.training import TrainSettings, train_classifier
-from genaug.harness.unit_data import pseudo_label_check
+from genaug.harness.stages.unit_data import pseudo_label_check
 from genaug.harness.experiment import Experiment, experiment_config
 
 from conftest import OCT, PNEUMONIA, assert_clean_error, run_cli

@@ -10,8 +10,11 @@ import torch
 from scipy import stats
 
 from genaug.errors import GenaugError
-from genaug.harness import coverage, planning, power, verdict
-from genaug.harness.seeds import STAGES, Seeds
+from genaug.harness.stats import coverage
+from genaug.harness.stats import planning
+from genaug.harness.stats import power
+from genaug.harness.stats import verdict
+from genaug.harness.design.seeds import STAGES, Seeds
 
 from conftest import REPO, assert_clean_error, run_cli
 
@@ -47,7 +50,7 @@ def test_holm_equals_statsmodels_on_random_families_and_in_the_verdict(monkeypat
     import gc
 
     from statsmodels.stats.multitest import multipletests  # the dev extra installs it: no skip
-    from genaug.harness.stats import holm
+    from genaug.harness.stats.paired import holm
 
     # multipletests runs gc.collect() on every call: 0.1-0.8 s each in a test worker whose heap
     # holds torch and earlier tests' objects (177 s for this test in the suite); nothing here needs it
@@ -128,7 +131,7 @@ def test_coverage_simulation_decides_the_intervals():
     assert table["t"]["normal"]["3"] == pytest.approx(coverage.simulate("t", 3, "normal", sims=20000), abs=0.01)
     assert not any(coverage.bootstrap_allowed(n) for n in (3, 5, 10, 20))
     assert "at 5 units" in coverage.describe("t", 6) and "95.1% normal" in coverage.describe("t", 5)
-    from genaug.harness.stats import paired_difference
+    from genaug.harness.stats.paired import paired_difference
 
     r = paired_difference([0.61, 0.72, 0.80], [0.5, 0.6, 0.7])
     assert math.isnan(r["boot_low"]) and not math.isnan(r["ci_low"])  # no bootstrap interval at 3 units
@@ -218,7 +221,7 @@ def test_plan_bad_input_is_one_line(args, message):
 def test_mpl_reward_is_exactly_zero_when_the_student_does_not_move():
     """The reward compares the student before and after its step on the same batch composition, with
     its batch-norm running statistics untouched by the reward pass."""
-    from genaug.harness import semi
+    from genaug.classifiers import semi
     from genaug.classifiers.training import TrainSettings, build_training
 
     torch.manual_seed(0)
@@ -242,7 +245,7 @@ def test_mpl_reward_is_exactly_zero_when_the_student_does_not_move():
 
 
 def test_config_refuses_bad_decision_settings():
-    from genaug.harness.config import experiment_config
+    from genaug.harness.design.config import experiment_config
 
     for key, value, message in (("alpha", 1.5, "alpha must be a number between 0 and 1"),
                                 ("min_effect", -0.01, "min_effect must be a number above 0"),
@@ -314,9 +317,9 @@ def test_a_folder_of_an_earlier_version_resumes_with_its_own_seeds_and_settings(
     import yaml
 
     from conftest import PNEUMONIA
-    from genaug.harness import acceptance
+    from genaug.metrics import acceptance
     from genaug.harness.experiment import Experiment, experiment_config
-    from genaug.harness.spec import Unit
+    from genaug.harness.design.spec import Unit
 
     config = experiment_config(None, {"per_class": 10, "generators": [], "seeds": 1})
     first = Experiment(str(PNEUMONIA), tmp_path, dict(config), progress=False)
@@ -338,7 +341,7 @@ def test_a_folder_of_an_earlier_version_resumes_with_its_own_seeds_and_settings(
 def test_gate_calibration_leaves_out_held_out_images_of_training_patients():
     from types import SimpleNamespace
 
-    from genaug.harness.unit_data import UnitData
+    from genaug.harness.stages.unit_data import UnitData
 
     rep = SimpleNamespace(train_items=[{"id": "a", "group": "p1"}, {"id": "b", "group": "p2"}],
                           val_items=[{"id": "c", "group": "p2"}, {"id": "d", "group": "p3"}, {"id": "e", "group": "p1"}])
@@ -349,9 +352,9 @@ def test_gate_calibration_leaves_out_held_out_images_of_training_patients():
 
 def test_arm_registry_one_small_class_per_arm():
     """Each arm overrides only what it changes; the kinds drive the report's family and tables."""
-    from genaug.harness import arms as arm_module
+    from genaug.harness.design import arms as arm_module
     from genaug.classifiers.training import TrainSettings
-    from genaug.harness.config import experiment_config
+    from genaug.harness.design.config import experiment_config
 
     config = experiment_config(None, {"generators": ["vae"], "full_real": True, "semi": ["pseudo", "mpl"],
                                       "unlabeled": 100})

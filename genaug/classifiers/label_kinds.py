@@ -2,7 +2,7 @@
 (CutMix/MixUp), how the model is scored on held-out images, and how well it fits its training
 images. `SingleLabel` is one class per image (softmax cross-entropy, or the CR loss); the
 multi-label kind (sigmoid binary cross-entropy) lives with the multi-label harness
-(`harness/multilabel_classifier.py`), which supplies the same methods."""
+(`multilabel_kind.py`), which supplies the same methods."""
 
 from __future__ import annotations
 

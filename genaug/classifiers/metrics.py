@@ -1,6 +1,6 @@
 """Metrics of one classifier on one test set: accuracy, balanced accuracy, macro F1, one-vs-rest
 AUROC, Cohen's kappa, sensitivity and specificity per class, and the composite final score
-(scikit-learn's metrics). The harness compares them across arms and replicates (harness/stats.py)."""
+(scikit-learn's metrics). The harness compares them across arms and replicates (harness/stats/paired.py)."""
 
 from __future__ import annotations
 

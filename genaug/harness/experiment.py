@@ -1,8 +1,8 @@
 """`augment-and-train`: does adding accepted synthetic images improve the classifier?
 
 The driver: it resolves the settings into a frozen spec (spec.py), checks them against the folder,
-plans the stage tasks (stages.py), runs them in this process or on Ray (executor.py,
-ray_executor.py) and writes the report from what the stages stored (report.py). An experiment
+plans the stage tasks (run/plan.py), runs them in this process or on Ray (run/executor.py,
+run/ray_executor.py) and writes the report from what the stages stored (report/writer.py). An experiment
 folder holds its settings (`config.yaml`, `history.json`), one folder per unit (`rep-<r>/`, or
 `rep-<r>/fold-<f>/` with cross-validation) with every stage's outputs, the store's records
 (`stages/`), and the report. Replicates repeat everything random; inside each, classifier seeds are
@@ -33,15 +33,15 @@ from ..generators.registry import get_family
 from ..generators.training import TRAIN_DEFAULTS, main_thread, raise_interrupt
 from ..io import read_json, write_json, write_text
 from ..runs import check_pool
-from .config import (DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RECIPE_KEYS, RUN_KEYS, helper_recipe,
+from .design.config import (DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RECIPE_KEYS, RUN_KEYS, helper_recipe,
                      legacy_helper_recipe, resolve_reference, step_budget)
-from .headroom import available_per_class, check_extra_real, default_headroom
-from .config import experiment_config  # noqa: F401 - part of this module's API
-from .executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
-from .generation import check_runs, generator_config
-from .multilabel_stages import check_multilabel, check_single_label
-from .spec import ExperimentSpec, Unit, copies_at, remember_source
-from .stages import adopt, plan, unit_subset
+from .stages.headroom import available_per_class, check_extra_real, default_headroom
+from .design.config import experiment_config  # noqa: F401 - part of this module's API
+from .run.executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
+from .stages.generation import check_runs, generator_config
+from .stages.multilabel_stages import check_multilabel, check_single_label
+from .design.spec import ExperimentSpec, Unit, copies_at, remember_source
+from .run.plan import adopt, plan, unit_subset
 
 FLIP_SAFE_KINDS = {"cifar10", "fashion-mnist"}  # natural images; medical and folder sources: flips off
 
@@ -234,8 +234,8 @@ class Experiment:
         """Every stage not done yet, in this process or (`ray`: "local", "auto" or an address) as Ray
         tasks, then the report. A stage that fails is named, the others finish, and the run then
         stops with a one-line error naming what failed; every finished stage is kept."""
-        from .multilabel_report import write_multilabel_report
-        from .report import write_headroom, write_report
+        from .report.multilabel_report import write_multilabel_report
+        from .report.writer import write_headroom, write_report
 
         self.preflight()
         self.check_settings()
@@ -248,7 +248,7 @@ class Experiment:
             if ray is None:
                 backend = InProcess(self.spec, owner)
             else:
-                from .ray_executor import RayBackend
+                from .run.ray_executor import RayBackend
 
                 backend = RayBackend(self.spec, owner, ray)
             # after ray.init, whose own SIGTERM handler would end the driver without cancelling its tasks
