@@ -231,6 +231,14 @@ def test_the_spec_is_data_any_process_can_run_a_stage_from(tiny):
     without = replace(spec, config_json=json.dumps({k: v for k, v in config.items() if k != "given_split"}))
     ignore = replace(spec, config_json=json.dumps({**config, "given_split": "ignore"}))
     assert without.settings_hash == spec.settings_hash != ignore.settings_hash
+    # so do the settings added since (a classifier's key too), at the values earlier folders ran with
+    added = ("headroom_steps", "pretrain", "edit_strength")
+    before = replace(spec, config_json=json.dumps({k: v for k, v in config.items() if k not in added}))
+    older = replace(spec, config_json=json.dumps({**config, "headroom_steps": "same", "pretrain": "per-replicate",
+                                                  "edit_strength": "mixed"}))
+    scaled = replace(spec, config_json=json.dumps({**config, "headroom_steps": "scaled"}))
+    assert older.stage_hash("classifier") == before.stage_hash("classifier") != scaled.stage_hash("classifier")
+    assert older.upstream_hash == before.upstream_hash
 
 
 def test_leases_one_holder_a_dead_holder_superseded_a_retry_takes_its_own(tmp_path):

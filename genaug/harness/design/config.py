@@ -96,7 +96,8 @@ OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is 
 # settings added after the store (run/plan.py) keyed finished stages, with the value that reproduces what those
 # stages computed: left out of the key at that value, so a folder started before them resumes instead of starting over
 ADDED_SINCE_STORE = {"given_split": "use", "split_folders": None, "label_columns": None, "target_labels": None, "pos_weight": False,
-                     "labelled_images": None, "edit_strength": "mixed", "pretrain": "per-replicate"}
+                     "labelled_images": None, "edit_strength": "mixed", "pretrain": "per-replicate",
+                     "headroom_steps": "same"}
 RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
 # what only the arms' classifier runs read (and the report, from their results): a change re-runs the classifiers
 # and nothing upstream of them (run/plan.py keys every other stage without these)
