@@ -158,3 +158,21 @@ def test_npz_copies_refused_and_either_way_out(tmp_path):
     resplit = open_source(str(path), given_split="ignore")
     side = {i: s for s in ("train", "test") for i in resplit.split(s).ids}
     assert side[5] == side[40 + 8]  # train 5 and its test copy (position 48 in the pooled arrays) together
+
+
+@pytest.mark.parametrize("columns", ["label", "effusion,nodule"])
+def test_label_files_with_a_split_column_are_checked_for_copies_too(tmp_path, columns):
+    """A label file (one label, or several per image) whose test rows copy a training row's image:
+    refused in one line, nothing read further; drop-copies drops the test-side copy."""
+    _images(tmp_path / "images", 12, seed=3)
+    (tmp_path / "images" / "copy.png").write_bytes((tmp_path / "images" / "img0.png").read_bytes())
+    rows = [f"path,{columns},split"]
+    for i in range(12):
+        values = f"{'ab'[i % 2]}" if columns == "label" else f"{i % 2},{int(i % 3 == 0)}"
+        rows.append(f"images/img{i}.png,{values},{'train' if i < 8 else 'test'}")
+    rows.append(f"images/copy.png,{'a' if columns == 'label' else '1,1'},test")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(GenaugError, match=r"1 test image\(s\) are byte-identical copies .*images/copy.png"):
+        open_source(str(tmp_path / "labels.csv"))
+    kept = open_source(str(tmp_path / "labels.csv"), given_split="drop-copies")
+    assert "images/copy.png" not in kept.split("test").ids and len(kept.split("test").ids) == 4
