@@ -207,3 +207,23 @@ def test_min_effect_as_a_share_of_the_measured_headroom():
     for bad in ("150%", "x%", "-1"):
         with pytest.raises(GenaugError, match="min_effect must be"):
             experiment_config(None, {"min_effect": bad})
+
+
+def test_the_default_learning_curve_ends_at_a_balanced_ceiling_on_an_imbalanced_split():
+    """PneumoniaMNIST's train split is 74% pneumonia, so `all` would be a ceiling that leans towards one
+    class (its headroom@all scored below the reference): auto ends at the most images per class a
+    balanced draw leaves instead; a balanced split keeps `all`."""
+    import numpy as np
+
+    from genaug.data import open_source
+    from genaug.data.sources import ArraySource
+    from genaug.harness.stages.headroom import default_headroom
+
+    pneumonia = open_source(str(PNEUMONIA))
+    normal = int((pneumonia.split("train").labels == 0).sum())
+    assert default_headroom(pneumonia, [0, 1], {"per_class": 50}) == [100, 500, 50 + (normal - 50) // 2]
+    rng = np.random.default_rng(0)
+    balanced = ArraySource("b", "npz", {"train": (rng.integers(0, 256, (400, 8, 8), dtype=np.uint8),
+                                                  np.arange(400) % 2)}, ["a", "b"])
+    assert default_headroom(balanced, [0, 1], {"per_class": 10}) == [20, "all"]  # 10x would not leave half to spare
+    assert default_headroom(balanced, [0, 1], {"per_class": 200}) == [50, 100]  # nothing beyond: inside the set

@@ -28,14 +28,26 @@ def available_per_class(source, source_labels: list[int], per_class: int) -> int
     return int(min((labels == k).sum() for k in source_labels)) - per_class
 
 
+IMBALANCED = 1.5  # largest over smallest class count of the train split above which `all` is no ceiling
+
+
 def default_headroom(source, source_labels: list[int], config: dict) -> list:
-    """2x and 10x the labelled count per class and all of the split where the source holds them (with
-    half its extra images to spare, as keeping patients apart removes some); a learning curve inside
-    the labelled set (25% and 50% of it) where it holds no more."""
+    """2x and 10x the labelled count per class where the source holds them (with half its extra images
+    to spare, as keeping patients apart removes some), then the ceiling: all of the split where its
+    classes are about balanced, else the most images per class a balanced draw leaves (a classifier on
+    a split that is 74% one class leans towards it and loses balanced accuracy, as PneumoniaMNIST's
+    headroom@all did); a learning curve inside the labelled set (25% and 50% of it) where the
+    source holds no more."""
     n, left = int(config["per_class"]), available_per_class(source, source_labels, int(config["per_class"]))
     if left <= 0:
         return sorted({max(2, round(n * 0.25)), max(2, round(n * 0.5))} - {n})
-    return [k for k in (2 * n, 10 * n) if k - n <= left // 2] + ["all"]
+    points = [k for k in (2 * n, 10 * n) if k - n <= left // 2]
+    labels = np.asarray([int(y) for y in source.split("train").labels])
+    counts = [int((labels == k).sum()) for k in source_labels]
+    if max(counts) <= IMBALANCED * min(counts):
+        return points + ["all"]
+    top = n + left // 2
+    return points + ([top] if not points or top > points[-1] else [])
 
 
 def check_extra_real(source, source_labels: list[int], config: dict) -> None:
