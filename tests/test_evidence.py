@@ -487,6 +487,7 @@ def test_status_counts_recorded_running_and_the_time_ahead(tiny, tmp_path):
 
     finished = progress(tiny)
     assert finished["done"] == finished["planned"] == 34 and finished["report"] and finished["left_s"] == 0
+    assert finished["headroom"] == {"planned": 6, "done": 6}  # 2 subsets + baseline-strong's 4 runs
     out = tmp_path / "copy"
     shutil.copytree(tiny, out)
     store = Store(out)

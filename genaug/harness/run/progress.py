@@ -26,6 +26,7 @@ def progress(folder: str | Path) -> dict:
     running = []
     tasks = plan(spec)
     wanted = needed(spec, tasks)
+    first = {t.label for t in plan(spec, headroom_only=True)}  # what `genaug headroom` runs
     for task in tasks:
         row = stages.setdefault(task.stage, {"planned": 0, "done": 0, "running": 0, "done_s": 0.0, "timed": 0})
         row["planned"] += 1
@@ -44,7 +45,8 @@ def progress(folder: str | Path) -> dict:
         ahead = row["planned"] - row["done"]
         row["mean_s"] = row["done_s"] / row["timed"] if row["timed"] else None
         row["left_s"] = 0.0 if not ahead else (row["mean_s"] * ahead if row["mean_s"] is not None else None)
-    return {"folder": str(folder), "planned": sum(r["planned"] for r in stages.values()),
+    headroom = {"planned": len(first), "done": sum(1 for t in tasks if t.label in first and t.label not in wanted)}
+    return {"folder": str(folder), "planned": sum(r["planned"] for r in stages.values()), "headroom": headroom,
             "done": sum(r["done"] for r in stages.values()), "report": (folder / "report.json").exists(),
             "stages": stages, "running": running,
             "left_s": sum(r["left_s"] for r in stages.values() if r["left_s"] is not None),
@@ -59,7 +61,8 @@ def _hm(seconds: float) -> str:
 def render(p: dict) -> str:
     state = "report written" if p["report"] else "no report yet"
     lines = [f"{p['folder']}: {p['done']} of {p['planned']} stage tasks recorded, {len(p['running'])} running; {state}",
-             "",
+             f"the headroom stage (subsets, reference, learning curve, positive control; what `genaug headroom` runs): "
+             f"{p['headroom']['done']} of {p['headroom']['planned']} recorded", "",
              "| stage | recorded / planned | running | stage time so far | ahead, at the mean so far |",
              "|---|---|---|---|---|"]
     for stage, r in p["stages"].items():
