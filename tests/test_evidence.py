@@ -546,3 +546,17 @@ def test_the_confidence_filter_is_trained_once_per_unit_and_decides_for_every_so
         for label, name in enumerate(spec.classes):
             probs = predict_proba(model, drawn[label], "cpu")[:, label]
             assert kept[name] == np.flatnonzero(probs >= tau).tolist(), (source, name)
+
+
+def test_a_record_rekeyed_by_a_later_genaug_is_not_counted_twice():
+    """A folder from before 0.2 keeps its records and gains copies under the new keys (plan.adopt): the
+    time table counts each computation once."""
+    from genaug.harness.run.timing import critical_path, summary
+
+    records = [{"key": "s", "stage": "subset", "wall_s": 1.0, "upstream": []},
+               {"key": "c", "stage": "classifier", "wall_s": 2.0, "upstream": ["s"]},
+               {"key": "s2", "stage": "subset", "wall_s": 1.0, "upstream": [], "rekeyed_from": "s"},
+               {"key": "c2", "stage": "classifier", "wall_s": 2.0, "upstream": ["s"], "rekeyed_from": "c"}]
+    rows = summary(records)
+    assert rows["classifier"]["count"] == 1 and rows["subset"]["count"] == 1
+    assert [r["key"] for r in critical_path(records)] == ["s", "c"]

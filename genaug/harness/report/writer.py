@@ -66,11 +66,9 @@ def write_headroom(e: ExperimentSpec, units: list[Unit]) -> dict:
     alpha, primary = float(c["alpha"]), c["primary_metric"]
     comps = verdict.comparisons(by_unit, names, primary, alpha, rule="iut", reference=c.get("reference"))
     n_family = max(1, len(verdict.family_arms(c)))
-    room = headroom_report(comps, analysis.summaries(by_unit), primary, c.get("reference"), alpha, n_family,
-                           resolve_min_effect(c["min_effect"], analysis.summaries(by_unit), primary,
-                                              c.get("reference"))[0], unconverged_by_arm(results))
-    if room:
-        room["budget"] = budget_text(c)
+    summ = analysis.summaries(by_unit)
+    room = _headroom(c, comps, summ, n_family, resolve_min_effect(c["min_effect"], summ, primary, c.get("reference"))[0],
+                     results)
     not_converged = sum(1 for r in results if r.get("converged") is False)
     text = ["# Headroom", "", room["sentence"] if room else "No headroom arm or positive control was run.", "",
             *_headroom_section(room, primary),
@@ -80,6 +78,15 @@ def write_headroom(e: ExperimentSpec, units: list[Unit]) -> dict:
     write_json(e.folder / "headroom.json", {"headroom": room, "comparisons": comps, "unit": unit})
     write_text(e.folder / "headroom.md", "\n".join(text))
     return room or {}
+
+
+def _headroom(c: dict, comps: dict, summ: dict, n_family: int, min_effect: float, results: list[dict]) -> dict | None:
+    """The headroom block both reports open with (stats/ceiling.py), with how its points were trained."""
+    room = headroom_report(comps, summ, c["primary_metric"], c.get("reference"), float(c["alpha"]), n_family,
+                           min_effect, unconverged_by_arm(results))
+    if room:
+        room["budget"] = budget_text(c)
+    return room
 
 
 def _ensemble_block(results: list[dict], test_labels: dict, classes: list[str], arm_names: list[str],
@@ -122,9 +129,7 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
                                    reference=reference)
     comps = judged["comparisons"]
     n_family = sum(1 for a in arm_names if verdict.augmented(a))
-    room = headroom_report(comps, summ, primary, reference, alpha, n_family, min_effect, unconverged_by_arm(results))
-    if room:
-        room["budget"] = budget_text(c)
+    room = _headroom(c, comps, summ, n_family, min_effect, results)
     max_count = max(c["synthetic_per_class"])
     arm_of = {a.source: a.name for a in e.arms if a.kind == "synthetic" and a.count == max_count}
     quality = ({s: [{**read_json(quality_path(e, rep, s)), "replicate": rep.replicate, "fold": rep.fold}

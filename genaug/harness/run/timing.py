@@ -13,9 +13,15 @@ from pathlib import Path
 TIMINGS = "timings.jsonl"
 
 
+def computed(records: list[dict]) -> list[dict]:
+    """The records of tasks that computed here, once each: not adopted ones, nor a record re-keyed from
+    another (store.py: the same computation under the key a later genaug gives it)."""
+    return [r for r in records if r.get("wall_s") is not None and not r.get("rekeyed_from")]
+
+
 def critical_path(records: list[dict]) -> list[dict]:
     """The chain of computed tasks, each reading the one before, with the largest summed wall time."""
-    by_key = {r["key"]: r for r in records if r.get("wall_s") is not None}
+    by_key = {r["key"]: r for r in computed(records)}
     best: dict[str, tuple[float, list[dict]]] = {}
 
     def longest(key: str) -> tuple[float, list[dict]]:
@@ -32,12 +38,12 @@ def critical_path(records: list[dict]) -> list[dict]:
 
 def summary(records: list[dict], folders: list[Path] = ()) -> dict[str, dict]:
     """{stage: {"count", "total_s", "mean_s", "critical_s", "resources"}}, in order of total time."""
-    computed = [r for r in records if r.get("wall_s") is not None]
-    if not computed:
+    done = computed(records)
+    if not done:
         return _legacy(folders)
     totals: dict[str, list[float]] = defaultdict(list)
     resources: dict[str, dict] = {}
-    for r in computed:
+    for r in done:
         totals[r["stage"]].append(float(r["wall_s"]))
         resources.setdefault(r["stage"], r.get("resources") or {})
     on_path: dict[str, float] = defaultdict(float)

@@ -124,16 +124,16 @@ def _iut_comparisons(units: dict, arms: list[str], primary: str, alpha: float, m
             out.setdefault(ref, {})[arm] = {m: paired_difference(*paired_values(units[arm][m], units[ref][m]))
                                             for m in metrics}
 
+    refs = {arm: references(arm, present, reference) for arm in present}
     for arm in present:
         if augmented(arm):
-            for ref in references(arm, present, reference):
+            for ref in refs[arm]:
                 pair(arm, ref)
         elif reference and (arm.startswith("+real@") or arm.startswith("headroom@") or arm == "full-real"):
             pair(arm, reference)
-        if "baseline" not in references(arm, present, reference):
+        if "baseline" not in refs[arm]:
             pair(arm, "baseline")
-    family = {arm: [out[r][arm][primary] for r in references(arm, present, reference)]
-              for arm in present if augmented(arm) and references(arm, present, reference)}
+    family = {arm: [out[r][arm][primary] for r in refs[arm]] for arm in present if augmented(arm) and refs[arm]}
     intersection = {arm: {"p_ttest": (None if any(c["p_ttest"] is None for c in cs) else max(c["p_ttest"] for c in cs))}
                     for arm, cs in family.items()}
     decide(intersection, alpha)
