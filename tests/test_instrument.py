@@ -227,3 +227,17 @@ def test_the_default_learning_curve_ends_at_a_balanced_ceiling_on_an_imbalanced_
                                                   np.arange(400) % 2)}, ["a", "b"])
     assert default_headroom(balanced, [0, 1], {"per_class": 10}) == [20, "all"]  # 10x would not leave half to spare
     assert default_headroom(balanced, [0, 1], {"per_class": 200}) == [50, 100]  # nothing beyond: inside the set
+
+
+def test_a_folder_on_the_epochs_protocol_resumes_with_its_own_config_file_unchanged(tmp_path):
+    """Its config.yaml records `steps: null` (the 0.1 protocol); read back as the run's config, null must
+    not become the new default budget, which would re-run every classifier under another recipe."""
+    args = [str(a) if a is not None else f"ext={_external(tmp_path)}" for a in TINY]
+    args[args.index("--steps") + 1] = "epochs"
+    out = tmp_path / "exp"
+    r = run_cli("headroom", *args, "--epochs", "2", "--headroom", "none", "--out", out)
+    assert r.exit_code == 0, r.output
+    r = run_cli("headroom", "--config", out / "config.yaml", "--no-progress", "--device", "cpu", "--out", out)
+    assert r.exit_code == 0, r.output
+    history = json.loads((out / "history.json").read_text())
+    assert not any("recipe_changed" in h for h in history) and not list((out / "rep-0").glob("classifiers-before-*"))

@@ -115,7 +115,10 @@ class Experiment:
         if path.exists():
             old = yaml.safe_load(path.read_text()) or {}
             for key, value in LEGACY.items():
-                if key not in old and c[key] == DEFAULTS[key]:
+                # absent, or recorded as null where null is the legacy value (a folder's own config.yaml read
+                # back gives null as "not set": the run must not turn it into the new default)
+                legacy = key not in old or (old[key] is None and value is None)
+                if legacy and c[key] == DEFAULTS[key]:
                     c[key] = value
             if c["helper_recipe"] == "auto":  # as recorded: the helpers keep their recipe when the arms' changes
                 c["helper_recipe"] = old.get("helper_recipe") or legacy_helper_recipe(old)

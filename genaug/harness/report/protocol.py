@@ -17,9 +17,17 @@ def protocol_text(config: dict, *, patients_known: bool, validation: str, seed_s
              ("; full-real, the ceiling, trains the same number of epochs over its own, larger data (so more steps)"
               if c.get("full_real") else "") + ", the same epoch selection and the same seeds.")
     select = c.get("select_metric") or c["primary_metric"]
+    shared = [f for f in c.get("generators", []) if f in ("ddpm-finetune", "ddpm-edit")]
+    pretrain = (f" ({', '.join(shared)} fine-tune one pool pretraining shared by every replicate, trained once on "
+                "the train images no replicate validates or tests on, nor their patients)"
+                if shared and c.get("pretrain") == "shared" else "")
+    rule = ("an augmented arm beats the reference and its matched +dup, each at alpha "
+            f"{alpha:g} (intersection-union), with Holm over the augmented arms and step-down t intervals that agree "
+            "with it" if c.get("decision_rule") == "iut" else
+            f"Holm over every augmented arm x reference, alpha {alpha:g}, step-down t intervals that agree with it")
     return "\n".join([
         f"1. Replicates repeat everything random: each draws its own {c['per_class']} labelled real images per "
-        "class, its own validation part, trains its own generators, draws its own samples and makes its own "
+        f"class, its own validation part, trains its own generators{pretrain}, draws its own samples and makes its own "
         f"acceptance decisions; {seeds}. Inside each replicate, {c['seeds']} classifier seed(s) are shared by "
         "every arm. The unit of inference is the replicate: its seeds are averaged, and arms are paired within it.",
         f"2. Validation (epoch selection by `{select}`): {validation}. Generators and classifiers train on the "
@@ -28,6 +36,5 @@ def protocol_text(config: dict, *, patients_known: bool, validation: str, seed_s
         f"4. Arms: baseline, the controls ({', '.join(c['controls']) or 'none'}), the synthetic and semi-supervised "
         f"arms. {steps}",
         f"5. One primary metric, declared before the run (`{c['primary_metric']}`), with the decision rule of the "
-        f"answer (Holm over every augmented arm x reference, alpha {alpha:g}, step-down t intervals that agree with "
-        f"it); the smallest effect of interest, declared before the run: {min_effect:g}.",
+        f"answer ({rule}); the smallest effect of interest, declared before the run: {min_effect:g}.",
     ])
