@@ -2,7 +2,9 @@
 reference recipe (baseline-strong) and the positive control (+real@N) on real data at several
 budgets, over replicates and seeds, through `augment-and-train --headroom-only`, one experiment
 folder per budget (resumable: re-run the same command). The default is the smallest budget at which
-doubling changes neither arm's mean primary metric by more than `--tolerance`. Prints one JSON line.
+every run of both arms converged (at least 95% of its own training images right: the positive
+control, with more images, converges last) and the next budget changes neither arm's mean primary
+metric by more than `--tolerance`. Prints one JSON line, with each budget's converged runs per arm.
 
     python scripts/convergence_study.py --data ../shared/data/pneumoniamnist.npz --out runs/convergence \\
         --budgets 250,1000,3000 --replicates 3 --seeds 2
@@ -28,7 +30,7 @@ from genaug.harness.experiment import Experiment, experiment_config
 @click.option("--image-size", default=28, show_default=True)
 @click.option("--tolerance", default=0.005, show_default=True)
 def main(data, out, budgets, per_class, replicates, seeds, image_size, tolerance):
-    means = {}
+    means, converged = {}, {}
     for steps in sorted(int(b) for b in budgets.split(",")):
         config = experiment_config(None, {"data": data, "per_class": per_class, "replicates": replicates,
                                           "seeds": seeds, "steps": steps, "image_size": image_size,
@@ -39,15 +41,20 @@ def main(data, out, budgets, per_class, replicates, seeds, image_size, tolerance
         positive = room["positive"]
         means[steps] = {"reference": curve[room["reference"]],
                         "positive": curve[room["reference"]] + positive["mean_diff"] if positive else None}
+        runs = [json.loads(p.read_text()) for p in (out / f"steps-{steps}").glob("rep-*/classifiers/*/seed-*.json")]
+        converged[steps] = {arm: f"{sum(r['converged'] is True for r in runs if r['arm'] == arm)} of "
+                                 f"{sum(r['arm'] == arm for r in runs)}" for arm in sorted({r["arm"] for r in runs})}
     chosen = None
     steps = sorted(means)
     for small, large in zip(steps, steps[1:]):
-        if all(means[large][k] is None or abs(means[large][k] - means[small][k]) <= tolerance for k in means[small]):
+        all_converged = all(c.split(" of ")[0] == c.split(" of ")[1] for c in converged[small].values())
+        if all_converged and all(means[large][k] is None or abs(means[large][k] - means[small][k]) <= tolerance
+                                 for k in means[small]):
             chosen = small
             break
     print(json.dumps({"study": "convergence", "data": data, "per_class": per_class, "image_size": image_size,
-                      "replicates": replicates, "seeds": seeds, "means": means, "tolerance": tolerance,
-                      "chosen": chosen}))
+                      "replicates": replicates, "seeds": seeds, "means": means, "converged": converged,
+                      "tolerance": tolerance, "chosen": chosen}))
 
 
 if __name__ == "__main__":
