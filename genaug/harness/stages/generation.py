@@ -115,19 +115,17 @@ def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str,
     if get_family(family).uses_pool:
         manifest["unlabeled"] = data.manifest["unlabeled"]  # the pool it trains on, by id and hash
         train["pool"] = data.pool
-    if label == PRETRAINED:  # ddpm-finetune: one unconditional DDPM on the pool and every labelled image
-        config = {**config, "class": "all", "steps": int(model["pretrain_steps"]),
-                  "model": {k: v for k, v in (config.get("model") or {}).items()
-                            if k in get_family("ddpm").default_config},
-                  "seed": seeds.of("generator", CONDITIONAL_UNIT)}
+    if label == PRETRAINED:  # pretrain: per-replicate, one unconditional DDPM on the pool and every labelled image
+        config = {**pretrain_config(spec, family), "seed": seeds.of("generator", CONDITIONAL_UNIT)}
         return runs.train_on("ddpm", data.train_x, manifest, folder / PRETRAINED, config, resume=True,
                              device=spec.device, progress=spec.progress, **train)
     if label is None:  # one class-conditional model on the whole real training part (and the pool)
         config = {**config, "class": "all", "classes": names, "seed": seeds.of("generator", CONDITIONAL_UNIT)}
         run_dir, images, train["labels"] = folder, data.train_x, data.train_y
         if family == "ddpm-edit":  # fine-tuned on the labelled images from the pool-pretrained model
-            train = {"init_from": pretrained_model(spec, unit, family) / "model", "labels": data.train_y}
-            manifest["pretrained"] = str(pretrained_model(spec, unit, family))
+            pretrained = pretrained_model(spec, unit, family)
+            train = {"init_from": pretrained / "model", "labels": data.train_y}
+            manifest["pretrained"] = str(pretrained)
         if family == "ddpm-pseudo":
             from ...generators.ddpm_pool import pool_labels
             from .teacher import MODEL, pool_probs, teacher_folder
@@ -141,8 +139,9 @@ def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str,
         config = {**config, "class": names, "seed": seeds.of("generator", label)}
         run_dir, images = folder / slug(names), data.train_x[data.train_y == label]
         if family == "ddpm-finetune":  # each class fine-tunes the pretrained model on its own images
-            train = {"init_from": pretrained_model(spec, unit, family) / "model"}
-            manifest["pretrained"] = str(pretrained_model(spec, unit, family))
+            pretrained = pretrained_model(spec, unit, family)
+            train = {"init_from": pretrained / "model"}
+            manifest["pretrained"] = str(pretrained)
     return runs.train_on(family, images, manifest, run_dir, config, resume=True, device=spec.device,
                          progress=spec.progress, **train)
 
