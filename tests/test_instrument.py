@@ -42,22 +42,51 @@ def test_share_zero_and_proportional_draws():
     assert proportional.next()[2] == 30
 
 
-def test_final_model_batch_norm_statistics_are_those_of_the_real_training_images():
+def _bn_pairs(a, b):
+    return [(p, q) for p, q in zip(a.modules(), b.modules()) if isinstance(p, torch.nn.BatchNorm2d)]
+
+
+def _same_bn(a, b) -> bool:
+    pairs = _bn_pairs(a, b)
+    return bool(pairs) and all(torch.allclose(p.running_mean, q.running_mean) and
+                               torch.allclose(p.running_var, q.running_var) for p, q in pairs)
+
+
+@pytest.mark.parametrize("mode", ["augmented", "clean"])
+def test_final_model_batch_norm_statistics_are_those_of_the_real_training_images(mode):
+    """`augmented`: the real training images through the arm's augmentation (seeded passes);
+    `clean`: the same images unaugmented; either way not the mixed, added-image batches'."""
+    from genaug.classifiers.training import augmenter
+
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (24, 1, 16, 16), dtype=torch.uint8, generator=g)
     y = torch.arange(24) % 2
     settings = TrainSettings(steps=4, stem="imagenet", batch_size=8, scored_model="final", augment="trivialaugment",
-                             mix=True, synthetic_share=0.5)
+                             mix=True, synthetic_share=0.5, bn_statistics=mode)
     extra = (torch.full((8, 1, 16, 16), 200, dtype=torch.uint8), torch.zeros(8, dtype=torch.int64))
     trained = train_classifier(x, y, x[:6], y[:6], 2, settings, 0, 3, "cpu", extra=extra)
-    again = copy.deepcopy(trained.model)
-    recompute_batch_norm(again, x, torch.device("cpu"), 8)
-    bns = [(a, b) for a, b in zip(trained.model.modules(), again.modules()) if isinstance(a, torch.nn.BatchNorm2d)]
-    assert bns and all(torch.allclose(a.running_mean, b.running_mean) and torch.allclose(a.running_var, b.running_var)
-                       for a, b in bns)
+    again, other = copy.deepcopy(trained.model), copy.deepcopy(trained.model)
+    through = augmenter(settings, 16) if mode == "augmented" else None
+    recompute_batch_norm(again, x, torch.device("cpu"), 8, through, seed=0)
+    recompute_batch_norm(other, x, torch.device("cpu"), 8, None if through else augmenter(settings, 16), seed=0)
+    assert _same_bn(trained.model, again) and not _same_bn(trained.model, other)
     assert trained.optimizer_steps == 4 and trained.best_epoch is None and trained.scored == "final"
     assert trained.images_seen == {"real": 16, "extra": 16} and trained.converged in (True, False)
     assert len(trained.history) == 4 and trained.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # cosine to 0
+
+
+def test_training_batch_norm_statistics_are_the_running_ones():
+    """`training` scores the model as it left the loop: the same run with `clean` differs from it only by
+    the statistics recomputed on the unaugmented real images."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (16, 1, 16, 16), dtype=torch.uint8, generator=g)
+    y = torch.arange(16) % 2
+    runs = {mode: train_classifier(x, y, x[:4], y[:4], 2, TrainSettings(steps=3, stem="imagenet", batch_size=8,
+                                                                        scored_model="final", bn_statistics=mode),
+                                   0, 2, "cpu").model for mode in ("training", "clean")}
+    assert not _same_bn(runs["training"], runs["clean"])
+    recompute_batch_norm(runs["training"], x, torch.device("cpu"), 8)
+    assert _same_bn(runs["training"], runs["clean"])
 
 
 def _pair(diffs):
@@ -207,6 +236,8 @@ def test_min_effect_as_a_share_of_the_measured_headroom():
     for bad in ("150%", "x%", "-1"):
         with pytest.raises(GenaugError, match="min_effect must be"):
             experiment_config(None, {"min_effect": bad})
+    with pytest.raises(GenaugError, match="bn_statistics must be one of training, augmented, clean"):
+        experiment_config(None, {"bn_statistics": "running"})
 
 
 def test_the_default_learning_curve_ends_at_a_balanced_ceiling_on_an_imbalanced_split():

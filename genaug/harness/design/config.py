@@ -15,6 +15,7 @@ from ...metrics import acceptance
 from .seeds import SCHEMES
 from ...classifiers.multilabel_metrics import MULTILABEL_METRICS
 from ...classifiers.batches import check_share
+from ...classifiers.training import BN_STATISTICS
 from ...classifiers.metrics import SCALAR_METRICS
 
 DEFAULTS: dict[str, Any] = {
@@ -66,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     # the steps protocol (classifiers/training.py): a budget of optimizer steps (auto: STEP_BUDGETS by image size),
     # AdamW, warm-up then cosine per step, the final model scored with batch-norm statistics of the real images
     "steps": "auto", "warmup": 0.05, "scored_model": "final", "ema_decay": 0.999, "label_smoothing": 0.1,
+    # the scored model's batch-norm statistics (training.BN_STATISTICS): the training batches' own (PyTorch's
+    # running statistics), or recomputed on the real training images through the arm's augmentation, or on
+    # them unaugmented (clean: folders before this setting; it cost pbc28's positive control its gain)
+    "bn_statistics": "training",
     "epochs": 20,  # the epochs protocol of folders from before 0.2 (steps: null): epochs x ceil(n_real / batch)
     "batch_size": 32, "lr": 1e-3, "lr_step": 7, "lr_gamma": 0.1,
     "weight_decay": 0.05, "loss": "ce", "cr_k": 3.0, "rotation": 10.0, "crop_padding": 2, "hflip": None,
@@ -97,11 +102,11 @@ OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is 
 # stages computed: left out of the key at that value, so a folder started before them resumes instead of starting over
 ADDED_SINCE_STORE = {"given_split": "use", "split_folders": None, "label_columns": None, "target_labels": None, "pos_weight": False,
                      "labelled_images": None, "edit_strength": "mixed", "pretrain": "per-replicate",
-                     "headroom_steps": "same"}
+                     "headroom_steps": "same", "bn_statistics": "clean"}
 RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
 # what only the arms' classifier runs read (and the report, from their results): a change re-runs the classifiers
 # and nothing upstream of them (run/plan.py keys every other stage without these)
-RECIPE_KEYS = ("steps", "warmup", "scored_model", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
+RECIPE_KEYS = ("steps", "warmup", "scored_model", "bn_statistics", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
                "lr_step", "lr_gamma", "weight_decay", "loss", "cr_k", "controls", "full_real", "synthetic_ratio",
                "synthetic_share", "synthetic_augment", "strong_augment", "strong_mix", "reference", "decision_rule",
                "headroom", "headroom_steps", "alpha", "min_effect", "select_metric")
@@ -109,7 +114,7 @@ RECIPE_KEYS = ("steps", "warmup", "scored_model", "ema_decay", "label_smoothing"
 LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy", "steps": None, "synthetic_share": None,
           "synthetic_augment": "classical", "reference": None, "decision_rule": "holm-all", "headroom": [],
           "warmup": 0.05, "scored_model": "best", "ema_decay": 0.999, "label_smoothing": 0.0,
-          "pretrain": "per-replicate", "headroom_steps": "same"}
+          "pretrain": "per-replicate", "headroom_steps": "same", "bn_statistics": "clean"}
 
 
 def _number(config: dict, key: str, low: float, high: float | None) -> float:
@@ -317,6 +322,8 @@ def check_recipe(config: dict[str, Any]) -> None:
     check_share(config["synthetic_share"])
     if config["scored_model"] not in SCORED:
         raise GenaugError(f"scored_model must be one of {', '.join(SCORED)} (got {config['scored_model']!r})")
+    if config["bn_statistics"] not in BN_STATISTICS:
+        raise GenaugError(f"bn_statistics must be one of {', '.join(BN_STATISTICS)} (got {config['bn_statistics']!r})")
     if config["synthetic_augment"] not in ("strong", "classical"):
         raise GenaugError(f"synthetic_augment must be strong or classical (got {config['synthetic_augment']!r})")
     if config["decision_rule"] not in DECISION_RULES:

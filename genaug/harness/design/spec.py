@@ -138,9 +138,10 @@ class ExperimentSpec:
         c, recipe = self.config, self.config.get("helper_recipe")
         if not isinstance(recipe, dict):
             return self.settings
+        # classical augmentation, so the unaugmented real images' batch-norm statistics match their training
         return replace(self.settings, **{k: v for k, v in recipe.items() if k != "select_metric"},
                        select_metric=recipe.get("select_metric") or c["primary_metric"], augment="classical",
-                       mix=False, loss="ce", synthetic_share=None)
+                       mix=False, loss="ce", synthetic_share=None, bn_statistics="clean")
 
     @property
     def source(self):
