@@ -272,3 +272,20 @@ def test_a_folder_on_the_epochs_protocol_resumes_with_its_own_config_file_unchan
     assert r.exit_code == 0, r.output
     history = json.loads((out / "history.json").read_text())
     assert not any("recipe_changed" in h for h in history) and not list((out / "rep-0").glob("classifiers-before-*"))
+
+
+def test_protocol_paragraph_states_the_protocol_the_folder_ran():
+    """A steps folder's report names its budget, share and batch-norm statistics; a folder on the epochs
+    protocol keeps its paragraph word for word (its report re-renders unchanged)."""
+    from genaug.harness.report.protocol import protocol_text
+
+    base = {"per_class": 50, "seeds": 1, "accept": ["all"], "controls": ["baseline-strong"],
+            "primary_metric": "balanced_accuracy", "select_metric": None}
+    args = dict(patients_known=False, validation="a carve", seed_scheme="sequence", alpha=0.05, min_effect=0.03)
+    steps = protocol_text({**base, "steps": 1000, "synthetic_share": 0.5, "scored_model": "final",
+                           "bn_statistics": "training", "decision_rule": "iut"}, **args)
+    assert "trains 1000 optimizer steps" in steps and "fill 0.5 of every batch" in steps
+    assert "its training batches' batch-norm statistics" in steps and "it chooses no model" in steps
+    epochs = protocol_text({**base, "steps": None}, **args)
+    assert "Every arm has the baseline's optimizer-step budget, the same epoch selection and the same seeds." in epochs
+    assert "2. Validation (epoch selection by `balanced_accuracy`): a carve." in epochs

@@ -65,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "mixed_precision": "auto",  # classifier forward passes in bf16: auto (on CUDA only), no, bf16
     "channels_last": False,  # classifier weights and activations NHWC (faster convolutions at 224-299 px)
     # the steps protocol (classifiers/training.py): a budget of optimizer steps (auto: STEP_BUDGETS by image size),
-    # AdamW, warm-up then cosine per step, the final model scored with batch-norm statistics of the real images
+    # AdamW, warm-up then cosine per step, the final model scored
     "steps": "auto", "warmup": 0.05, "scored_model": "final", "ema_decay": 0.999, "label_smoothing": 0.1,
     # the scored model's batch-norm statistics (training.BN_STATISTICS): the training batches' own (PyTorch's
     # running statistics), or recomputed on the real training images through the arm's augmentation, or on

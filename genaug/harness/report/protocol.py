@@ -13,10 +13,26 @@ def protocol_text(config: dict, *, patients_known: bool, validation: str, seed_s
             if patients_known else
             "No patient ids are known for this source, so whether test images share a patient with training "
             "images was not checked (the split is by image).")
-    steps = ("Every arm has the baseline's optimizer-step budget" +
-             ("; full-real, the ceiling, trains the same number of epochs over its own, larger data (so more steps)"
-              if c.get("full_real") else "") + ", the same epoch selection and the same seeds.")
     select = c.get("select_metric") or c["primary_metric"]
+    if c.get("steps") is None:  # the epochs protocol of folders from before 0.2
+        steps = ("Every arm has the baseline's optimizer-step budget" +
+                 ("; full-real, the ceiling, trains the same number of epochs over its own, larger data (so more "
+                  "steps)" if c.get("full_real") else "") + ", the same epoch selection and the same seeds.")
+        looks = f"epoch selection by `{select}`"
+    else:
+        statistics = {"training": "its training batches' batch-norm statistics",
+                      "augmented": "batch-norm statistics recomputed on the real training images through its augmentation",
+                      "clean": "batch-norm statistics recomputed on the unaugmented real training images"}
+        share = ("join in proportion to their count" if c.get("synthetic_share") is None
+                 else f"fill {c['synthetic_share']:g} of every batch")
+        scored = ({"final": "the final model", "ema": "the weights' moving average",
+                   "best": f"the best of 20 looks by `{select}`"}[c.get("scored_model", "final")])
+        steps = (f"Every arm trains {c['steps']} optimizer steps (AdamW, warm-up then cosine) with the same seeds; "
+                 f"added images {share}; {scored} is scored"
+                 + ("" if c.get("scored_model") == "best" else
+                    f", with {statistics[c.get('bn_statistics', 'clean')]}") + ".")
+        looks = ("watched during training; it chooses no model" if c.get("scored_model") != "best"
+                 else f"model selection by `{select}`")
     shared = [f for f in c.get("generators", []) if f in ("ddpm-finetune", "ddpm-edit")]
     pretrain = (f" ({', '.join(shared)} fine-tune one pool pretraining shared by every replicate, trained once on "
                 "the train images no replicate validates or tests on, nor their patients)"
@@ -30,7 +46,7 @@ def protocol_text(config: dict, *, patients_known: bool, validation: str, seed_s
         f"class, its own validation part, trains its own generators{pretrain}, draws its own samples and makes its own "
         f"acceptance decisions; {seeds}. Inside each replicate, {c['seeds']} classifier seed(s) are shared by "
         "every arm. The unit of inference is the replicate: its seeds are averaged, and arms are paired within it.",
-        f"2. Validation (epoch selection by `{select}`): {validation}. Generators and classifiers train on the "
+        f"2. Validation ({looks}): {validation}. Generators and classifiers train on the "
         f"rest (the real training part). {test}",
         f"3. Acceptance policies ({', '.join(c['accept'])}) filter each synthetic set per class.",
         f"4. Arms: baseline, the controls ({', '.join(c['controls']) or 'none'}), the synthetic and semi-supervised "
