@@ -42,12 +42,12 @@ def main(data, out, budgets, per_class, replicates, seeds, image_size, tolerance
         means[steps] = {"reference": curve[room["reference"]],
                         "positive": curve[room["reference"]] + positive["mean_diff"] if positive else None}
         runs = [json.loads(p.read_text()) for p in (out / f"steps-{steps}").glob("rep-*/classifiers/*/seed-*.json")]
-        converged[steps] = {arm: f"{sum(r['converged'] is True for r in runs if r['arm'] == arm)} of "
-                                 f"{sum(r['arm'] == arm for r in runs)}" for arm in sorted({r["arm"] for r in runs})}
+        converged[steps] = {arm: {"converged": sum(r["converged"] is True for r in runs if r["arm"] == arm),
+                                  "runs": sum(r["arm"] == arm for r in runs)} for arm in sorted({r["arm"] for r in runs})}
     chosen = None
     steps = sorted(means)
     for small, large in zip(steps, steps[1:]):
-        all_converged = all(c.split(" of ")[0] == c.split(" of ")[1] for c in converged[small].values())
+        all_converged = all(c["converged"] == c["runs"] for c in converged[small].values())
         if all_converged and all(means[large][k] is None or abs(means[large][k] - means[small][k]) <= tolerance
                                  for k in means[small]):
             chosen = small

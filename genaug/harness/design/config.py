@@ -15,7 +15,7 @@ from ...metrics import acceptance
 from .seeds import SCHEMES
 from ...classifiers.multilabel_metrics import MULTILABEL_METRICS
 from ...classifiers.batches import check_share
-from ...classifiers.training import BN_STATISTICS
+from ...classifiers.training import BN_STATISTICS, SCORED_MODELS
 from ...classifiers.metrics import SCALAR_METRICS
 
 DEFAULTS: dict[str, Any] = {
@@ -95,7 +95,6 @@ DECISION_RULES = ("iut", "holm-all")
 PRETRAIN = ("shared", "per-replicate")
 HEADROOM_STEPS = ("scaled", "same")
 HEADROOM_MAX_SCALE = 4
-SCORED = ("final", "ema", "best")
 DESIGN_KEYS = ("replicates", "seeds")  # may grow on a re-run (recorded); every other key must match
 OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is measured: free on a re-run
 # settings added after the store (run/plan.py) keyed finished stages, with the value that reproduces what those
@@ -320,8 +319,8 @@ def check_recipe(config: dict[str, Any]) -> None:
     if str(config["synthetic_share"]).lower() == "proportional":  # the 0.1 rule (a config file cannot say null)
         config["synthetic_share"] = None
     check_share(config["synthetic_share"])
-    if config["scored_model"] not in SCORED:
-        raise GenaugError(f"scored_model must be one of {', '.join(SCORED)} (got {config['scored_model']!r})")
+    if config["scored_model"] not in SCORED_MODELS:
+        raise GenaugError(f"scored_model must be one of {', '.join(SCORED_MODELS)} (got {config['scored_model']!r})")
     if config["bn_statistics"] not in BN_STATISTICS:
         raise GenaugError(f"bn_statistics must be one of {', '.join(BN_STATISTICS)} (got {config['bn_statistics']!r})")
     if config["synthetic_augment"] not in ("strong", "classical"):
