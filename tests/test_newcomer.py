@@ -170,3 +170,27 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     for _ in range(2):  # a second run (the README followed twice) must work too
         exec(compile(code, "README.md", "exec"), {})
     assert len(list((tmp_path / "api-samples" / "normal").glob("*.png"))) == 64
+
+
+def test_a_signal_landing_just_after_a_checkpoint_is_renamed_names_that_checkpoint(tmp_path, monkeypatch):
+    """The window the subprocess test above can hit by chance: the checkpoint is in place on disk,
+    the loop has not yet noted it. The message must name what --resume will use."""
+    import torch
+
+    from genaug.generators import training
+    from genaug.generators.training import Trainer, TrainingInterrupted
+
+    real = torch.randint(0, 256, (16, 1, 16, 16), dtype=torch.uint8)
+    trainer = Trainer("vae", real, tmp_path / "run", {"steps": 4, "batch_size": 8, "checkpoint_every": 2,
+                                                      "sample_every": 100},
+                      device="cpu", progress=False)
+    renamed = training.replace_dir
+
+    def rename_then_interrupt(partial, target):
+        renamed(partial, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "replace_dir", rename_then_interrupt)
+    with pytest.raises(TrainingInterrupted, match="last checkpoint: step 2 in"):
+        trainer.fit()
+    assert [p.name for p in training.checkpoints(tmp_path / "run")] == ["step-0000002"]

@@ -363,6 +363,10 @@ class Trainer:
                     last_ckpt = step
         except KeyboardInterrupt:
             bar.close()
+            # The signal may land after a checkpoint was renamed into place but before `last_ckpt`
+            # was updated: what is on disk is what --resume will use, so report that.
+            found = checkpoints(self.run_dir)
+            last_ckpt = max(last_ckpt, int(found[-1].name.split("-")[1]) if found else 0)
             if not last_ckpt:
                 raise TrainingInterrupted(
                     f"interrupted at step {self.state.step}, before the first checkpoint (every {every} steps): "
