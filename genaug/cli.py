@@ -521,6 +521,10 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @split_options
 @label_file_options
 @click.option("--data-root", default=None, help="Where named sources (cifar10, medmnist:NAME) live.")
+@click.option("--recipe-defaults", type=click.Choice(["recorded", "current"]), default=None,
+              help="In a folder an older genaug started: the arms' recipe settings it never recorded keep the values "
+                   "it ran with (recorded), or take today's defaults (current: re-judge its accepted sets under "
+                   "today's protocol; only the classifiers run again)  [default: recorded]")
 @click.option("--headroom-only", is_flag=True,
               help="Run the headroom stage alone (the reference at more labelled images per class and the positive "
                    "control), before any generator trains; writes headroom.md. Same as `genaug headroom`.")
@@ -530,14 +534,15 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
                       synthetic_share, headroom, batch_size,
                       accept, loss, cr_k, generator_steps, save_models, explain_method, runs_dir, image_size, seed, config_file,
                       device, no_progress, ray_address, group_by, test_fraction, given_split, split_folders, fit, intensity, preprocess,
-                      data_root, headroom_only, **label_file):
+                      data_root, recipe_defaults, headroom_only, **label_file):
     """Train generators, accept synthetic images, and measure the classifier gain with statistics.
 
-    Arms: baseline, the controls (baseline-strong, +dup), one per generator and external set, the
-    semi-supervised ones (+pseudo, +mpl, +mpl+<source>) with unlabelled images, and optionally
-    full-real; all share the step budget (full-real: the same epochs over its own images), epoch
-    selection and seeds. The answer follows the decision rule (Holm over every augmented arm x
-    reference, alpha and min_effect from the config). Re-run the same command to resume;
+    Arms: baseline, the controls (baseline-strong, one +dup per synthetic arm, the positive control
+    +real@N), one per generator and external set, the semi-supervised ones (+pseudo, +mpl,
+    +mpl+<source>) with unlabelled images; all train the same optimizer-step budget with the same
+    seeds, added images filling a fixed share of every batch. The answer follows the decision rule
+    (iut: an arm helped when it beats every reference at alpha, Holm over the augmented arms; alpha
+    and min_effect from the config). Re-run the same command to resume;
     --replicates and --seeds may grow on a re-run (recorded, and marked post hoc after a report).
     With --ray the stages run as Ray tasks (several GPUs, or a cluster sharing the folder); a
     finished stage is never computed twice, whichever driver or host meets it.
@@ -560,7 +565,7 @@ def augment_and_train(data, classes, per_class, generators, guidance, synthetic,
         "group_by": group_by, "test_fraction": test_fraction, "given_split": given_split, "split_folders": split_folders, "fit": fit,
         "intensity": intensity,
         "preprocess": preprocess, "target_labels": target_labels, "pos_weight": pos_weight, "labelled_images": labelled_images,
-        "label_columns": label_columns_of(label_file)})
+        "label_columns": label_columns_of(label_file), "recipe_defaults": recipe_defaults})
     if not config.get("data"):
         raise click.UsageError("--data is required (on the command line or in --config)")
     experiment = Experiment(config["data"], out, config, runs_dir=runs_dir, data_root=data_root, device=device,

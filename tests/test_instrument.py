@@ -274,6 +274,37 @@ def test_a_folder_on_the_epochs_protocol_resumes_with_its_own_config_file_unchan
     assert not any("recipe_changed" in h for h in history) and not list((out / "rep-0").glob("classifiers-before-*"))
 
 
+def test_a_folder_from_before_0_2_takes_todays_recipe_only_when_asked(tmp_path):
+    """A 0.1 folder never recorded the settings 0.2 added: a plain re-run keeps how it ran (LEGACY);
+    `recipe_defaults: current` gives the arms today's defaults (to re-judge its accepted sets), while
+    settings upstream of the arms (seed scheme, pretraining) keep the folder's own in either case."""
+    import yaml
+
+    from genaug.errors import GenaugError
+    from genaug.harness.design.config import LEGACY, experiment_config
+    from genaug.harness.experiment import Experiment
+
+    out = tmp_path / "old"
+    out.mkdir()
+    recorded = {k: v for k, v in experiment_config(None, {"data": str(PNEUMONIA)}).items() if k not in LEGACY}
+    (out / "config.yaml").write_text(yaml.safe_dump({**recorded, "recipe_defaults": None}))
+
+    def resolved(**extra):
+        return Experiment(str(PNEUMONIA), out, experiment_config(None, {"data": str(PNEUMONIA), **extra}),
+                          device="cpu", progress=False).config
+
+    kept, today = resolved(), resolved(recipe_defaults="current")
+    assert {k: kept[k] for k in ("steps", "synthetic_share", "bn_statistics", "decision_rule", "scored_model")} == \
+        {"steps": None, "synthetic_share": None, "bn_statistics": "clean", "decision_rule": "holm-all",
+         "scored_model": "best"}
+    assert today["steps"] == 1500 and today["synthetic_share"] == 0.5 and today["bn_statistics"] == "training"
+    assert today["decision_rule"] == "iut" and today["reference"] == "baseline-strong"
+    for c in (kept, today):
+        assert c["seed_scheme"] == "offset" and c["pretrain"] == "per-replicate"
+    with pytest.raises(GenaugError, match="recipe_defaults must be recorded or current"):
+        experiment_config(None, {"recipe_defaults": "today"})
+
+
 def test_protocol_paragraph_states_the_protocol_the_folder_ran():
     """A steps folder's report names its budget, share and batch-norm statistics; a folder on the epochs
     protocol keeps its paragraph word for word (its report re-renders unchanged)."""

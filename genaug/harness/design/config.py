@@ -86,7 +86,12 @@ DEFAULTS: dict[str, Any] = {
     "labelled_images": None,  # the other scarcity knob of multi-label data: about N labelled images in all
     # how the stages run (executor.py): resources of each stage type as Ray tasks, retries of a task whose worker died
     "resources": {}, "retries": 3,
+    # in a folder an older genaug started, the arms' recipe settings it never recorded take the values it ran with
+    # (recorded: a re-run resumes it) or today's defaults (current: re-judge its accepted sets under today's
+    # protocol, at classifier cost: run/plan.py adopts its upstream stages)
+    "recipe_defaults": "recorded",
 }
+RECIPE_DEFAULTS = ("recorded", "current")
 SAVE_MODELS = ("first", "all", "none")
 CONTROLS = ("baseline-strong", "dup", "real")
 # the default step budget by image size (the largest side at most the key): scripts/convergence_study.py
@@ -102,7 +107,8 @@ OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is 
 ADDED_SINCE_STORE = {"given_split": "use", "split_folders": None, "label_columns": None, "target_labels": None, "pos_weight": False,
                      "labelled_images": None, "edit_strength": "mixed", "pretrain": "per-replicate",
                      "headroom_steps": "same", "bn_statistics": "clean"}
-RUN_KEYS = ("resources", "retries")  # how the stages are scheduled, not what they compute: free on a re-run
+# how the stages are scheduled and the settings resolved, not what they compute: free on a re-run
+RUN_KEYS = ("resources", "retries", "recipe_defaults")
 # what only the arms' classifier runs read (and the report, from their results): a change re-runs the classifiers
 # and nothing upstream of them (run/plan.py keys every other stage without these)
 RECIPE_KEYS = ("steps", "warmup", "scored_model", "bn_statistics", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
@@ -227,6 +233,8 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         raise GenaugError(f"guidance must be a number >= 0 or a comma list of them (got {config['guidance']!r})")
     if config["headroom_steps"] not in HEADROOM_STEPS:
         raise GenaugError(f"headroom_steps must be {' or '.join(HEADROOM_STEPS)} (got {config['headroom_steps']!r})")
+    if config["recipe_defaults"] not in RECIPE_DEFAULTS:
+        raise GenaugError(f"recipe_defaults must be {' or '.join(RECIPE_DEFAULTS)} (got {config['recipe_defaults']!r})")
     if config["pretrain"] not in PRETRAIN:
         raise GenaugError(f"pretrain must be {' or '.join(PRETRAIN)} (got {config['pretrain']!r})")
     if str(config["edit_strength"]).strip().lower() == "mixed":
