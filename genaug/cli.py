@@ -162,11 +162,11 @@ def configs():
 
 @main.command()
 @click.argument("family", type=click.Choice(["vae", "dcgan", "ddpm", "ddpm-semi", "ddpm-pseudo", "ddpm-finetune",
-                                             "ddpm-edit", "ddpm-multilabel"]))
+                                             "ddpm-finetune-cond", "ddpm-edit", "ddpm-multilabel"]))
 @click.option("--data", "data", default=None,
               help="Data spec: folder, labels.csv, .npz, medmnist:NAME, cifar10, fashion-mnist.")
 @click.option("--unlabeled", default=None,
-              help="ddpm-semi, ddpm-pseudo, ddpm-finetune, ddpm-edit: N (or all) unlabelled train-split images beside the "
+              help="ddpm-semi, ddpm-pseudo, ddpm-finetune[-cond], ddpm-edit: N (or all) unlabelled train-split images beside the "
                    "labelled ones, outside their items and patients.")
 @click.option("--unlabeled-data", default=None, help="... or a folder of unlabelled images.")
 @label_file_options
@@ -182,8 +182,9 @@ def configs():
               help="Images per step, the global batch under `accelerate launch` (split between processes)  "
                    "[default: 32]")
 @click.option("--conditional", is_flag=True,
-              help="DDPM only: one class-conditional model (class embedding, classifier-free guidance) for every "
-                   "selected class, in one run folder (family ddpm-cond), instead of one model per class.")
+              help="ddpm and ddpm-finetune: one class-conditional model (class embedding, classifier-free guidance) "
+                   "for every selected class, in one run folder (family ddpm-cond, ddpm-finetune-cond), instead of "
+                   "one model per class.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Steps between checkpoints  [default: 10% of --steps]")
 @click.option("--config", "config_file", default=None, help=CONFIG_HELP)
@@ -211,9 +212,10 @@ def train(family, data, unlabeled, unlabeled_data, classes, per_class, image_siz
     from .config import load_config, merge
 
     if conditional:
-        if family != "ddpm":
-            raise click.UsageError(f"--conditional applies to ddpm only (not {family})")
-        family = "ddpm-cond"
+        conditional_of = {"ddpm": "ddpm-cond", "ddpm-finetune": "ddpm-finetune-cond"}
+        if family not in conditional_of:
+            raise click.UsageError(f"--conditional applies to ddpm and ddpm-finetune only (not {family})")
+        family = conditional_of[family]
 
     overrides = merge(load_config(config_file), {
         "data": data, "class": classes, "per_class": per_class, "image_size": image_size, "steps": steps,
@@ -425,8 +427,10 @@ def explain(experiment, model, data, split, out, method, replicate, per_class, m
 @click.option("--per-class", type=click.IntRange(min=2), default=None,
               help="Labelled real images per class, validation included  [default: 50]")
 @click.option("--generator", "generators", default=None,
-              help="Comma list of vae, dcgan, ddpm, ddpm-cond (one class-conditional DDPM for all classes), or none "
-                   "(external sets only)  [default: ddpm]")
+              help="Comma list of vae, dcgan, ddpm, ddpm-cond (one class-conditional DDPM for all classes), the "
+                   "pool families ddpm-semi, ddpm-pseudo, ddpm-finetune, ddpm-finetune-cond (one conditional "
+                   "fine-tune for all classes), ddpm-edit (edits of the labelled images), or none (external sets "
+                   "only)  [default: ddpm]")
 @click.option("--guidance", default=None,
               help="ddpm-cond's classifier-free guidance weight, or a comma list (0,1,3) for a sweep: one arm per "
                    "weight, all sampled from one model per replicate  [default: 1]")

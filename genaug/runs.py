@@ -72,8 +72,8 @@ def train(family: str, data: str, classes: str, config: dict[str, Any] | None = 
                                  intensity=IntensityRule.parse(config.get("intensity")).with_preprocess(
                                      config.get("preprocess")))
     if (config.get("unlabeled") is not None or config.get("unlabeled_data")) and not get_family(family).uses_pool:
-        raise GenaugError(f"{family} trains on labelled images only; unlabelled images train ddpm-semi, ddpm-pseudo "
-                          "and ddpm-finetune")
+        raise GenaugError(f"{family} trains on labelled images only; unlabelled images train ddpm-semi, ddpm-pseudo, "
+                          "ddpm-finetune[-cond] and ddpm-edit")
     if get_family(family).uses_pool:
         return train_with_pool(family, data, source, selected, real, manifest, config, out, resume, device, progress,
                                image_size)
@@ -122,11 +122,12 @@ def train_multilabel(family, data, config, out, data_root, resume, device, progr
 
 def train_with_pool(family, data, source, selected, real, manifest, config, out, resume, device, progress,
                     image_size) -> list[Path]:
-    """`genaug train ddpm-semi|ddpm-pseudo|ddpm-finetune`: the labelled subset and an unlabelled pool
+    """`genaug train ddpm-semi|ddpm-pseudo|ddpm-finetune[-cond]|ddpm-edit`: the labelled subset and an unlabelled pool
     (`unlabeled: N|all`, or `unlabeled_data: DIR`) drawn outside its items and their patients; a
     ddpm-pseudo's teacher (a ResNet18 on the labelled images, 20% of them held out for its epoch
     selection) labels the pool first. Runs: `OUT` (conditional), or `OUT/pretrained` and
-    `OUT/<class>` (ddpm-finetune), or `OUT/pretrained` and `OUT/all` (ddpm-edit: one conditional fine-tune)."""
+    `OUT/<class>` (ddpm-finetune), or `OUT/pretrained` and `OUT/all` (ddpm-finetune-cond, ddpm-edit: one
+    conditional fine-tune)."""
     from .data import unlabeled
 
     count = unlabeled.parse_count(config.get("unlabeled"))
@@ -146,14 +147,14 @@ def train_with_pool(family, data, source, selected, real, manifest, config, out,
     base = {k: v for k, v in config.items() if k not in ("unlabeled", "unlabeled_data")}
     root = Path(out or default_run_dir(data, family, "all"))
     labels = positions(real, names)
-    if family in ("ddpm-finetune", "ddpm-edit"):
+    if get_family(family).starts_from_pretrained:
         pretrain = {**base, "data": data, "class": "all", "image_size": image_size,
                     "steps": int(model["pretrain_steps"]),
                     "model": {k: v for k, v in (config.get("model") or {}).items()
                               if k in get_family("ddpm").default_config}}
         pretrained = train_on("ddpm", real.images, manifest, root / "pretrained", pretrain, resume, device, progress,
                               pool=pool.images)
-        if family == "ddpm-edit":  # one class-conditional fine-tune on every labelled image
+        if get_family(family).conditional:  # one class-conditional fine-tune on every labelled image
             settings = {**base, "data": data, "class": "all", "classes": names, "image_size": image_size}
             return [pretrained, train_on(family, real.images, {**manifest, "pretrained": str(pretrained)},
                                          root / "all", settings, resume, device, progress, labels=labels,

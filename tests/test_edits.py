@@ -231,3 +231,54 @@ def test_bad_edit_settings_are_refused_in_one_line_with_nothing_written(tmp_path
         cfg.write_text(line + "\n")
         assert_clean_error(run_cli(*exp, "--unlabeled", "32", "--config", cfg, "--out", tmp_path / "b"), message)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_one_conditional_fine_tune_serves_every_class_and_shares_the_pool_pretraining(tmp_path):
+    """ddpm-finetune-cond: one fine-tune per replicate for all classes (ddpm-finetune: one per class),
+    sampled with guidance like ddpm-cond; the packaged 28 px configs of the three families that start
+    from the pool give one pretraining, trained once for the experiment and read by every fine-tune."""
+    from genaug.harness.experiment import Experiment, experiment_config
+    from genaug.harness.run.plan import plan
+    from genaug.harness.stages.generation import pretrain_id
+
+    from conftest import PNEUMONIA
+
+    config = experiment_config(None, {"per_class": 10, "replicates": 2, "seeds": 1, "steps": 2, "unlabeled": 32,
+                                      "generators": "ddpm-finetune,ddpm-finetune-cond,ddpm-edit", "quality": False,
+                                      "headroom": "none", "controls": "baseline-strong", "synthetic_per_class": 12})
+    e = Experiment(str(PNEUMONIA), tmp_path / "exp", config, device="cpu", progress=False)
+    assert e.image_size == 28 and len({pretrain_id(e.spec, f) for f in config["generators"]}) == 1
+    tasks = plan(e.spec)
+    pretrain = [t for t in tasks if t.stage == "pretrain"]
+    assert len(pretrain) == 1
+    generators = [t for t in tasks if t.stage == "generator" and t.unit.name == "rep-0"]
+    assert sorted(t.label for t in generators) == ["generator rep-0 ddpm-edit", "generator rep-0 ddpm-finetune normal",
+                                                   "generator rep-0 ddpm-finetune pneumonia",
+                                                   "generator rep-0 ddpm-finetune-cond"]
+    assert all(pretrain[0].label in t.upstream for t in generators)
+    assert "ddpm-finetune-cond" in e.spec.sources and e.spec.source_specs["ddpm-finetune-cond"]["guidance"] == 1.0
+
+
+def test_train_ddpm_finetune_conditional_fine_tunes_one_model_from_the_pretraining(tmp_path):
+    from safetensors.torch import load_file
+
+    from genaug.generators.ddpm_pool import ConditionalFinetuneDDPM
+    from genaug.runs import load_run_config
+
+    from conftest import PNEUMONIA, REPO, assert_clean_error, run_cli
+
+    tiny = REPO / "tests" / "helpers" / "ddpm-pool-tiny.yaml"
+    train = ["train", "ddpm-finetune", "--conditional", "--data", str(PNEUMONIA), "--class", "all", "--per-class", "6",
+             "--image-size", "16", "--config", str(tiny), "--device", "cpu", "--no-progress", "--unlabeled", "32"]
+    r = run_cli(*train, "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["all", "pretrained"]  # not one run per class
+    saved = load_run_config(tmp_path / "run" / "all")
+    assert saved["family"] == "ddpm-finetune-cond" and saved["classes"] == ["normal", "pneumonia"]
+    model = ConditionalFinetuneDDPM({**saved["model"], "num_classes": 2}, channels=1, image_size=16)
+    model.load_weights(tmp_path / "run" / "pretrained" / "model")
+    pretrained = load_file(next((tmp_path / "run" / "pretrained" / "model" / "unet").glob("*.safetensors")))
+    start = model.unet.state_dict()
+    assert all(torch.equal(start[k], pretrained[k]) for k in pretrained) and not start["class_embedding.weight"].any()
+    assert_clean_error(run_cli("train", "dcgan", "--conditional", "--data", str(PNEUMONIA), "--out", tmp_path / "x"),
+                       "--conditional applies to ddpm and ddpm-finetune only (not dcgan)")

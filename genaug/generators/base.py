@@ -42,6 +42,9 @@ class GenerativeModel(ABC):
     multilabel: ClassVar[bool] = False
     # An edit family turns real images into variants (SDEdit, ddpm_pool.EditDDPM) instead of drawing new ones.
     edits: ClassVar[bool] = False
+    # A family that fine-tunes a DDPM pretrained on the pool (`pretrain_steps`; ddpm_pool.py), trained
+    # once per experiment or per replicate by the harness, once per run by `genaug train`.
+    starts_from_pretrained: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any], channels: int, image_size: int):
         self.config = {**self.default_config, **(config or {})}

@@ -10,9 +10,10 @@
 - `ddpm-finetune`: an unconditional DDPM pretrained on the pool and the labelled images together
   (`pretrain_steps`, drawn uniformly from both), then one fine-tune per class on that class's
   labelled images alone (`steps`), each starting from the pretrained weights (`load_weights`).
-- `ddpm-edit`: the same pretrained model, fine-tuned once as a class-conditional DDPM on every
-  labelled image (its class embedding starts at zero, so the fine-tune starts from the pretrained
-  network's function), then used to edit real images (SDEdit, `DDPM.edit`): each labelled image
+- `ddpm-finetune-cond`: the same pretrained model, fine-tuned once as a class-conditional DDPM on
+  every labelled image (its class embedding starts at zero, so the fine-tune starts from the
+  pretrained network's function): one model for many classes, sampled with guidance.
+- `ddpm-edit`: that conditional fine-tune, used to edit real images (SDEdit, `DDPM.edit`): each labelled image
   noised to a strength from `strengths` and denoised towards its own class, `variants` per image
   (DA-Fusion, Trabucco et al. 2024).
 
@@ -83,6 +84,7 @@ class PseudoDDPM(ConditionalDDPM):
 class FinetuneDDPM(DDPM):
     family = "ddpm-finetune"
     uses_pool = True
+    starts_from_pretrained = True
     default_config = {**DDPM.default_config, "pretrain_steps": 2000}
 
     def load_weights(self, model_folder: Path) -> None:
@@ -115,17 +117,16 @@ def check_variants(variants) -> int:
     return number
 
 
-class EditDDPM(ConditionalDDPM):
-    family = "ddpm-edit"
-    uses_pool = True  # its pretraining; the conditional fine-tune sees the labelled images alone
-    edits = True
-    default_config = {**ConditionalDDPM.default_config, "pretrain_steps": 2000, "variants": 10,
-                      "strengths": [0.25, 0.5, 0.75, 1.0]}
+class ConditionalFinetuneDDPM(ConditionalDDPM):
+    """One class-conditional fine-tune of the pool-pretrained DDPM on every labelled image, where
+    ddpm-finetune trains one model per class: with many classes one model, each class's few images
+    helping the others', at the cost of one fine-tune instead of K. Sampled from noise with
+    classifier-free guidance as `ddpm-cond`."""
 
-    def __init__(self, config, channels, image_size):
-        super().__init__(config, channels, image_size)
-        check_strengths(self.config["strengths"])
-        check_variants(self.config["variants"])
+    family = "ddpm-finetune-cond"
+    uses_pool = True  # its pretraining; the conditional fine-tune sees the labelled images alone
+    starts_from_pretrained = True
+    default_config = {**ConditionalDDPM.default_config, "pretrain_steps": 2000}
 
     def load_weights(self, model_folder: Path) -> None:
         """Start from the pretrained unconditional DDPM: every weight but the class embedding, which
@@ -133,6 +134,19 @@ class EditDDPM(ConditionalDDPM):
         pretrained = UNet2DModel.from_pretrained(Path(model_folder) / "unet")
         result = self.unet.load_state_dict(pretrained.state_dict(), strict=False)
         if result.unexpected_keys or any(not k.startswith("class_embedding") for k in result.missing_keys):
-            raise GenaugError(f"{model_folder} holds a DDPM of another shape than this ddpm-edit config")
+            raise GenaugError(f"{model_folder} holds a DDPM of another shape than this {self.family} config")
         with torch.no_grad():
             self.unet.class_embedding.weight.zero_()
+
+
+class EditDDPM(ConditionalFinetuneDDPM):
+    """The conditional fine-tune of `ddpm-finetune-cond`, used to edit real images (SDEdit)."""
+
+    family = "ddpm-edit"
+    edits = True
+    default_config = {**ConditionalFinetuneDDPM.default_config, "variants": 10, "strengths": [0.25, 0.5, 0.75, 1.0]}
+
+    def __init__(self, config, channels, image_size):
+        super().__init__(config, channels, image_size)
+        check_strengths(self.config["strengths"])
+        check_variants(self.config["variants"])

@@ -9,12 +9,12 @@ from .dcgan import DCGAN
 from .ddpm import DDPM
 from .ddpm_conditional import ConditionalDDPM
 from .ddpm_multilabel import MultiLabelDDPM
-from .ddpm_pool import EditDDPM, FinetuneDDPM, PseudoDDPM, SemiDDPM
+from .ddpm_pool import ConditionalFinetuneDDPM, EditDDPM, FinetuneDDPM, PseudoDDPM, SemiDDPM
 from .vae import VAE
 
 FAMILIES: dict[str, type[GenerativeModel]] = {
-    cls.family: cls for cls in (VAE, DCGAN, DDPM, ConditionalDDPM, SemiDDPM, PseudoDDPM, FinetuneDDPM, EditDDPM,
-                                               MultiLabelDDPM)}
+    cls.family: cls for cls in (VAE, DCGAN, DDPM, ConditionalDDPM, SemiDDPM, PseudoDDPM, FinetuneDDPM,
+                                               ConditionalFinetuneDDPM, EditDDPM, MultiLabelDDPM)}
 
 
 def get_family(name: str) -> type[GenerativeModel]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ...generators.registry import get_family
+
 
 def protocol_text(config: dict, *, patients_known: bool, validation: str, seed_scheme: str, alpha: float,
                   min_effect: float) -> str:
@@ -33,7 +35,7 @@ def protocol_text(config: dict, *, patients_known: bool, validation: str, seed_s
                     f", with {statistics[c.get('bn_statistics', 'clean')]}") + ".")
         looks = ("watched during training; it chooses no model" if c.get("scored_model") != "best"
                  else f"model selection by `{select}`")
-    shared = [f for f in c.get("generators", []) if f in ("ddpm-finetune", "ddpm-edit")]
+    shared = [f for f in c.get("generators", []) if get_family(f).starts_from_pretrained]
     pretrain = (f" ({', '.join(shared)} fine-tune one pool pretraining shared by every replicate, trained once on "
                 "the train images no replicate validates or tests on, nor their patients)"
                 if shared and c.get("pretrain") == "shared" else "")

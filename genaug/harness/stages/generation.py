@@ -15,14 +15,14 @@ from ...config import load_config, packaged_config
 from ...data.imagesets import load_image_folder, slug
 from ...data.subsets import class_manifest, load_manifest
 from ...errors import GenaugError
-from ...generators.registry import get_family
+from ...generators.registry import FAMILIES, get_family
 from ...generators.ddpm import DDPM
 from ...data.intensity import IntensityRule
 from ..design.seeds import CONDITIONAL_UNIT, Seeds
 from ..design.spec import SHARED, ExperimentSpec, Unit, external_set
 from .unit_data import UnitData
 
-PRETRAINED = "pretrained"  # ddpm-finetune's shared model of a unit, before the per-class fine-tunes
+PRETRAINED = "pretrained"  # the pool-pretrained model of a unit (pretrain: per-replicate), before its fine-tunes
 SHARED_POOL_UNIT = 600  # the seed unit of the experiment's shared pool pretraining (its draw and its generator)
 
 
@@ -37,7 +37,7 @@ def generator_config(c: dict, family: str, image_size: int) -> dict:
     return config
 
 
-STARTS_FROM_PRETRAINED = ("ddpm-finetune", "ddpm-edit")
+STARTS_FROM_PRETRAINED = tuple(name for name, cls in FAMILIES.items() if cls.starts_from_pretrained)
 
 
 def pretrain_config(spec: ExperimentSpec, family: str) -> dict:
@@ -122,7 +122,7 @@ def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str,
     if label is None:  # one class-conditional model on the whole real training part (and the pool)
         config = {**config, "class": "all", "classes": names, "seed": seeds.of("generator", CONDITIONAL_UNIT)}
         run_dir, images, train["labels"] = folder, data.train_x, data.train_y
-        if family == "ddpm-edit":  # fine-tuned on the labelled images from the pool-pretrained model
+        if family in STARTS_FROM_PRETRAINED:  # fine-tuned on the labelled images from the pool-pretrained model
             pretrained = pretrained_model(spec, unit, family)
             train = {"init_from": pretrained / "model", "labels": data.train_y}
             manifest["pretrained"] = str(pretrained)
@@ -138,7 +138,7 @@ def generator_run(spec: ExperimentSpec, unit: Unit, data: UnitData, family: str,
     else:
         config = {**config, "class": names, "seed": seeds.of("generator", label)}
         run_dir, images = folder / slug(names), data.train_x[data.train_y == label]
-        if family == "ddpm-finetune":  # each class fine-tunes the pretrained model on its own images
+        if family in STARTS_FROM_PRETRAINED:  # each class fine-tunes the pretrained model on its own images
             pretrained = pretrained_model(spec, unit, family)
             train = {"init_from": pretrained / "model"}
             manifest["pretrained"] = str(pretrained)
