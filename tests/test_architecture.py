@@ -103,3 +103,21 @@ def test_the_harness_parts_import_only_what_comes_before_them():
     for name in HARNESS[:-1]:
         doc = importlib.import_module(f"genaug.harness.{name}").__doc__
         assert doc and len(doc) > 80, name
+
+
+def test_only_the_label_kind_branches_on_the_label_kind():
+    """One pipeline for one class and for several labels per image: outside stages/label_kinds.py (and
+    the multi-label stage and report modules the kind calls) no harness module tests `multilabel`."""
+    allowed = {"label_kinds.py", "multilabel_stages.py", "multilabel_report.py"}
+    found = []
+    for path in sorted((ROOT / "harness").rglob("*.py")):
+        if path.name in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.If, ast.IfExp, ast.While)) or isinstance(node, ast.comprehension):
+                tests = [node.test] if not isinstance(node, ast.comprehension) else node.ifs
+                for test in tests:
+                    if any((isinstance(n, ast.Attribute) and n.attr == "multilabel")
+                           or (isinstance(n, ast.Name) and n.id == "multilabel") for n in ast.walk(test)):
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno if hasattr(node, 'lineno') else test.lineno}")
+    assert found == []

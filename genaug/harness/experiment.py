@@ -20,26 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from ..config import save_config
 from ..data import open_source
 from ..data.images import check_image_size
 from ..data.sources import CIFAR10_CLASSES
-from ..data.unlabeled import folder_files
 from ..errors import GenaugError
-from ..generators.registry import get_family
-from ..generators.training import TRAIN_DEFAULTS, main_thread, raise_interrupt
+from ..generators.training import main_thread, raise_interrupt
 from ..io import read_json, write_json, write_text
-from ..runs import check_pool
 from .design.config import (DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RECIPE_KEYS, RUN_KEYS, helper_recipe,
                      legacy_helper_recipe, resolve_reference, step_budget)
-from .stages.headroom import available_per_class, check_extra_real, default_headroom
 from .design.config import experiment_config  # noqa: F401 - part of this module's API
 from .run.executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
-from .stages.generation import check_runs, generator_config
-from .stages.multilabel_stages import check_multilabel, check_single_label
+from .stages.label_kinds import MULTI_LABEL, SINGLE_LABEL, kind_for
 from .design.spec import ExperimentSpec, Unit, copies_at, remember_source
 from .run.plan import adopt, plan, unit_subset
 
@@ -76,12 +70,8 @@ class Experiment:
                                   split_folders=config["split_folders"], copies_at=copies_at(config))
         remember_source(self.source, data, data_root, config)
         self.multilabel = bool(self.source.multilabel)
-        if self.multilabel:  # several labels per image: every label of the file (label_columns choose them)
-            check_multilabel(config, self.source, runs_dir)
-            self.source_labels = list(range(len(self.source.classes)))
-        else:
-            check_single_label(config)
-            self.source_labels = self.source.resolve_classes(str(config["classes"]))
+        self.kind = kind_for(self.multilabel)  # what differs with several labels per image (label_kinds.py)
+        self.source_labels = self.kind.settle(config, self.source, runs_dir)
         if len(self.source_labels) < 2:
             raise GenaugError("augment-and-train needs at least two classes")
         self.classes = [self.source.classes[i] for i in self.source_labels]
@@ -129,7 +119,7 @@ class Experiment:
         if c["helper_recipe"] == "auto":
             c["helper_recipe"] = helper_recipe(c["steps"])
         if c["headroom"] == "auto":
-            c["headroom"] = [] if self.multilabel else default_headroom(self.source, self.source_labels, c)
+            c["headroom"] = self.kind.default_headroom(self.source, self.source_labels, c)
 
     def check_settings(self) -> None:
         """A re-run resumes only the same experiment; replicates and seeds may change (recorded)."""
@@ -165,70 +155,17 @@ class Experiment:
         self.history = history
 
     def _validation_per_class(self) -> int:
-        """Validation images per class drawn from the source's own val split (0: carve from the subset).
-
-        `validation: auto` uses the source's val split when it has one (MedMNIST `val_*`,
-        `ROOT/val/<class>`, a label file's `val` rows), drawing `round(per_class * val_fraction)` of
-        each class there and `per_class` minus that from train, so the labelled budget per class
-        stays `per_class`. `carve` always carves a stratified, group-disjoint part off the subset.
-        """
+        """Validation images per class from the source's own val split (0: carved from the subset)."""
         mode = self.config["validation"]
         if mode not in ("auto", "carve", "source"):
             raise GenaugError(f"validation must be auto, carve or source (got {mode!r})")
-        if self.multilabel:
-            if mode == "source":
-                raise GenaugError("with several labels per image the validation part is carved from the labelled "
-                                  "subset (stratified, patient-disjoint): drop validation: source")
-            return 0
-        if self.config["cv"]:
-            if mode == "source":
-                raise GenaugError("cv replaces the validation part: drop validation: source")
-            return 0  # cross-validation folds of the labelled subset replace the validation carve
-        has_val = "val" in self.source.splits
-        if mode == "source" and not has_val:
-            raise GenaugError(f"validation: source, but {self.data} has no val split")
-        if mode == "carve" or not has_val:
-            return 0
-        n_val = max(1, round(self.config["per_class"] * self.config["val_fraction"]))
-        if n_val >= self.config["per_class"]:
-            raise GenaugError(f"too few images for the train/validation split: per_class {self.config['per_class']} "
-                              f"with val_fraction {self.config['val_fraction']} leaves no training images")
-        return n_val
+        return self.kind.validation_per_class(self.config, self.source, self.data)
 
     # -- the run ------------------------------------------------------------------------------
     def preflight(self) -> None:
-        """Refuse, before anything is written, unlabelled images that cannot be had and --runs that
-        cannot serve every replicate."""
-        c = self.config
-        if self.multilabel:
-            return  # check_multilabel refused what a multi-label run cannot use
-        check_extra_real(self.source, self.source_labels, c)
-        counts = [n for n in c["headroom"] if n != "all"]
-        left = available_per_class(self.source, self.source_labels, int(c["per_class"]))
-        if counts and max(counts) - int(c["per_class"]) > left:
-            raise GenaugError(f"headroom {max(counts)} per class: the source's train split holds {max(left, 0)} "
-                              f"labelled images of its smallest class beyond the {c['per_class']} of the subset; "
-                              "choose smaller sizes, or all")
-        if self.runs_dir is not None:
-            check_runs(self.runs_dir, int(c["replicates"]), c["cv"])
-        if c["unlabeled_data"]:
-            folder_files(c["unlabeled_data"])
-        for family in c["generators"]:
-            if get_family(family).uses_pool:
-                settings = generator_config(c, family, self.image_size)
-                model = {**get_family(family).default_config, **(settings.get("model") or {})}
-                size = c["unlabeled"] if isinstance(c["unlabeled"], int) else (
-                    len(folder_files(c["unlabeled_data"])) if c["unlabeled_data"] else None)
-                batch = int(settings.get("batch_size") or TRAIN_DEFAULTS["batch_size"])
-                check_pool(family, torch.empty(size or batch, 0), batch, model)
-        if isinstance(c["unlabeled"], int):
-            train = self.source.split("train")
-            in_scope = sum(1 for y in train.labels if int(y) in self.source_labels)
-            left = in_scope - int(c["per_class"]) * len(self.source_labels)
-            if c["unlabeled"] > left:
-                raise GenaugError(f"--unlabeled {c['unlabeled']}: the train split of {self.data} has {in_scope} images "
-                                  f"of these classes; after {c['per_class']} labelled per class at most {max(left, 0)} "
-                                  "are left (fewer when patients are kept apart)")
+        """Refuse, before anything is written, what the source or the folder cannot give (extra real
+        or unlabelled images, --runs that cannot serve every replicate)."""
+        self.kind.preflight(self.config, self.source, self.source_labels, self.runs_dir, self.image_size, self.data)
 
     def unit_data(self, replicate: int, fold: int | None = None):
         """The real subset of one unit (drawn and recorded on first use, reloaded afterwards)."""
@@ -240,6 +177,8 @@ class Experiment:
         stops with a one-line error naming what failed; every finished stage is kept."""
         from .report.multilabel_report import write_multilabel_report
         from .report.writer import write_headroom, write_report
+
+        reports = {SINGLE_LABEL.name: write_report, MULTI_LABEL.name: write_multilabel_report}
 
         self.preflight()
         self.check_settings()
@@ -270,4 +209,4 @@ class Experiment:
                               + f"; every other stage finished and is kept in {self.out}: fix it and run again")
         if headroom_only:
             return write_headroom(self.spec, self.spec.units())
-        return (write_multilabel_report if self.multilabel else write_report)(self.spec, self.spec.units())
+        return reports[self.kind.name](self.spec, self.spec.units())

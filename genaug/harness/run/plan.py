@@ -2,7 +2,9 @@
 
 Per unit: `subset` (the real data), `generator` (per class, or one for a class-conditional family),
 `samples` (per source and class), `gate` (the memorisation gate's check), `acceptance` (per source),
-`classifier` (arm x seed x architecture) and `quality` (per source). Each task names the tasks it
+`classifier` (arm x seed x architecture) and `quality` (per source); with several labels per image
+the label kind (stages/label_kinds.py) leaves out what it does not have and draws samples per
+source. The graph is written once for both kinds. Each task names the tasks it
 reads; `plan` lists them in the order one process runs them. `execute` is the same on every
 executor: done (its record is in the store) means nothing to do; else it takes the stage's lease,
 computes, writes its outputs and then its record.
@@ -15,18 +17,12 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ...data.imagesets import slug
-from ...data.subsets import MANIFEST_NAME
-from ...io import has_weights, read_json
-from ..stages import accepted, generation, multilabel_stages as ml
-from ..design.arms import Duplicates
-from ..stages.classifier_run import classifier_run, result_path
-from ..stages.faults import inject
-from ..stages.quality import assess, quality_path
 from ..design.spec import SHARED, ExperimentSpec, Unit
+from ..stages import generation
+from ..stages.faults import inject
+from ..stages.label_kinds import label_kind, subset_recorded
+from ..stages.unit_data import UnitData
 from .store import Store, stage_key
-from ..stages.teacher import teacher_trained, train_teacher
-from ..stages.unit_data import UnitData, real_subset
 
 STAGES = {  # stage type: what it does
     "subset": "real subset", "teacher": "teacher (labels the pool; label fidelity)",
@@ -49,7 +45,9 @@ class Task:
 def plan(spec: ExperimentSpec, headroom_only: bool = False) -> list[Task]:
     """The experiment's tasks in the order one process runs them: per unit its subset, the headroom
     stage (the reference, `headroom@N` and `+real@N` runs), then generators and the rest; with
-    `headroom_only`, the subsets and the headroom stage alone."""
+    `headroom_only`, the subsets and the headroom stage alone. The label kind (stages/label_kinds.py)
+    says which stages and arms an experiment has."""
+    kind = label_kind(spec)
     tasks: dict[str, Task] = {}
 
     def add(stage: str, unit: Unit, params: tuple, upstream: list[str], label: str) -> str:
@@ -58,19 +56,13 @@ def plan(spec: ExperimentSpec, headroom_only: bool = False) -> list[Task]:
             tasks[label] = Task(stage, unit, params, tuple(upstream), label, key)
         return label
 
-    if spec.multilabel:
-        return _multilabel_plan(spec, add, tasks)
-
     def classifiers(unit: Unit, subset: str, arms: list, decided: dict) -> None:
         for k in range(int(spec.config["seeds"])):
             for arm in arms:
-                needs = ([decided[arm.source]] if arm.source else
-                         list(decided.values()) if isinstance(arm, Duplicates) else [])
-                for arch in spec.architectures:
-                    add("classifier", unit, (arm.name, k, arch), [subset, *needs],
-                        f"classifier {u} {arm.name} {arch} seed {k}")
+                for run in kind.classifier_runs(spec, arm, k):
+                    add("classifier", unit, run.params, [subset, *kind.arm_reads(arm, decided)],
+                        f"classifier {unit.name} {run.label}")
 
-    first = [a for a in spec.arms if a.kind in ("headroom", "positive") or a.name == spec.config.get("reference")]
     subsets = [add("subset", unit, (), [], f"subset {unit.name}") for unit in spec.units()]
     shared = {}  # family -> the experiment's one pool pretraining it starts from (generation.shared_pretrain)
     if spec.config.get("pretrain") == "shared" and spec.runs_dir is None and not headroom_only:
@@ -78,117 +70,51 @@ def plan(spec: ExperimentSpec, headroom_only: bool = False) -> list[Task]:
             if family in generation.STARTS_FROM_PRETRAINED:
                 pid = generation.pretrain_id(spec, family)
                 shared[family] = add("pretrain", SHARED, (pid, family), subsets, f"pretrain {pid}")
+    drawn_by = kind.generator_sources(spec)
     for unit in spec.units():
         u = unit.name
         subset = add("subset", unit, (), [], f"subset {u}")
-        classifiers(unit, subset, first, {})  # the headroom stage: before any generator
+        classifiers(unit, subset, kind.headroom_arms(spec), {})  # the headroom stage: before any generator
         if headroom_only:
             continue
-        if teacher_wanted(spec):
-            teacher = add("teacher", unit, (), [subset], f"teacher {u}")
-        if accepted.gate_wanted(spec):
+        teacher = add("teacher", unit, (), [subset], f"teacher {u}") if kind.wants_teacher(spec) else None
+        if kind.wants_gate(spec):
             add("gate", unit, (), [subset], f"gate {u}")
         decided = {}
-        for source, sspec in spec.source_specs.items():
+        for source in kind.all_sources(spec):
             drawn = []
-            if "family" in sspec:
-                family, conditional = sspec["family"], sspec["guidance"] is not None
+            if source in drawn_by:
+                family, conditional = drawn_by[source]["family"], drawn_by[source]["conditional"]
                 before = [subset, teacher] if family == "ddpm-pseudo" else [subset]
                 if family in shared:  # the experiment's pool pretraining
                     before.append(shared[family])
                 elif family in generation.STARTS_FROM_PRETRAINED:  # the unit's own (pretrain: per-replicate)
                     before.append(add("generator", unit, (family, generation.PRETRAINED), [subset],
                                       f"generator {u} {family} {generation.PRETRAINED}"))
-                for label, name in enumerate(spec.classes):
+                for label, name in kind.sample_groups(spec):
                     target = None if conditional else label
                     trained = add("generator", unit, (family, target), before,
                                   f"generator {u} {family}" + ("" if conditional else f" {name}"))
-                    drawn.append(add("samples", unit, (source, label), [subset, trained], f"samples {u} {source} {name}"))
+                    params, tail = ((source,), "") if label is None else ((source, label), f" {name}")
+                    drawn.append(add("samples", unit, params, [subset, trained], f"samples {u} {source}{tail}"))
             decided[source] = add("acceptance", unit, (source,), [subset, *drawn], f"acceptance {u} {source}")
-        classifiers(unit, subset, [a for a in spec.arms if a not in first], decided)
-        if spec.config["quality"]:
+        classifiers(unit, subset, kind.later_arms(spec), decided)
+        if kind.wants_quality(spec):
             for source in spec.sources:
                 add("quality", unit, (source,), [subset, teacher, decided[source]], f"quality {u} {source}")
     return list(tasks.values())
 
 
-def _multilabel_plan(spec: ExperimentSpec, add, tasks: dict) -> list[Task]:
-    """Several labels per image (multilabel_stages.py): one label-set generator per family and unit,
-    its sources (training distribution, targeted), their acceptance, and the classifier runs."""
-    sources = ml.sources(spec)
-    for unit in spec.units():
-        u = unit.name
-        subset = add("subset", unit, (), [], f"subset {u}")
-        decided = {}
-        for source, s in sources.items():
-            trained = add("generator", unit, (s["family"], None), [subset], f"generator {u} {s['family']}")
-            drawn = add("samples", unit, (source,), [subset, trained], f"samples {u} {source}")
-            decided[source] = add("acceptance", unit, (source,), [subset, drawn], f"acceptance {u} {source}")
-        for k in range(int(spec.config["seeds"])):
-            for arm in ml.arm_names(spec):
-                needs = ([decided[arm[1:]]] if arm[1:] in decided else
-                         list(decided.values()) if arm == "+dup" else [])
-                add("classifier", unit, (arm, k), [subset, *needs], f"classifier {u} {arm} seed {k}")
-    return list(tasks.values())
-
-
-def teacher_wanted(spec: ExperimentSpec) -> bool:
-    """The teacher labels the pool for ddpm-pseudo and scores label fidelity in the quality stage."""
-    return "ddpm-pseudo" in spec.config["generators"] or bool(spec.config["quality"] and spec.sources)
-
-
 def output_exists(spec: ExperimentSpec, task: Task) -> bool:
     """Whether the task's outputs are on disk (a folder from before the store is adopted by this)."""
-    unit, p = task.unit, task.params
     if task.stage == "subset":
-        return (spec.unit_folder(unit) / MANIFEST_NAME).exists()
-    if spec.multilabel:
-        return _multilabel_output_exists(spec, task)
-    if task.stage == "generator":
-        family, label = p
-        folder = spec.unit_folder(unit) / "generators" / family
-        folder = (folder if label is None else folder / label if label == generation.PRETRAINED
-                  else folder / slug(spec.classes[label]))
-        return spec.runs_dir is not None or has_weights(folder / "model")
-    if task.stage == "pretrain":
-        return has_weights(generation.shared_pretrained_folder(spec, p[0]) / "model")
-    if task.stage == "samples":
-        return _samples_drawn(spec, generation.samples_folder(spec, unit, p[0], p[1]))
-    if task.stage == "gate":
-        return accepted.gate_path(spec, unit).exists()
-    if task.stage == "teacher":
-        return teacher_trained(spec, unit)
-    if task.stage == "acceptance":
-        return accepted.decisions_path(spec, unit, p[0]).exists()
-    if task.stage == "classifier":
-        return result_path(spec, unit, _arm(spec, p[0]), p[1], p[2]).exists()
-    return quality_path(spec, unit, p[0]).exists()
-
-
-def _samples_drawn(spec: ExperimentSpec, folder) -> bool:
-    """Whether a samples folder holds every image the experiment draws per source (and class)."""
-    path = folder / "samples.json"
-    return path.exists() and len(read_json(path).get("images", [])) >= max(spec.config["synthetic_per_class"])
+        return subset_recorded(spec, task.unit)
+    return label_kind(spec).output_exists(spec, task.stage, task.unit, task.params)
 
 
 def unit_subset(spec: ExperimentSpec, unit: Unit) -> UnitData:
     """A unit's real subset: drawn and recorded on first use, reloaded from its manifest afterwards."""
-    return (ml.real_subset if spec.multilabel else real_subset)(spec, unit)
-
-
-def _multilabel_output_exists(spec: ExperimentSpec, task: Task) -> bool:
-    unit, p = task.unit, task.params
-    if task.stage == "generator":
-        return has_weights(spec.unit_folder(unit) / "generators" / p[0] / "model")
-    if task.stage == "samples":
-        return _samples_drawn(spec, ml.samples_folder(spec, unit, p[0]))
-    if task.stage == "acceptance":
-        return ml.decisions_path(spec, unit, p[0]).exists()
-    return ml.result_path(spec, unit, p[0], p[1]).exists()
-
-
-def _arm(spec: ExperimentSpec, name: str):
-    return next(a for a in spec.arms if a.name == name)
+    return label_kind(spec).real_subset(spec, unit)
 
 
 def done(spec: ExperimentSpec, task: Task, store: Store | None = None) -> bool:
@@ -244,37 +170,9 @@ def adopt(spec: ExperimentSpec, tasks: list[Task], keep_classifiers: bool = True
 
 def compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
     """The stage's work itself: outputs written, nothing recorded."""
-    unit, p = task.unit, task.params
     if task.stage == "subset":
-        return unit_subset(spec, unit)
-    if spec.multilabel:
-        return _multilabel_compute(spec, task, data)
-    if task.stage == "pretrain":
-        return str(generation.shared_pretrain(spec, *p))
-    if task.stage == "generator":
-        return str(generation.generator_run(spec, unit, data, *p))
-    if task.stage == "samples":
-        return generation.draw_samples(spec, unit, data, *p)
-    if task.stage == "gate":
-        return accepted.gate_check(spec, unit, data)
-    if task.stage == "teacher":
-        return train_teacher(spec, unit, data)
-    if task.stage == "acceptance":
-        return accepted.decide(spec, unit, data, p[0])
-    if task.stage == "classifier":
-        return classifier_run(spec, unit, data, _arm(spec, p[0]), p[1], p[2], label=task.label)
-    return assess(spec, unit, data, p[0])
-
-
-def _multilabel_compute(spec: ExperimentSpec, task: Task, data: UnitData | None):
-    unit, p = task.unit, task.params
-    if task.stage == "generator":
-        return str(ml.generator_run(spec, unit, data, p[0]))
-    if task.stage == "samples":
-        return ml.draw_samples(spec, unit, data, p[0])
-    if task.stage == "acceptance":
-        return ml.decide(spec, unit, data, p[0])
-    return ml.classifier_run(spec, unit, data, p[0], p[1])
+        return unit_subset(spec, task.unit)
+    return label_kind(spec).compute(spec, task.stage, task.unit, task.params, data, task.label)
 
 
 def execute(spec: ExperimentSpec, task: Task, data: UnitData | None, keys: dict[str, str], owner: str,
