@@ -301,6 +301,10 @@ def test_a_folder_from_before_0_2_takes_todays_recipe_only_when_asked(tmp_path):
     assert today["decision_rule"] == "iut" and today["reference"] == "baseline-strong"
     for c in (kept, today):
         assert c["seed_scheme"] == "offset" and c["pretrain"] == "per-replicate"
+    # once a run recorded the resolved settings, the same command (a second driver, a resume) finds them again
+    (out / "config.yaml").write_text(yaml.safe_dump({**today, "data": str(PNEUMONIA)}))
+    again = resolved(recipe_defaults="current")
+    assert {k: again[k] for k in LEGACY} == {k: today[k] for k in LEGACY}
     with pytest.raises(GenaugError, match="recipe_defaults must be recorded or current"):
         experiment_config(None, {"recipe_defaults": "today"})
 

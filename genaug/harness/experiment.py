@@ -106,9 +106,9 @@ class Experiment:
             old = yaml.safe_load(path.read_text()) or {}
             current = c["recipe_defaults"] == "current"
             for key, value in LEGACY.items():
-                # absent, or recorded as null where null is the legacy value (a folder's own config.yaml read
-                # back gives null as "not set": the run must not turn it into the new default)
-                legacy = key not in old or (old[key] is None and value is None)
+                # absent, or recorded at its legacy value (by a run that resolved it, as this one will): a
+                # second driver or a resumed run with the same command must find the same settings
+                legacy = key not in old or old[key] == value
                 if legacy and c[key] == DEFAULTS[key] and not (current and key in RECIPE_KEYS):
                     c[key] = value
             if c["helper_recipe"] == "auto":  # as recorded: the helpers keep their recipe when the arms' changes
