@@ -297,7 +297,7 @@ def test_a_folder_from_before_0_2_takes_todays_recipe_only_when_asked(tmp_path):
     assert {k: kept[k] for k in ("steps", "synthetic_share", "bn_statistics", "decision_rule", "scored_model")} == \
         {"steps": None, "synthetic_share": None, "bn_statistics": "clean", "decision_rule": "holm-all",
          "scored_model": "best"}
-    assert today["steps"] == 1500 and today["synthetic_share"] == 0.5 and today["bn_statistics"] == "training"
+    assert today["steps"] == 1000 and today["synthetic_share"] == 0.5 and today["bn_statistics"] == "training"
     assert today["decision_rule"] == "iut" and today["reference"] == "baseline-strong"
     for c in (kept, today):
         assert c["seed_scheme"] == "offset" and c["pretrain"] == "per-replicate"
