@@ -196,15 +196,19 @@ def test_headroom_positive_control_and_recipe_change_keep_upstream_keys(tmp_path
     assert len(x) == 6 and torch.bincount(y).tolist() == [3, 3]
     assert not {h for h in map(lambda im: im.numpy().tobytes(), x)} & {im.numpy().tobytes() for im in data.train_x}
     before = {t.label: t.key for t in plan(spec)}
-    # a change of the arms' recipe: classifiers re-run, nothing upstream of them
-    r = run_cli("augment-and-train", *args, "--steps", "3", "--out", out)
+    # a change of the arms' recipe (the budget and the network's stem): classifiers re-run, nothing upstream of
+    # them; the helpers (teacher, CAS) keep the stem they recorded
+    (tmp_path / "stem.yaml").write_text("stem: small\n")
+    r = run_cli("augment-and-train", *args, "--steps", "3", "--config", tmp_path / "stem.yaml", "--out", out)
     assert r.exit_code == 0, r.output
     after = {t.label: t.key for t in plan(ExperimentSpec.from_json((out / "spec.json").read_text()))}
     for label, key in before.items():
         assert (after[label] == key) != label.startswith("classifier"), label
     assert list((out / "rep-0").glob("classifiers-before-*"))  # the first recipe's results kept
     history = json.loads((out / "history.json").read_text())
-    assert history[-1]["recipe_changed"] == {"steps": [2, 3]}
+    assert history[-1]["recipe_changed"] == {"steps": [2, 3], "stem": ["imagenet", "small"]}
+    assert spec.helper_settings.stem == "imagenet" and ExperimentSpec.from_json(
+        (out / "spec.json").read_text()).helper_settings.stem == "imagenet"
 
 
 def test_bad_recipe_input_in_one_line(tmp_path):

@@ -117,7 +117,7 @@ class Experiment:
         if c["steps"] == "auto":
             c["steps"] = step_budget(self.image_size)
         if c["helper_recipe"] == "auto":
-            c["helper_recipe"] = helper_recipe(c["steps"])
+            c["helper_recipe"] = helper_recipe(c["steps"], c["stem"])
         if c["headroom"] == "auto":
             c["headroom"] = self.kind.default_headroom(self.source, self.source_labels, c)
 

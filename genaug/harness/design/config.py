@@ -112,8 +112,9 @@ ADDED_SINCE_STORE = {"given_split": "use", "split_folders": None, "label_columns
 # how the stages are scheduled and the settings resolved, not what they compute: free on a re-run
 RUN_KEYS = ("resources", "retries", "recipe_defaults")
 # what only the arms' classifier runs read (and the report, from their results): a change re-runs the classifiers
-# and nothing upstream of them (run/plan.py keys every other stage without these)
-RECIPE_KEYS = ("steps", "warmup", "scored_model", "bn_statistics", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
+# and nothing upstream of them (run/plan.py keys every other stage without these); the helper classifiers keep
+# their own copy of the recipe fields they read (HELPER_FIELDS, recorded as `helper_recipe`)
+RECIPE_KEYS = ("stem", "steps", "warmup", "scored_model", "bn_statistics", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
                "lr_step", "lr_gamma", "weight_decay", "loss", "cr_k", "controls", "full_real", "synthetic_ratio",
                "synthetic_share", "synthetic_augment", "strong_augment", "strong_mix", "reference", "decision_rule",
                "headroom", "headroom_steps", "alpha", "min_effect", "select_metric")
@@ -370,14 +371,14 @@ def parse_headroom(value) -> str | list:
 
 
 # the recipe fields of the helper classifiers (spec.helper_settings); the rest come from the experiment
-HELPER_FIELDS = ("steps", "warmup", "scored_model", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
+HELPER_FIELDS = ("stem", "steps", "warmup", "scored_model", "ema_decay", "label_smoothing", "epochs", "batch_size", "lr",
                  "lr_step", "lr_gamma", "weight_decay", "select_metric")
 
 
-def helper_recipe(steps: int | None) -> dict:
+def helper_recipe(steps: int | None, stem: str) -> dict:
     """The helper classifiers' recipe of a new experiment: the steps protocol's defaults at the
-    arms' step budget as first resolved (recorded, so a later change of the arms' budget keeps it)."""
-    return {**{k: DEFAULTS[k] for k in HELPER_FIELDS}, "steps": steps, "select_metric": None}
+    arms' step budget and stem as first resolved (recorded, so a later change of the arms' keeps it)."""
+    return {**{k: DEFAULTS[k] for k in HELPER_FIELDS}, "steps": steps, "stem": stem, "select_metric": None}
 
 
 def legacy_helper_recipe(old: dict) -> dict:
