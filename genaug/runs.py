@@ -448,8 +448,11 @@ def _write_images(out: Path, settings: dict, n: int, groups: list[list[int]], dr
 
 def edit_plan(n_sources: int, n: int, strengths: list[float]) -> list[tuple[int, int, float]]:
     """(source, variant, strength) of edit i for i < n: variant-major, so any first k edits spread
-    over the sources evenly; variant v at strengths[v % len(strengths)], so strengths are balanced."""
-    return [(i % n_sources, i // n_sources, strengths[(i // n_sources) % len(strengths)]) for i in range(n)]
+    over the sources evenly; source s's variant v at strengths[(s + v) % len(strengths)], so every
+    variant already spans the strengths (with fewer variants than strengths, as when 100 edits come
+    from 40 images, each strength is still drawn) and each source cycles through them."""
+    return [(i % n_sources, i // n_sources, strengths[(i % n_sources + i // n_sources) % len(strengths)])
+            for i in range(n)]
 
 
 def edit_sources(run_dir: str | Path, edit_from: str, class_name: str | None = None

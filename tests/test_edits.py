@@ -104,7 +104,7 @@ def test_ddpm_edit_fine_tunes_the_pretrained_model_and_its_edits_record_source_c
     rows = made["images"]
     assert len(rows) == 36 and made["edit"]["strengths"] == [0.25, 1.0]  # 12 training images x 3 variants
     assert [r["variant"] for r in rows[:12]] == [0] * 12 and [r["strength"] for r in rows] == \
-        [0.25] * 12 + [1.0] * 12 + [0.25] * 12  # variant-major, strengths cycled over the variants
+        [[0.25, 1.0][(s + v) % 2] for v in range(3) for s in range(12)]  # variant-major, strengths cycled
     sources = read_json(tmp_path / "run" / "all" / "manifest.json")["train"]["items"]
     class_of = {str(it["id"]): it["class"] for it in sources}
     assert all(r["class"] == class_of[r["source"]] for r in rows)  # a variant keeps its source's label
@@ -282,3 +282,24 @@ def test_train_ddpm_finetune_conditional_fine_tunes_one_model_from_the_pretraini
     assert all(torch.equal(start[k], pretrained[k]) for k in pretrained) and not start["class_embedding.weight"].any()
     assert_clean_error(run_cli("train", "dcgan", "--conditional", "--data", str(PNEUMONIA), "--out", tmp_path / "x"),
                        "--conditional applies to ddpm and ddpm-finetune only (not dcgan)")
+
+
+def test_a_mixed_strength_edit_source_reports_fid_and_label_fidelity_per_strength(tmp_path):
+    """`edit_strength: mixed` cycles the strengths inside one source: its quality stage splits the accepted
+    edits by their recorded strength (count, FID, label fidelity), the dose-response without more arms."""
+    from genaug.harness.experiment import Experiment
+    from genaug.io import read_json
+
+    from conftest import PNEUMONIA
+
+    out = tmp_path / "exp"
+    e = Experiment(str(PNEUMONIA), out, _edit_config(tmp_path, edit_strength="mixed", quality=True, replicates=1,
+                                                     accept="all"), device="cpu", progress=False)
+    e.run()
+    quality = read_json(out / "rep-0" / "quality" / "ddpm-edit.json")
+    rows = quality["by_strength"]
+    assert set(rows) == {"0.25", "0.5", "0.75", "1"}  # ddpm-edit's default strengths, cycled over the variants
+    assert sum(r["n"] for r in rows.values()) == quality["n_synthetic"] == 24
+    assert all(r["fid"] is not None and set(r["label_fidelity"]["per_class"]) == {"normal", "pneumonia"}
+               for r in rows.values())
+    assert "Edits per strength" in (out / "report.md").read_text()

@@ -32,6 +32,7 @@ def quality_tables(r: dict, primary: str) -> list[str]:
               "a classifier trained on the real labelled images (the teacher) assigns to the intended class, "
               "mean over classes (per class in report.json): a sample of the wrong class is label noise.", ""]
     lines += _class_fid_table(r)
+    lines += _strength_table(r)
     lines += _teacher_lines(r.get("teacher") or [])
     qvg = r["quality_vs_gain"]
     if qvg:
@@ -41,6 +42,33 @@ def quality_tables(r: dict, primary: str) -> list[str]:
         lines += ["", f"p: exact (every pairing of the points) up to {analysis.EXACT_SPEARMAN_MAX} points, else the t "
                   "approximation; with 3 points no p-value falls below 1/3.", ""]
     return lines
+
+
+def _strength_table(r: dict) -> list[str]:
+    """An edit source's accepted images per strength: count, FID and label fidelity over replicates."""
+    rows = {}
+    for source, per_rep in r["quality"].items():
+        for q in per_rep:
+            for strength, row in (q.get("by_strength") or {}).items():
+                rows.setdefault((source, float(strength)), []).append(row)
+    if not rows:
+        return []
+
+    def cell(values, digits):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "–"
+        return (f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1
+                else f"{values[0]:.{digits}f}")
+
+    lines = ["Edits per strength (the dose-response inside an edit source; FID at these counts only compares "
+             "strengths with each other):", "", "| source | strength | images (mean) | FID | label fidelity |",
+             "|---|---|---|---|---|"]
+    for (source, strength), found in sorted(rows.items()):
+        lines.append(f"| {source} | {strength:g} | {np.mean([f['n'] for f in found]):.0f} | "
+                     f"{cell([f['fid'] for f in found], 1)} | "
+                     f"{cell([(f['label_fidelity'] or {}).get('mean') for f in found], 3)} |")
+    return [*lines, ""]
 
 
 def _class_fid_table(r: dict) -> list[str]:

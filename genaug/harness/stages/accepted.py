@@ -150,6 +150,18 @@ def accepted_at(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, c
     return torch.cat(xs), torch.cat(ys)
 
 
+def accepted_strengths(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, count: int) -> np.ndarray | None:
+    """The edit strength of each image `accepted_at` returns (same order), or None for a source that
+    draws new images instead of editing real ones."""
+    family = spec.source_specs.get(source, {}).get("family")
+    if not family or not get_family(family).edits:
+        return None
+    kept = read_json(decisions_path(spec, unit, source))["kept"]
+    _, strengths = edit_records(spec, unit, data, source)
+    return np.concatenate([strengths[label][[i for i in kept[spec.classes[label]] if i < count]]
+                           for label in spec.labels])
+
+
 def duplicates(spec: ExperimentSpec, unit: Unit, data: UnitData) -> tuple[torch.Tensor, torch.Tensor]:
     """Real training images drawn with replacement, per class as many as the largest accepted set."""
     most = max(spec.config["synthetic_per_class"])

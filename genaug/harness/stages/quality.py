@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ...classifiers.inference import predict_proba
 from ...data.imagesets import slug
 from ...io import read_json, write_json
-from .accepted import accepted_at
+from .accepted import accepted_at, accepted_strengths
 from ...classifiers.training import train_classifier
 from ..design.spec import ExperimentSpec, Unit
 from ...classifiers.metrics import classification_metrics
@@ -27,10 +28,11 @@ def assess(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> dic
     Classification Accuracy Score (a classifier trained on them alone, tested on the real test split),
     per-class FID and label fidelity (the share the teacher, trained on the real labelled images,
     assigns to the intended class); written to `<unit>/quality/<source>.json`."""
-    x, y = accepted_at(spec, unit, data, source, max(spec.config["synthetic_per_class"]))
+    n = max(spec.config["synthetic_per_class"])
+    x, y = accepted_at(spec, unit, data, source, n)
     out: dict[str, Any] = {"source": source, "n_real": len(data.train_x), "n_synthetic": len(x)}
     if len(x) >= 4:
-        out.update(_measure(spec, unit, data, source, x, y))
+        out.update(_measure(spec, unit, data, source, x, y, accepted_strengths(spec, unit, data, source, n)))
     else:
         out["note"] = "fewer than 4 accepted images: no FID, KID, precision/recall or CAS"
     write_json(quality_path(spec, unit, source), out)
@@ -38,7 +40,7 @@ def assess(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> dic
 
 
 def _measure(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, x: torch.Tensor,
-             y: torch.Tensor) -> dict[str, Any]:
+             y: torch.Tensor, strengths=None) -> dict[str, Any]:
     from ...metrics.fidelity import ImageSet, compute_metrics, with_features
 
     # one Inception pass over each side: the per-class FIDs take their rows of the same features
@@ -52,7 +54,26 @@ def _measure(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, x: t
             "classes_without_images": [spec.classes[label] for label in spec.labels if not (y == label).any()],
             "per_class": class_fids(spec, unit, data, real, fake, y),
             # a sample the real-image classifier puts in another class is label noise, not augmentation
-            "label_fidelity": teacher_fidelity(spec, unit, x, y)}
+            "label_fidelity": teacher_fidelity(spec, unit, x, y),
+            **({} if strengths is None else {"by_strength": by_strength(spec, unit, real, fake, x, y, strengths)})}
+
+
+def by_strength(spec: ExperimentSpec, unit: Unit, real_set, fake_set, x: torch.Tensor, y: torch.Tensor,
+                strengths) -> dict[str, dict]:
+    """An edit source's accepted images per strength: their count, FID against the real training part
+    (the whole sets' features, as `class_fids`) and label fidelity: a mixed source cycles its
+    strengths, so this is its dose-response at no extra training."""
+    from ...metrics.fidelity import compute_metrics
+
+    out = {}
+    for strength in sorted({float(s) for s in strengths}):
+        pick = torch.from_numpy(np.asarray(strengths) == strength)
+        row = {"n": int(pick.sum()), "fid": None, "label_fidelity": teacher_fidelity(spec, unit, x[pick], y[pick])}
+        if row["n"] >= 2:
+            row["fid"] = compute_metrics(real_set, fake_set.subset(pick, f"edits at strength {strength:g}"),
+                                         device=spec.device)["fid"]
+        out[f"{strength:g}"] = row
+    return out
 
 
 def class_fids(spec: ExperimentSpec, unit: Unit, data: UnitData, real_set, fake_set, y: torch.Tensor) -> dict[str, dict]:
