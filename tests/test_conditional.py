@@ -85,7 +85,7 @@ def test_label_dropout_and_refusals(tmp_path):
     with pytest.raises(Exception, match="class-conditional"):
         Trainer("ddpm-cond", real.images, tmp_path / "b", cfg, device="cpu", progress=False)
     r = run_cli("train", "vae", "--conditional", "--data", PNEUMONIA, "--class", "all")
-    assert r.exit_code != 0 and "ddpm only" in r.output
+    assert r.exit_code != 0 and "ddpm and ddpm-finetune only" in r.output
 
 
 def test_resume_conditional_run(tmp_path):
