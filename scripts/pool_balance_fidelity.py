@@ -76,7 +76,7 @@ def main(data, data_root, out, replicates, per_class, steps, n, unlabeled, class
     runs = [fidelity_run(data, data_root, out, balance, replicates, per_class, steps, n, unlabeled, classifier_steps)
             for balance in (False, True)]
     off, on = (r["per_replicate"] for r in runs)
-    classes = [k for k, v in next(iter(off.values()))["per_class"].items()]
+    classes = list(next(iter(off.values()))["per_class"])
     summary = {}
     for name in classes:
         a = [off[rep]["per_class"][name] for rep in off]

@@ -137,14 +137,20 @@ def gate_check(spec: ExperimentSpec, unit: Unit, data: UnitData) -> dict:
     return out
 
 
+def kept_indices(spec: ExperimentSpec, unit: Unit, source: str, count: int) -> dict[int, list[int]]:
+    """Per class label, the drawing positions of `source`'s accepted images among its first `count`."""
+    kept = read_json(decisions_path(spec, unit, source))["kept"]
+    return {label: [i for i in kept[spec.classes[label]] if i < count] for label in spec.labels}
+
+
 def accepted_at(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str, count: int,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Accepted images among the first `count` drawn per class."""
-    kept = read_json(decisions_path(spec, unit, source))["kept"]
+    kept = kept_indices(spec, unit, source, count)
     images = synthetic_set(spec, unit, data, source)
     xs, ys = [], []
     for label in spec.labels:
-        idx = [i for i in kept[spec.classes[label]] if i < count]
+        idx = kept[label]
         xs.append(images[label][idx])
         ys.append(torch.full((len(idx),), label, dtype=torch.int64))
     return torch.cat(xs), torch.cat(ys)
@@ -156,10 +162,9 @@ def accepted_strengths(spec: ExperimentSpec, unit: Unit, data: UnitData, source:
     family = spec.source_specs.get(source, {}).get("family")
     if not family or not get_family(family).edits:
         return None
-    kept = read_json(decisions_path(spec, unit, source))["kept"]
+    kept = kept_indices(spec, unit, source, count)
     _, strengths = edit_records(spec, unit, data, source)
-    return np.concatenate([strengths[label][[i for i in kept[spec.classes[label]] if i < count]]
-                           for label in spec.labels])
+    return np.concatenate([strengths[label][kept[label]] for label in spec.labels])
 
 
 def duplicates(spec: ExperimentSpec, unit: Unit, data: UnitData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,9 +172,9 @@ def duplicates(spec: ExperimentSpec, unit: Unit, data: UnitData) -> tuple[torch.
     most = max(spec.config["synthetic_per_class"])
     counts = {label: 0 if spec.sources else most for label in spec.labels}
     for source in spec.sources:
-        kept = read_json(decisions_path(spec, unit, source))["kept"]
+        kept = kept_indices(spec, unit, source, most)
         for label in spec.labels:
-            counts[label] = max(counts[label], sum(1 for i in kept[spec.classes[label]] if i < most))
+            counts[label] = max(counts[label], len(kept[label]))
     g = torch.Generator().manual_seed(spec.seeds(unit).of("duplicates"))
     xs, ys = [], []
     for label in spec.labels:
@@ -184,11 +189,11 @@ def matched_duplicates(spec: ExperimentSpec, unit: Unit, data: UnitData, source:
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Real training images drawn with replacement, per class as many as `source`'s accepted images
     among the first `count`: the +dup matched to one synthetic arm in count and class balance."""
-    kept = read_json(decisions_path(spec, unit, source))["kept"]
+    kept = kept_indices(spec, unit, source, count)
     g = torch.Generator().manual_seed(spec.seeds(unit).of("duplicates"))
     xs, ys = [], []
     for label in spec.labels:
-        n = sum(1 for i in kept[spec.classes[label]] if i < count)
+        n = len(kept[label])
         pool = torch.nonzero(data.train_y == label).flatten()
         xs.append(data.train_x[pool[torch.randint(len(pool), (n,), generator=g)]])
         ys.append(torch.full((n,), label, dtype=torch.int64))
