@@ -43,14 +43,19 @@ def test_a_multilabel_experiment_runs_every_arm_and_reports_each_label(tiny):
     e, report = tiny
     names = list(e.classes)
     assert len(names) == 14 and report["design"]["primary_metric"] == "macro_auroc"
-    arms = ["baseline", "baseline-strong", "+dup", "+ddpm-multilabel", "+ddpm-multilabel-targeted"]
+    arms = ["baseline", "baseline-strong", "+dup:ddpm-multilabel", "+dup:ddpm-multilabel-targeted", "+ddpm-multilabel",
+            "+ddpm-multilabel-targeted"]
     assert list(report["arms"]) == arms
+    assert [report["arms"][a]["kind"] for a in arms] == ["baseline", "control", "control", "control", "synthetic",
+                                                         "synthetic"]
     assert set(report["per_label"]) == set(names)
     assert all(set(row["mean"]) == set(arms) for row in report["per_label"].values() if row["mean"])
-    # the verdict's family: the two synthetic arms against the three references, on macro AUROC
-    family = [(ref, a) for ref, block in report["comparisons"].items() for a, m in block.items()
-              if m["macro_auroc"]["in_family"]]
-    assert len(family) == 6 and report["answer"][0].startswith("Primary metric: **macro_auroc**")
+    # the verdict's family: each synthetic arm against the reference and its matched +dup, on macro AUROC
+    family = {(ref, a) for ref, block in report["comparisons"].items() for a, m in block.items()
+              if m["macro_auroc"]["in_family"]}
+    assert family == {(ref, f"+{s}") for s in ("ddpm-multilabel", "ddpm-multilabel-targeted")
+                      for ref in ("baseline-strong", f"+dup:{s}")}
+    assert report["answer"][0].startswith("Primary metric: **macro_auroc**")
     md = (e.out / "report.md").read_text()
     assert "## Per-label test AUROC" in md and "Hernia" in md
     # each stored run's metrics are those of its stored probabilities and validation-chosen thresholds
@@ -78,15 +83,47 @@ def test_multilabel_units_are_patient_disjoint_and_every_label_trains_on_positiv
         assert data.train_y.shape[1] == 14 and data.test_y.shape == (len(data.test_x), 14)
 
 
-def test_targeted_samples_hold_a_target_label_in_turn_and_dup_matches_the_largest_accepted_set(tiny):
+def test_targeted_samples_hold_a_target_label_in_turn_and_each_dup_matches_its_source(tiny):
     e, report = tiny
     targets = report["targets"]
     assert len(targets) == 2
     drawn = read_json(e.out / "rep-0" / "synthetic" / "ddpm-multilabel-targeted" / "samples.json")["images"]
     assert all(targets[im["index"] % 2] in im["labels"] for im in drawn)
-    kept = max(len(read_json(e.out / "rep-0" / "acceptance" / f"{s}.json")["kept"])
+    for rep in ("rep-0", "rep-1"):
+        for s in ("ddpm-multilabel", "ddpm-multilabel-targeted"):
+            kept = len(read_json(e.out / rep / "acceptance" / f"{s}.json")["kept"])
+            assert read_json(e.out / rep / "classifiers" / f"plus-{s}" / "seed-0.json")["n_extra"] == kept
+            assert read_json(e.out / rep / "classifiers" / f"plus-dup:{s}" / "seed-0.json")["n_extra"] == kept
+
+
+def test_a_multilabel_folder_from_before_0_2_keeps_its_arms_and_rule(tiny, tmp_path):
+    """A folder whose config predates the instrument (no reference, rule, share or added-image recipe):
+    one +dup as large as the largest accepted set, Holm over every augmented arm x reference, and the
+    report's design text of that protocol; its generators, samples and acceptance are reused."""
+    import shutil
+
+    import yaml
+
+    from genaug.harness.design.config import LEGACY, RECIPE_KEYS
+
+    e, _ = tiny
+    out = tmp_path / "old"
+    shutil.copytree(e.out, out)
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    (out / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in recorded.items()
+                                                     if k not in LEGACY or k not in RECIPE_KEYS or k == "steps"}))
+    old = Experiment(NIH, out, _config(e.out.parent), progress=False)
+    report = old.run()
+    assert {t.split(" ")[0] for t in old.outcome.computed} == {"classifier"}
+    assert list(report["arms"]) == ["baseline", "baseline-strong", "+dup", "+ddpm-multilabel",
+                                    "+ddpm-multilabel-targeted"]
+    kept = max(len(read_json(out / "rep-0" / "acceptance" / f"{s}.json")["kept"])
                for s in ("ddpm-multilabel", "ddpm-multilabel-targeted"))
-    assert read_json(e.out / "rep-0" / "classifiers" / "plus-dup" / "seed-0.json")["n_extra"] == kept
+    assert read_json(out / "rep-0" / "classifiers" / "plus-dup" / "seed-0.json")["n_extra"] == kept
+    family = [(ref, a) for ref, block in report["comparisons"].items() for a, m in block.items()
+              if m["macro_auroc"]["in_family"]]
+    assert len(family) == 6  # two synthetic arms x baseline, baseline-strong, +dup
+    assert "as many as the largest accepted synthetic set" in (out / "report.md").read_text()
 
 
 def test_a_finished_multilabel_experiment_recomputes_nothing(tiny, tmp_path):
@@ -150,7 +187,7 @@ def test_explain_draws_heatmaps_per_label_on_test_images_that_carry_it(tiny, tmp
     result = explain_experiment(e.out, tmp_path / "explain", "gradcam", labels_wanted="Effusion,Mass", per_class=2,
                                 mean_count=8)
     assert result["labels"] == ["Effusion", "Mass"] and result["models"][0] == "baseline"
-    assert len(result["models"]) == 5 and len(result["images"]) == 4
+    assert len(result["models"]) == 6 and len(result["images"]) == 4
     assert all(im["label"] in im["labels"] for im in result["images"])
     assert all(0 <= p <= 1 for im in result["images"] for p in im["probability"].values())
     assert all((tmp_path / "explain" / f).exists() for f in result["figures"])

@@ -33,14 +33,14 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 from ...classifiers import semi
-from ...classifiers.training import TrainedClassifier, TrainSettings, train_classifier
+from ...classifiers.training import TrainedClassifier, TrainSettings
 from .config import HEADROOM_MAX_SCALE, synthetic_sources
 
 
 class RunInputs(Protocol):
-    """What an arm may read to build its training data (`classifier_run.UnitInputs` gives it): the
-    unit's data and config, a source's accepted images, the +dup draw, every real image, and the
-    pseudo-label check of the `+pseudo` arm."""
+    """What an arm may read to build its training data (`classifier_run.UnitInputs` gives it, per label
+    kind): the unit's data and config, a source's accepted images, the +dup draw, every real image, the
+    pseudo-label check of the `+pseudo` arm, and the label kind's classifier loop."""
 
     data: Any  # unit_data.UnitData
 
@@ -60,6 +60,8 @@ class RunInputs(Protocol):
     def headroom_data(self, per_class: int | None): ...
 
     def pseudo_label_check(self, pseudo: dict): ...
+
+    def train(self, args: tuple, extra) -> TrainedClassifier: ...
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,9 @@ class Arm:
         return settings
 
     def fit(self, inputs: RunInputs, args: tuple, extra) -> tuple[TrainedClassifier, dict | None]:
-        """(the trained classifier, a diagnostic for the report or None): the shared classifier loop."""
-        return train_classifier(*args, extra=extra), None
+        """(the trained classifier, a diagnostic for the report or None): the shared classifier loop,
+        with the label kind's loss and metrics."""
+        return inputs.train(args, extra), None
 
 
 def strong(base: TrainSettings, config: dict) -> TrainSettings:
@@ -210,13 +213,14 @@ def headroom_arms(config: dict) -> list[Arm]:
     return arms
 
 
-def plan_arms(config: dict) -> list[Arm]:
-    """The arms of an experiment, in report order."""
+def plan_arms(config: dict, sources: list[str] | None = None) -> list[Arm]:
+    """The arms of an experiment, in report order; `sources`: the synthetic sets where the label kind
+    names them (a label-set generator's targeted source), else those of the config."""
     arms: list[Arm] = [Arm("baseline")]
     arms += [StrongAugmentation("baseline-strong")] if "baseline-strong" in config["controls"] else []
     arms += headroom_arms(config)
     counts = config["synthetic_per_class"]
-    sources = list(synthetic_sources(config))
+    sources = list(synthetic_sources(config)) if sources is None else sources
     synthetic = [Synthetic(f"+{source}" if len(counts) == 1 else f"+{source}@{count}", source, count)
                  for source in sources for count in counts]
     if "dup" in config["controls"]:

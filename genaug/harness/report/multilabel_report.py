@@ -1,6 +1,7 @@
 """The report of a multi-label experiment: the answer on the primary metric (macro AUROC unless
-declared otherwise) by the same decision rule as every report (verdict.py: Holm over every augmented
-arm x reference, step-down intervals, power), then per label the AUROC of every arm and its paired
+declared otherwise) by the same decision rule as every report (verdict.py: the declared reference and
+each arm's matched +dup, or Holm over every augmented arm x reference in folders before 0.2, with
+intervals and power), then per label the AUROC of every arm and its paired
 difference to each reference with a 95% t interval over replicates, so a user sees which findings
 gained and which lost (those per-label intervals are not adjusted for the 14 labels: exploratory).
 """
@@ -15,7 +16,8 @@ from ...io import read_json, write_json, write_text
 from ..stats import analysis, verdict
 from ..run import timing
 from ..stats.ceiling import resolve_min_effect
-from ..stages.multilabel_stages import arm_kind, arm_names, decisions_path, result_path, sources, target_names
+from ..stages.classifier_run import result_path
+from ..stages.multilabel_stages import arms as planned_arms, decisions_path, sources, target_names
 from ...classifiers.multilabel_metrics import MULTILABEL_METRICS, choose_thresholds, multilabel_metrics
 from .writer import _csv, _versions
 from ..design.spec import ExperimentSpec, Unit
@@ -37,17 +39,18 @@ def rows_of(results: list[dict], names: list[str]) -> list[dict]:
     return out
 
 
-def per_label_table(units: dict, arms: list[str], names: list[str]) -> dict:
-    """{label: {"mean": {arm: AUROC}, "vs": {reference: {arm: paired difference}}}} over replicates."""
+def per_label_table(units: dict, arms: list[str], names: list[str], comparisons: dict) -> dict:
+    """{label: {"mean": {arm: AUROC}, "vs": {reference: {arm: paired difference}}}} over replicates, for
+    the pairs the primary metric's `comparisons` hold."""
     out = {}
     for n in names:
         m = PER_LABEL + n
         present = [a for a in arms if m in units.get(a, {})]
         out[n] = {"mean": {a: float(np.mean(list(units[a][m].values()))) for a in present}, "vs": {}}
-        for ref in verdict.REFERENCES:
+        for ref, block in comparisons.items():
             if ref in present:
                 out[n]["vs"][ref] = {a: paired_difference(*analysis.paired_values(units[a][m], units[ref][m]))
-                                     for a in present if verdict.compared(a, ref)}
+                                     for a in present if a in block}
     return out
 
 
@@ -73,12 +76,15 @@ def write_multilabel_report(e: ExperimentSpec, units: list[Unit]) -> dict:
     c, names = e.config, list(e.classes)
     primary, alpha = c["primary_metric"], float(c["alpha"])
     min_effect = resolve_min_effect(c["min_effect"], {}, primary, None)[0]  # no headroom stage with several labels
-    arms = arm_names(e)
-    results = [read_json(result_path(e, u, arm, k)) for u in units for arm in arms for k in range(int(c["seeds"]))]
+    planned = planned_arms(e)
+    arms, kinds = [a.name for a in planned], {a.name: a.kind for a in planned}
+    results = [read_json(result_path(e, u, arm, k, e.architectures[0])) for u in units for arm in planned
+               for k in range(int(c["seeds"]))]
     rows = rows_of(results, names)
     unit, by_unit = analysis.unit_values(rows, int(c["replicates"]))
     judged = verdict.verdict_block(by_unit, arms, primary, unit, alpha, min_effect, e.history,
-                                   metrics=MULTILABEL_METRICS)
+                                   metrics=MULTILABEL_METRICS, rule=c.get("decision_rule", "holm-all"),
+                                   reference=c.get("reference"))
     data = {u: real_subset(e, u) for u in units}
     first = data[units[0]]
     summ = analysis.summaries({a: {m: v for m, v in ms.items() if m in MULTILABEL_METRICS}
@@ -104,12 +110,12 @@ def write_multilabel_report(e: ExperimentSpec, units: list[Unit]) -> dict:
                  "patients_known": first.patients_known, "fit": first.manifest["fit"],
                  "intensity": first.manifest["intensity"], "unused_val_split": "val" in e.source.splits},
         "targets": target_names(e),
-        "arms": {a: {"kind": arm_kind(a), "summary": summ.get(a, {}),
+        "arms": {a: {"kind": kinds[a], "summary": summ.get(a, {}),
                      "n_extra": [r["n_extra"] for r in results if r["arm"] == a],
                      "best_epoch": [r["best_epoch"] for r in results if r["arm"] == a]} for a in arms},
         "comparisons": judged["comparisons"],
         "power": judged["power"],
-        "per_label": per_label_table(by_unit, arms, names),
+        "per_label": per_label_table(by_unit, arms, names, judged["comparisons"]),
         "ensembles": ensembles(results, {u.replicate: data[u].test_y.numpy() for u in units},
                                {u.replicate: data[u].val_y.numpy() for u in units}, names),
         "acceptance": {s: [{"replicate": u.replicate, **row, "accepted_positives":
@@ -134,6 +140,26 @@ def _d(c: dict) -> str:
     return f"{c['mean_diff']:+.4f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
 
 
+def _arms_text(r: dict) -> str:
+    """What every arm did: the epochs protocol of folders from before 0.2, or the instrument's (a step
+    budget, added images at a fixed share, matched +dup per source, the reference's augmentation)."""
+    c = r["config"]
+    loss = "Every arm: sigmoid outputs, binary cross-entropy" + (" (positive-weighted per label)" if c["pos_weight"] else "")
+    targeted = (f"accepted label-set DDPM samples; `-targeted`: label sets holding one of "
+                f"{', '.join(r['targets']) or '(none)'} in turn")
+    if c.get("reference") is None:
+        return (loss + ", the baseline's optimizer steps, epochs selected by validation macro AUROC, per-label "
+                "thresholds (F1 and kappa) chosen on the validation part. Arms: baseline, baseline-strong (strong "
+                "augmentation with MixUp/CutMix on multi-hot targets), +dup (real images drawn towards rare labels, as "
+                f"many as the largest accepted synthetic set), +<source> ({targeted}).")
+    share = ("in proportion to their count" if c.get("synthetic_share") is None
+             else f"at {c['synthetic_share']:g} of every batch")
+    return (loss + f", {c['steps']} optimizer steps, per-label thresholds (F1 and kappa) chosen on the validation part. "
+            "Arms: baseline, baseline-strong (strong augmentation with MixUp/CutMix on multi-hot targets), +<source> "
+            f"({targeted}), each with its +dup (real images drawn towards rare labels, as many as its accepted set); "
+            f"added images {share}, with {c['synthetic_augment']} augmentation. Reference: `{c['reference']}`.")
+
+
 def render(r: dict) -> str:
     d, design = r["data"], r["design"]
     primary, unit = design["primary_metric"], design["unit_of_inference"]
@@ -142,13 +168,7 @@ def render(r: dict) -> str:
              "## Design", "",
              f"{design['replicates']} replicate(s) x {design['seeds']} classifier seed(s); unit of inference: {unit}. "
              f"Primary metric (declared before the run): `{primary}`; secondary: "
-             f"{', '.join(design['secondary_metrics'])}. Every arm: sigmoid outputs, binary cross-entropy"
-             + (" (positive-weighted per label)" if r["config"]["pos_weight"] else "")
-             + ", the baseline's optimizer steps, epochs selected by validation macro AUROC, per-label thresholds "
-             "(F1 and kappa) chosen on the validation part. Arms: baseline, baseline-strong (strong augmentation "
-             "with MixUp/CutMix on multi-hot targets), +dup (real images drawn towards rare labels, as many as the "
-             "largest accepted synthetic set), +<source> (accepted label-set DDPM samples; `-targeted`: label "
-             f"sets holding one of {', '.join(r['targets']) or '(none)'} in turn).", "",
+             f"{', '.join(design['secondary_metrics'])}. " + _arms_text(r), "",
              "## Data", "",
              f"Source `{d['source']}` ({d['kind']}), {len(d['labels'])} labels, {d['image_size']} px; test split: "
              f"{d['split_origin']}, {d['n_test']} images, "
@@ -171,7 +191,9 @@ def render(r: dict) -> str:
         extra = int(np.mean(r["arms"][a]["n_extra"])) if r["arms"][a]["n_extra"] else 0
         lines.append(f"| {a} | {extra} | " + " | ".join(
             f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" if m in s else "n/a" for m in MULTILABEL_METRICS) + " |")
-    lines += ["", f"## Paired differences on {primary} (Holm over the family, step-down intervals)", "",
+    rule = ("the intersection-union rule: the reference and the matched +dup, Holm over the arms"
+            if r["config"].get("decision_rule") == "iut" else "Holm over the family, step-down intervals")
+    lines += ["", f"## Paired differences on {primary} ({rule})", "",
               "| arm | vs | mean diff | 95% t interval | Holm p | adjusted interval | decision |",
               "|---|---|---|---|---|---|---|"]
     for ref, block in r["comparisons"].items():

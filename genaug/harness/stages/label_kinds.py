@@ -8,8 +8,9 @@ written once and ask the experiment's label kind (`label_kind(spec)`) for what d
   and the quality stage.
 - `MultiLabel`: a subset with at least `per_class` positives of every label (multilabel_stages.py),
   one label-set generator per family and its sources, samples per source, acceptance per source,
-  and the arms baseline, baseline-strong, +dup and +<source>: no headroom, teacher, gate or quality
-  stage.
+  design/arms.py's arms over those sources (baseline, baseline-strong, +dup matched per source,
+  +<source>) and the one classifier stage with its label-set inputs: no headroom, teacher, gate or
+  quality stage.
 A task's key is a function of its stage, unit, params and upstream tasks (run/store.py): each kind
 keeps the params and labels its folders were keyed with.
 """
@@ -196,17 +197,6 @@ class SingleLabel:
         return quality_path(spec, unit, p[0]).exists()
 
 
-@dataclass(frozen=True)
-class LabelSetArm:
-    """An arm of a multi-label experiment: what it adds is read from its name (multilabel_stages.py)."""
-
-    name: str
-
-    @property
-    def source(self) -> str | None:
-        return self.name[1:] if self.name.startswith("+") and self.name != "+dup" else None
-
-
 class MultiLabel:
     name = "multi-label"
 
@@ -232,13 +222,13 @@ class MultiLabel:
         return []  # no headroom stage: its learning curve needs one class per image
 
     def later_arms(self, spec: ExperimentSpec) -> list:
-        return [LabelSetArm(a) for a in ml.arm_names(spec)]
+        return ml.arms(spec)
 
-    def arm_reads(self, arm: LabelSetArm, decided: dict[str, str]) -> list[str]:
-        return [decided[arm.source]] if arm.source in decided else list(decided.values()) if arm.name == "+dup" else []
+    def arm_reads(self, arm, decided: dict[str, str]) -> list[str]:
+        return SINGLE_LABEL.arm_reads(arm, decided)
 
-    def classifier_runs(self, spec: ExperimentSpec, arm: LabelSetArm, k: int) -> list[ClassifierRun]:
-        return [ClassifierRun((arm.name, k), f"{arm.name} seed {k}")]  # one architecture
+    def classifier_runs(self, spec: ExperimentSpec, arm, k: int) -> list[ClassifierRun]:
+        return [ClassifierRun((arm.name, k), f"{arm.name} seed {k}")]  # one architecture, keyed without it
 
     def generator_sources(self, spec: ExperimentSpec) -> dict[str, dict]:
         return {s: {"family": v["family"], "conditional": True} for s, v in ml.sources(spec).items()}
@@ -268,7 +258,8 @@ class MultiLabel:
             return ml.draw_samples(spec, unit, data, p[0])
         if stage == "acceptance":
             return ml.decide(spec, unit, data, p[0])
-        return ml.classifier_run(spec, unit, data, p[0], p[1])
+        return classifier_run(spec, unit, data, _arm_of(ml.arms(spec), p[0]), p[1], spec.architectures[0], label=label,
+                              inputs_type=ml.LabelSetInputs)
 
     def output_exists(self, spec: ExperimentSpec, stage: str, unit: Unit, p: tuple) -> bool:
         if stage == "generator":
@@ -277,7 +268,7 @@ class MultiLabel:
             return samples_drawn(spec, ml.samples_folder(spec, unit, p[0]))
         if stage == "acceptance":
             return ml.decisions_path(spec, unit, p[0]).exists()
-        return ml.result_path(spec, unit, p[0], p[1]).exists()
+        return result_path(spec, unit, _arm_of(ml.arms(spec), p[0]), p[1], spec.architectures[0]).exists()
 
 
 SINGLE_LABEL, MULTI_LABEL = SingleLabel(), MultiLabel()
@@ -303,4 +294,8 @@ def samples_drawn(spec: ExperimentSpec, folder: Any) -> bool:
 
 
 def _arm(spec: ExperimentSpec, name: str):
-    return next(a for a in spec.arms if a.name == name)
+    return _arm_of(spec.arms, name)
+
+
+def _arm_of(arms: list, name: str):
+    return next(a for a in arms if a.name == name)

@@ -7,8 +7,8 @@ finding, whole patients at a time; a stratified, patient-disjoint validation car
 the training part's own distribution; `<family>-targeted`: label sets of training images that hold
 one of the `target_labels`, taken in turn, to lift rare findings), `acceptance` per source (the
 memorisation gate against every training image; `confidence`: the real-trained classifier must find
-every intended label, and none for an intended empty set) and `classifier` per arm and seed
-(sigmoid outputs, binary cross-entropy, thresholds chosen on the validation part).
+every intended label, and none for an intended empty set); the `classifier` stage is classifier_run.py's,
+with `LabelSetInputs` (sigmoid outputs, binary cross-entropy, thresholds chosen on the validation part).
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from .accepted import gallery_similarity
 from .filter_model import filter_model
 from .generation import generator_config
 from ...classifiers.multilabel_metrics import choose_thresholds, multilabel_metrics
+from ..design.arms import Arm, plan_arms
 from ..design.seeds import CONDITIONAL_UNIT
 from ..design.spec import ExperimentSpec, Unit
+from .classifier_run import UnitInputs
 from .unit_data import UnitData
 
 TARGETED = "-targeted"  # the suffix of a source sampled for the target labels
-ARM_KINDS = {"baseline": "baseline", "baseline-strong": "control", "+dup": "control"}
 
 
 # -- sources and arms -------------------------------------------------------------------------------
@@ -80,14 +81,10 @@ def resolve_targets(value, source) -> list[str]:
     return chosen
 
 
-def arm_names(spec: ExperimentSpec) -> list[str]:
-    controls = spec.config["controls"]
-    return (["baseline"] + (["baseline-strong"] if "baseline-strong" in controls else [])
-            + (["+dup"] if "dup" in controls else []) + [f"+{s}" for s in sources(spec)])
-
-
-def arm_kind(arm: str) -> str:
-    return ARM_KINDS.get(arm, "synthetic")
+def arms(spec: ExperimentSpec) -> list[Arm]:
+    """The arms of design/arms.py over this experiment's sources, without the headroom stage's (its
+    learning curve and +real@N draw images per class, which a label set does not have)."""
+    return [a for a in plan_arms(spec.config, list(sources(spec))) if a.kind not in ("headroom", "positive")]
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -323,12 +320,15 @@ def accepted(spec: ExperimentSpec, unit: Unit, data: UnitData, source: str) -> t
     return images[kept], labels[kept]
 
 
-def rare_duplicates(spec: ExperimentSpec, unit: Unit, data: UnitData) -> tuple[torch.Tensor, torch.Tensor]:
-    """+dup: as many real training images as the largest accepted synthetic set, drawn with replacement
-    towards rare labels: an image's weight is 1 / (training positives of its rarest label), or 1 / (images
-    without a finding) for an empty set."""
-    count = max([len(read_json(decisions_path(spec, unit, s))["kept"]) for s in sources(spec)]
-                or [max(spec.config["synthetic_per_class"])])
+def rare_duplicates(spec: ExperimentSpec, unit: Unit, data: UnitData, count: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """+dup: `count` real training images (matched to one source's accepted set), or as many as the
+    largest accepted set (folders before 0.2), drawn with replacement towards rare labels: an image's
+    weight is 1 / (training positives of its rarest label), or 1 / (images without a finding) for an
+    empty set."""
+    if count is None:
+        count = max([len(read_json(decisions_path(spec, unit, s))["kept"]) for s in sources(spec)]
+                    or [max(spec.config["synthetic_per_class"])])
     weight = rare_weights(data.train_y.numpy())
     g = np.random.default_rng(spec.seeds(unit).of("duplicates"))
     pick = torch.from_numpy(g.choice(len(weight), size=count, replace=True, p=weight / weight.sum()))
@@ -343,44 +343,45 @@ def rare_weights(labels: np.ndarray) -> np.ndarray:
     return np.array([1 / positives[row].min() if row.any() else 1 / empty for row in y], dtype=float)
 
 
-# -- stage 5: one classifier run -------------------------------------------------------------------
-def result_path(spec: ExperimentSpec, unit: Unit, arm: str, k: int) -> Path:
-    return spec.unit_folder(unit) / "classifiers" / arm.replace("+", "plus-") / f"seed-{k}.json"
+# -- stage 5: the classifier runs (classifier_run.py), with what several labels per image change --------
+class LabelSetInputs(UnitInputs):
+    """A multi-label unit's inputs to the one classifier stage: accepted sets with their label vectors,
+    +dup drawn towards rare labels, sigmoid binary cross-entropy, and test metrics at per-label
+    thresholds chosen on the validation part."""
 
+    def accepted(self, source: str, count: int):
+        return accepted(self.spec, self.unit, self.data, source)
 
-def classifier_run(spec: ExperimentSpec, unit: Unit, data: UnitData, arm: str, k: int) -> dict:
-    from dataclasses import replace
+    def duplicates(self):
+        return rare_duplicates(self.spec, self.unit, self.data)
 
-    from ...classifiers.inference import predict_proba
-    from ...classifiers.multilabel_kind import train_multilabel
+    def matched_duplicates(self, source: str, count: int):
+        kept = len(read_json(decisions_path(self.spec, self.unit, source))["kept"])
+        return rare_duplicates(self.spec, self.unit, self.data, kept)
 
-    c, seed = spec.config, spec.seeds(unit).of("classifier", k)
-    settings = spec.settings
-    if arm == "baseline-strong":
-        settings = replace(settings, augment=c["strong_augment"], mix=bool(c["strong_mix"]))
-    extra = (rare_duplicates(spec, unit, data) if arm == "+dup"
-             else accepted(spec, unit, data, arm[1:]) if arm.startswith("+") else None)
-    trained = train_multilabel(data.train_x, data.train_y, data.val_x, data.val_y, list(spec.classes), settings, seed,
-                               data.steps_per_epoch, spec.device, extra=extra, pos_weight=bool(c["pos_weight"]))
-    val = predict_proba(trained.model, data.val_x, spec.device, precision=settings.mixed_precision, multilabel=True)
-    test = predict_proba(trained.model, data.test_x, spec.device, precision=settings.mixed_precision, multilabel=True)
-    thresholds = choose_thresholds(data.val_y.numpy(), val)
-    result = {"arm": arm, "classifier": spec.architectures[0], "replicate": unit.replicate, "fold": unit.fold,
-              "seed_index": k, "seed": seed, "n_real_train": len(data.train_x),
-              "n_extra": 0 if extra is None else len(extra[0]), "optimizer_steps": trained.optimizer_steps,
-              "images_seen": trained.images_seen, "best_epoch": trained.best_epoch, "history": trained.history,
-              "thresholds": thresholds.tolist(),
-              "test": multilabel_metrics(data.test_y.numpy(), test, thresholds, list(spec.classes)),
-              "val_probs": np.round(val, 6).tolist(), "test_probs": np.round(test, 6).tolist()}  # for ensembles
-    path = result_path(spec, unit, arm, k)
-    if c["save_models"] == "all" or (c["save_models"] == "first" and k == 0):  # for `genaug explain --label`
-        from ...classifiers.networks import save_classifier
+    def full_real(self):
+        raise GenaugError("full-real has one class per image")  # refused by check_multilabel
 
-        save_classifier(trained.model, path.with_suffix(".safetensors"), settings.classifier, list(spec.classes),
-                        spec.image_size, int(data.train_x.shape[1]),
-                        extra={"multilabel": True, "arm": arm, "replicate": unit.replicate, "seed_index": k,
-                               "data": spec.data, "fit": data.manifest["fit"], "intensity": data.manifest["intensity"],
-                               "pretrained": settings.pretrained, "finetune": settings.finetune, "stem": settings.stem,
-                               "thresholds": thresholds.tolist()})
-    write_json(path, result)
-    return result
+    def extra_real(self, per_class: int):
+        raise GenaugError("+real@N draws per class; a label-set source has none")  # never planned: arms()
+
+    def headroom_data(self, per_class: int | None):
+        raise GenaugError("the headroom stage needs one class per image")  # never planned: arms()
+
+    def train(self, args: tuple, extra):
+        from ...classifiers.multilabel_kind import train_multilabel
+
+        x, y, val_x, val_y, _, settings, seed, steps_per_epoch, device = args
+        return train_multilabel(x, y, val_x, val_y, list(self.spec.classes), settings, seed, steps_per_epoch, device,
+                                extra=extra, pos_weight=bool(self.config["pos_weight"]))
+
+    def score(self, model, settings) -> tuple[dict, dict]:
+        from ...classifiers.inference import predict_proba
+
+        d, names = self.data, list(self.spec.classes)
+        val = predict_proba(model, d.val_x, self.spec.device, precision=settings.mixed_precision, multilabel=True)
+        test = predict_proba(model, d.test_x, self.spec.device, precision=settings.mixed_precision, multilabel=True)
+        thresholds = choose_thresholds(d.val_y.numpy(), val)
+        return ({"thresholds": thresholds.tolist(), "test": multilabel_metrics(d.test_y.numpy(), test, thresholds, names),
+                 "val_probs": np.round(val, 6).tolist(), "test_probs": np.round(test, 6).tolist()},  # for ensembles
+                {"multilabel": True, "thresholds": thresholds.tolist()})  # for `genaug explain --label`
