@@ -560,3 +560,27 @@ def test_a_record_rekeyed_by_a_later_genaug_is_not_counted_twice():
     rows = summary(records)
     assert rows["classifier"]["count"] == 1 and rows["subset"]["count"] == 1
     assert [r["key"] for r in critical_path(records)] == ["s", "c"]
+
+
+def test_the_carried_pool_store_resumes_without_computing_and_re_renders_its_committed_report(tmp_path):
+    """The pool run carried finished (samples/carry/pneumonia-50-pool.tar.gz, a folder from before 0.2,
+    whose store keyed every stage under one settings hash): a re-run computes nothing (each recorded
+    task is re-keyed to today's key by its label, once: a second re-run records nothing), and its
+    report re-renders byte for byte as committed in samples/reports."""
+    import tarfile
+
+    from conftest import REPO, SHARED
+
+    with tarfile.open(REPO / "samples" / "carry" / "pneumonia-50-pool.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    out = tmp_path / "pneumonia-50-pool"
+    args = ("augment-and-train", "--config", out / "config.yaml", "--data-root", SHARED, "--out", out, "--no-progress")
+    before = {r["key"] for r in Store(out).records()}
+    assert run_cli(*args).exit_code == 0
+    new = [r for r in Store(out).records() if r["key"] not in before]
+    assert new and all(r["rekeyed_from"] in before for r in new)  # moved to today's keys, nothing computed
+    logged = len(Store(out).log())
+    assert run_cli(*args).exit_code == 0 and len(Store(out).log()) == logged
+    committed = REPO / "samples" / "reports" / "pneumonia-50-pool"
+    for name in ("report.md", "results.csv"):
+        assert (out / name).read_bytes() == (committed / name).read_bytes(), name

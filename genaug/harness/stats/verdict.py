@@ -259,7 +259,8 @@ def answer(comps: dict, arms: list[str], primary: str, unit: str, n_units: int, 
     def refs_of(arm: str) -> list[str]:
         return references(arm, arms, reference) if rule == "iut" else legacy_refs
 
-    present = sorted({r for a in synthetic for r in refs_of(a)}, key=lambda r: (r not in REFERENCES, r))
+    order = {r: i for i, r in enumerate(REFERENCES)}  # the references in their declared order, then the others
+    present = sorted({r for a in synthetic for r in refs_of(a)}, key=lambda r: (order.get(r, len(order)), r))
     helped, worse, partial = [], [], []
     for arm in synthetic:
         parts, outcomes = [], {}
