@@ -12,14 +12,13 @@ import math
 
 import numpy as np
 
-from ...io import read_json, write_json, write_text
+from ...io import read_json
 from ..stats import analysis, verdict
 from ..run import timing
-from ..stats.ceiling import resolve_min_effect
 from ..stages.classifier_run import result_path
 from ..stages.multilabel_stages import arms as planned_arms, decisions_path, sources, target_names
 from ...classifiers.multilabel_metrics import MULTILABEL_METRICS, choose_thresholds, multilabel_metrics
-from .writer import _csv, _versions
+from .judgement import judge, versions, write_outputs
 from ..design.spec import ExperimentSpec, Unit
 from ..stats.paired import paired_difference
 from ..run.store import Store
@@ -75,20 +74,15 @@ def write_multilabel_report(e: ExperimentSpec, units: list[Unit]) -> dict:
 
     c, names = e.config, list(e.classes)
     primary, alpha = c["primary_metric"], float(c["alpha"])
-    min_effect = resolve_min_effect(c["min_effect"], {}, primary, None)[0]  # no headroom stage with several labels
     planned = planned_arms(e)
     arms, kinds = [a.name for a in planned], {a.name: a.kind for a in planned}
     results = [read_json(result_path(e, u, arm, k, e.architectures[0])) for u in units for arm in planned
                for k in range(int(c["seeds"]))]
     rows = rows_of(results, names)
-    unit, by_unit = analysis.unit_values(rows, int(c["replicates"]))
-    judged = verdict.verdict_block(by_unit, arms, primary, unit, alpha, min_effect, e.history,
-                                   metrics=MULTILABEL_METRICS, rule=c.get("decision_rule", "holm-all"),
-                                   reference=c.get("reference"))
+    j = judge(e, rows, arms, MULTILABEL_METRICS)  # no headroom stage with several labels: min_effect as given
+    unit, by_unit, summ, min_effect, judged = j.unit, j.units, j.summary, j.min_effect, j.verdict
     data = {u: real_subset(e, u) for u in units}
     first = data[units[0]]
-    summ = analysis.summaries({a: {m: v for m, v in ms.items() if m in MULTILABEL_METRICS}
-                               for a, ms in by_unit.items()})
     test_pos = first.test_y.sum(0).tolist()
     report = {
         "answer": judged["answer"],
@@ -98,7 +92,7 @@ def write_multilabel_report(e: ExperimentSpec, units: list[Unit]) -> dict:
                    "alpha": alpha, "min_effect": min_effect, "select_metric": "macro_auroc",
                    "intervals": judged["intervals"], "history": e.history},
         "config": c,
-        "versions": _versions(),
+        "versions": versions(),
         "data": {"source": e.data, "kind": e.source.kind, "labels": names, "image_size": e.image_size,
                  "channels": e.source.channels, "split_origin": e.source.split_origin,
                  "per_label_positives_at_least": c["per_class"],
@@ -124,10 +118,7 @@ def write_multilabel_report(e: ExperimentSpec, units: list[Unit]) -> dict:
                        for s in sources(e)},
         "timings": timing.summary(Store(e.folder).records(), [e.unit_folder(u) for u in units]),
     }
-    write_json(e.folder / "report.json", report)
-    write_text(e.folder / "results.csv", _csv(rows))
-    write_text(e.folder / "report.md", render(report))
-    return report
+    return write_outputs(e, report, rows, render)
 
 
 def _f(x) -> str:

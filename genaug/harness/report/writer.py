@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import platform
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
@@ -16,6 +12,7 @@ from ...data.imagesets import slug
 from ...io import read_json, sha256_file, write_json, write_text
 from ..stats import analysis
 from ..stats.ceiling import budget_text, headroom_report, resolve_min_effect, unconverged_by_arm
+from .judgement import judge, versions, write_outputs
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
 from ..stats.text import adjusted_interval, interval_methods, number as _f, p_value as _p
@@ -30,23 +27,6 @@ from ..run.store import Store
 from ..stages.teacher import RECORD, teacher_folder
 from ..stages.unit_data import real_subset, validation_plan
 from ...classifiers.metrics import SCALAR_METRICS, with_composite
-
-PACKAGES = ("genaug", "torch", "torchvision", "diffusers", "accelerate", "torch-fidelity", "scipy", "scikit-learn")
-
-
-def _versions() -> dict:
-    """Package versions, and the digest of genaug's source files (`package_digest`), which names the code
-    that wrote the report where a version number cannot (a working tree between releases)."""
-    from ...io import package_digest
-
-    out = {"python": platform.python_version(), "genaug_code_sha256": package_digest()[:16]}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
 
 def collect(e, units: list, arms: list | None = None) -> list[dict]:
     """Every classifier run's result, in (replicate, seed, arm, architecture) order."""
@@ -118,15 +98,11 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
     results = [r for r in every_run if r["classifier"] == e.architectures[0]]  # the headline architecture
     rows = analysis.rows_of(results)
     n_rep, cv = int(c["replicates"]), bool(c["cv"])
-    unit, units = analysis.unit_values(rows, n_rep, cv)
     cells = analysis.unit_values(rows, n_rep, cv, unit="cell")[1]  # one value per (replicate, fold)
     arm_names = [a.name for a in e.arms]
-    summ = analysis.summaries(units)
+    j = judge(e, rows, arm_names, SCALAR_METRICS)
+    unit, summ, min_effect, min_effect_note, judged = j.unit, j.summary, j.min_effect, j.min_effect_note, j.verdict
     alpha = float(c["alpha"])
-    min_effect, min_effect_note = resolve_min_effect(c["min_effect"], summ, primary, c.get("reference"))
-    rule, reference = c.get("decision_rule", "holm-all"), c.get("reference")
-    judged = verdict.verdict_block(units, arm_names, primary, unit, alpha, min_effect, history, rule=rule,
-                                   reference=reference)
     comps = judged["comparisons"]
     n_family = sum(1 for a in arm_names if verdict.augmented(a))
     room = _headroom(c, comps, summ, n_family, min_effect, results)
@@ -150,7 +126,7 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
                    "select_metric": c["select_metric"] or primary,
                    "seed_scheme": c["seed_scheme"], "intervals": judged["intervals"], "history": history},
         "config": c,
-        "versions": _versions(),
+        "versions": versions(),
         "data": {"source": e.data, "kind": e.source.kind, "classes": e.classes, "image_size": e.image_size,
                  "channels": e.source.channels, "per_class": c["per_class"], "n_real_train": len(first.train_x),
                  "n_val": len(first.val_x), "n_test": len(first.test_x), "split_origin": e.source.split_origin,
@@ -199,10 +175,7 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
 
         report["explain"] = explain_experiment(e.folder, e.folder / "explain", c["explain"], 0, e.data_root,
                                                device=e.device)
-    write_json(e.folder / "report.json", report)
-    write_text(e.folder / "results.csv", _csv(rows))
-    write_text(e.folder / "report.md", render_markdown(report))
-    return report
+    return write_outputs(e, report, rows, render_markdown)
 
 
 def _fold_table(cells: dict, arm_names: list[str], primary: str) -> dict:
@@ -244,14 +217,6 @@ def _dose(e, comps: dict, primary: str) -> dict:
             out.setdefault(arm.source, []).append({"count": arm.count, "mean_diff": c["mean_diff"],
                                                    "ci_low": c["ci_low"], "ci_high": c["ci_high"]})
     return out
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["replicate", "fold", "arm", "seed", "metric", "value"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 # -- Markdown ----------------------------------------------------------------------------------
