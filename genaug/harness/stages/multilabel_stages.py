@@ -109,6 +109,7 @@ def check_multilabel(config: dict, source, runs_dir) -> None:
         (config["synthetic_ratio"] is not None, "--synthetic-ratio: extra images join in proportion to their count"),
         ("fid-gate" in config["accept"], "--accept fid-gate: the FID gate is per class"),
         ("," in str(config["classifier"]), "--classifier: one architecture"),
+        (len(config["synthetic_per_class"]) > 1, "--synthetic-per-class: one count (a label-set source draws one set)"),
         (config["select_metric"] not in (None, "macro_auroc"), "select_metric: epochs are selected by validation "
                                                                 "macro AUROC"),
     ]
