@@ -166,6 +166,7 @@ def test_targeted_label_sets_take_each_target_in_turn_from_the_training_sets():
     ({"target_labels": "Hernia,Fracture"}, "unknown label 'Fracture'"),
     ({"labelled_images": 5000}, "labelled_images must be a whole number from 2 to the"),
     ({"synthetic_per_class": "6,12"}, "--synthetic-per-class: one count"),
+    ({"headroom": "8,16"}, "--headroom: its learning curve"),
 ])
 def test_what_a_multilabel_experiment_cannot_do_is_refused_in_one_line_with_nothing_written(tmp_path, over, words):
     with pytest.raises(GenaugError) as err:
