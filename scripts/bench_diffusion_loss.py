@@ -4,7 +4,8 @@ data set. Each loss trains the packaged `ddpm-<size>` config through growing ste
 resumed and raised, so the budgets share their first steps); after each budget `--n` samples are
 drawn and their FID against the class's real training images is measured, beside the floor (FID
 between two disjoint halves of the real class). Prints one JSON line: per data set and loss, the
-FID and the cumulative training minutes at each budget, and the first budget at which each loss
+FID and the training minutes at each budget (steps x the median seconds per step of the run's own
+training log, so a pause, or a run resumed in a later session, does not change them), and the first budget at which each loss
 reaches the FID today's loss has at its largest budget (fewer steps there is what "faster" means).
 Re-running resumes every finished budget.
 
@@ -15,7 +16,6 @@ Re-running resumes every finished budget.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
@@ -35,6 +35,14 @@ LOSSES = {"epsilon": {}, "epsilon-minsnr5": {"snr_gamma": 5.0},
 
 def fid(real: torch.Tensor, fake: torch.Tensor, name: str) -> float:
     return round(compute_metrics(ImageSet(real, "real class", True), ImageSet(fake, name))["fid"], 3)
+
+
+def training_minutes(run: Path, steps: int, batch_size: int) -> float:
+    """`steps` x the median seconds per step over the run's logged intervals (each interval's images/s
+    is its own wall-clock rate; the median ignores one slowed by a pause or by other work)."""
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    per_step = sorted(batch_size / row["images_per_s"] for row in log if row.get("images_per_s"))
+    return round(steps * per_step[len(per_step) // 2] / 60, 2) if per_step else float("nan")
 
 
 def first_reaching(curve: list[dict], target: float) -> int | None:
@@ -73,12 +81,9 @@ def main(specs, budgets, n, image_size, losses, model_json, out):
                 config = load_config(f"ddpm-{image_size}")
                 config["model"] = {**config.get("model", {}), **LOSSES[loss], **json.loads(model_json or "{}")}
                 config["steps"] = steps
-                start = time.perf_counter()
                 runs.train("ddpm", data, class_name, config, out=str(folder / "run"), resume=True, progress=False)
-                trained_s = time.perf_counter() - start
                 samples = runs.sample(folder / "run", n, folder / f"samples-{steps}", progress=False)
-                before = curve[-1]["train_min"] if curve else 0.0
-                curve.append({"steps": steps, "train_min": round(before + trained_s / 60, 2),
+                curve.append({"steps": steps, "train_min": training_minutes(folder / "run", steps, int(config["batch_size"])),
                               "fid": fid(real, load_image_folder(samples), loss)})
                 write_json(curve_path, curve)
                 click.echo(json.dumps({"partial": spec, "loss": loss, **curve[-1]}), err=True)
