@@ -16,6 +16,7 @@ Re-running resumes every finished budget.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import click
@@ -41,8 +42,8 @@ def training_minutes(run: Path, steps: int, batch_size: int) -> float:
     """`steps` x the median seconds per step over the run's logged intervals (each interval's images/s
     is its own wall-clock rate; the median ignores one slowed by a pause or by other work)."""
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines() if line.strip()]
-    per_step = sorted(batch_size / row["images_per_s"] for row in log if row.get("images_per_s"))
-    return round(steps * per_step[len(per_step) // 2] / 60, 2) if per_step else float("nan")
+    per_step = [batch_size / row["images_per_s"] for row in log if row.get("images_per_s")]
+    return round(steps * statistics.median(per_step) / 60, 2) if per_step else float("nan")
 
 
 def first_reaching(curve: list[dict], target: float) -> int | None:
