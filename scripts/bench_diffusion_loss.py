@@ -27,11 +27,11 @@ from genaug.cli import _quiet_libraries
 from genaug.config import load_config
 from genaug.data import load_split, open_source
 from genaug.data.imagesets import load_image_folder
+from genaug.generators.ddpm import DIFFUSION_LOSSES
 from genaug.io import read_json, write_json
 from genaug.metrics.fidelity import ImageSet, compute_metrics
 
-LOSSES = {"epsilon": {}, "epsilon-minsnr5": {"snr_gamma": 5.0},
-          "v-minsnr5": {"prediction_type": "v_prediction", "snr_gamma": 5.0}}
+LOSSES = DIFFUSION_LOSSES  # by name, each loss's settings in full (the family's default is the adopted one)
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, name: str) -> float:

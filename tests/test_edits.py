@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from genaug.config import load_config
 from genaug.errors import GenaugError
 from genaug.generators.ddpm import DDPM, diffusion_loss, min_snr_weights
 
@@ -303,3 +304,41 @@ def test_a_mixed_strength_edit_source_reports_fid_and_label_fidelity_per_strengt
     assert all(r["fid"] is not None and set(r["label_fidelity"]["per_class"]) == {"normal", "pneumonia"}
                for r in rows.values())
     assert "Edits per strength" in (out / "report.md").read_text()
+
+
+def test_the_experiments_diffusion_loss_reaches_every_diffusion_family_and_epsilon_keeps_the_keys_from_before(tmp_path):
+    """`diffusion_loss` sets each diffusion family's prediction and weighting and keys its stages; at
+    epsilon (the default) a generator's settings are its config file's, as before the setting existed
+    (the carried stores' byte-for-byte re-runs check that their keys stay)."""
+    from genaug.harness.experiment import Experiment
+    from genaug.harness.stages.generation import generator_config, pretrain_id
+
+    from conftest import PNEUMONIA
+
+    config = _edit_config(tmp_path, diffusion_loss="v-minsnr5")
+    model = generator_config(config, "ddpm-edit", 16)["model"]
+    assert (model["prediction_type"], model["snr_gamma"]) == ("v_prediction", 5.0)
+    assert generator_config(config, "ddpm-cond", 28)["model"]["prediction_type"] == "v_prediction"
+    assert "prediction_type" not in generator_config(config, "dcgan", 28).get("model", {})
+    before = _edit_config(tmp_path)
+    assert before["diffusion_loss"] == "epsilon"
+    assert generator_config(before, "ddpm-edit", 16) == load_config(str(tmp_path / "ddpm-edit.yaml"))
+    v = Experiment(str(PNEUMONIA), tmp_path / "v", config, device="cpu", progress=False)
+    eps = Experiment(str(PNEUMONIA), tmp_path / "eps", before, device="cpu", progress=False)
+    assert v.spec.upstream_hash != eps.spec.upstream_hash
+    assert pretrain_id(v.spec, "ddpm-edit") != pretrain_id(eps.spec, "ddpm-edit")
+    assert v.spec.settings_hash != eps.spec.settings_hash
+
+
+def test_a_bad_diffusion_loss_or_a_generator_config_that_says_another_is_refused_in_one_line(tmp_path):
+    from conftest import PNEUMONIA, assert_clean_error, run_cli
+
+    cfg, gen = tmp_path / "c.yaml", tmp_path / "g.yaml"
+    gen.write_text("steps: 2\nmodel: {prediction_type: epsilon}\n")
+    exp = ["augment-and-train", "--data", str(PNEUMONIA), "--per-class", "10", "--generator", "ddpm",
+           "--image-size", "16", "--device", "cpu", "--config", cfg, "--out", tmp_path / "out"]
+    cfg.write_text("diffusion_loss: v\n")
+    assert_clean_error(run_cli(*exp), "diffusion_loss must be one of epsilon, epsilon-minsnr5, v-minsnr5")
+    cfg.write_text(f"generator_configs: {{ddpm: {gen}}}\nheadroom: none\ndiffusion_loss: v-minsnr5\n")
+    assert_clean_error(run_cli(*exp), "sets prediction_type = 'epsilon', and the experiment's diffusion_loss is v-minsnr5")
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,7 @@ from .design.config import (DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RECIPE_K
 from .design.config import experiment_config  # noqa: F401 - part of this module's API
 from .run.executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
 from .stages.label_kinds import MULTI_LABEL, SINGLE_LABEL, kind_for
+from .stages import generation
 from .design.spec import ExperimentSpec, Unit, copies_at, remember_source
 from .run.plan import adopt, plan, unit_subset
 
@@ -164,7 +165,10 @@ class Experiment:
     # -- the run ------------------------------------------------------------------------------
     def preflight(self) -> None:
         """Refuse, before anything is written, what the source or the folder cannot give (extra real
-        or unlabelled images, --runs that cannot serve every replicate)."""
+        or unlabelled images, --runs that cannot serve every replicate, a generator config whose
+        diffusion loss is not the experiment's)."""
+        for family in self.config["generators"]:
+            generation.generator_config(self.config, family, self.image_size)
         self.kind.preflight(self.config, self.source, self.source_labels, self.runs_dir, self.image_size, self.data)
 
     def unit_data(self, replicate: int, fold: int | None = None):

@@ -10,6 +10,7 @@ from ...data.preprocess import check_preprocess
 from ...errors import GenaugError
 from ...classifiers.inference import check_precision
 from ...classifiers.networks import CLASSIFIERS, check_stem, is_pretrained
+from ...generators.ddpm import DEFAULT_LOSS, check_diffusion_loss
 from ...generators.registry import get_family
 from ...metrics import acceptance
 from .seeds import SCHEMES
@@ -42,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     # ddpm-finetune and ddpm-edit start from a DDPM pretrained on the pool: once per experiment ("shared", on train
     # images no replicate validates or tests on) or once per replicate (how folders before 0.2 ran)
     "pretrain": "shared",
+    # the diffusion families' training loss (generators/ddpm.py DIFFUSION_LOSSES), chosen by
+    # scripts/bench_diffusion_loss.py (epsilon, epsilon-minsnr5, v-minsnr5)
+    "diffusion_loss": DEFAULT_LOSS,
     "acceptance": dict(acceptance.DEFAULTS), "quality": True,
     # unlabelled real images and the semi-supervised arms (semi.py): +pseudo, +mpl, +mpl+<source>
     "unlabeled": None, "unlabeled_data": None, "semi": [], "semi_settings": {},
@@ -108,7 +112,7 @@ OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is 
 # stages computed: left out of the key at that value, so a folder started before them resumes instead of starting over
 ADDED_SINCE_STORE = {"given_split": "use", "split_folders": None, "label_columns": None, "target_labels": None, "pos_weight": False,
                      "labelled_images": None, "edit_strength": "mixed", "pretrain": "per-replicate",
-                     "headroom_steps": "same", "bn_statistics": "clean"}
+                     "headroom_steps": "same", "bn_statistics": "clean", "diffusion_loss": "epsilon"}
 # how the stages are scheduled and the settings resolved, not what they compute: free on a re-run
 RUN_KEYS = ("resources", "retries", "recipe_defaults")
 # what only the arms' classifier runs read (and the report, from their results): a change re-runs the classifiers
@@ -240,6 +244,7 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
         raise GenaugError(f"recipe_defaults must be {' or '.join(RECIPE_DEFAULTS)} (got {config['recipe_defaults']!r})")
     if config["pretrain"] not in PRETRAIN:
         raise GenaugError(f"pretrain must be {' or '.join(PRETRAIN)} (got {config['pretrain']!r})")
+    check_diffusion_loss(config["diffusion_loss"])
     if str(config["edit_strength"]).strip().lower() == "mixed":
         config["edit_strength"] = "mixed"
     else:

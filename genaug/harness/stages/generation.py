@@ -16,7 +16,7 @@ from ...data.imagesets import load_image_folder, slug
 from ...data.subsets import class_manifest, load_manifest
 from ...errors import GenaugError
 from ...generators.registry import FAMILIES, get_family
-from ...generators.ddpm import DDPM
+from ...generators.ddpm import DDPM, DEFAULT_LOSS, DIFFUSION_LOSSES
 from ...data.intensity import IntensityRule
 from ..design.seeds import CONDITIONAL_UNIT, Seeds
 from ..design.spec import SHARED, ExperimentSpec, Unit, external_set
@@ -28,13 +28,30 @@ SHARED_POOL_UNIT = 600  # the seed unit of the experiment's shared pool pretrain
 
 def generator_config(c: dict, family: str, image_size: int) -> dict:
     """The training settings of `family` in an experiment: its config file (or the packaged
-    `<family>-<size>`) with `generator_steps` over its steps."""
+    `<family>-<size>`) with `generator_steps` over its steps and, for a diffusion family, the
+    experiment's `diffusion_loss`."""
     config = load_config(c["generator_configs"].get(family) or _packaged(family, image_size))
     steps = c["generator_steps"]
     steps = steps.get(family) if isinstance(steps, dict) else steps
     if steps:
         config["steps"] = int(steps)
+    if issubclass(get_family(family), DDPM):
+        config["model"] = _with_loss(config.get("model") or {}, c.get("diffusion_loss", DEFAULT_LOSS), family)
     return config
+
+
+def _with_loss(model: dict, loss: str, family: str) -> dict:
+    """The model settings with the experiment's diffusion loss (only what differs from the family's
+    defaults, so an epsilon experiment's generators and pretraining id are those from before the setting);
+    a generator config that says another loss is refused."""
+    wanted = DIFFUSION_LOSSES[loss]
+    clash = sorted(k for k in wanted if k in model and model[k] != wanted[k])
+    if clash:
+        raise GenaugError(f"the {family} generator config sets {clash[0]} = {model[clash[0]]!r}, and the "
+                          f"experiment's diffusion_loss is {loss}: set diffusion_loss instead "
+                          f"({', '.join(DIFFUSION_LOSSES)})")
+    defaults = get_family(family).default_config
+    return {**{k: v for k, v in model.items() if k not in wanted}, **{k: v for k, v in wanted.items() if v != defaults[k]}}
 
 
 STARTS_FROM_PRETRAINED = tuple(name for name, cls in FAMILIES.items() if cls.starts_from_pretrained)
