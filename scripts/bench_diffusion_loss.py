@@ -31,7 +31,7 @@ from genaug.generators.ddpm import DIFFUSION_LOSSES
 from genaug.io import read_json, write_json
 from genaug.metrics.fidelity import ImageSet, compute_metrics
 
-LOSSES = DIFFUSION_LOSSES  # by name, each loss's settings in full (the family's default is the adopted one)
+LOSSES = DIFFUSION_LOSSES  # by name, each loss's settings in full (the default, epsilon, is one of them)
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, name: str) -> float:
