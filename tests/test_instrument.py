@@ -209,6 +209,25 @@ def test_headroom_positive_control_and_recipe_change_keep_upstream_keys(tmp_path
     assert history[-1]["recipe_changed"] == {"steps": [2, 3], "stem": ["imagenet", "small"]}
     assert spec.helper_settings.stem == "imagenet" and ExperimentSpec.from_json(
         (out / "spec.json").read_text()).helper_settings.stem == "imagenet"
+    # a dose-response over the share on the finished folder: its two arms run, no other task changes
+    (tmp_path / "dose.yaml").write_text("stem: small\nshare_dose: {ext: [0.25]}\n")
+    r = run_cli("augment-and-train", *args, "--steps", "3", "--config", tmp_path / "dose.yaml", "--out", out)
+    assert r.exit_code == 0, r.output
+    dosed = {t.label: t.key for t in plan(ExperimentSpec.from_json((out / "spec.json").read_text()))}
+    assert {k: v for k, v in dosed.items() if k in after} == after
+    assert sorted(set(dosed) - set(after)) == ["classifier rep-0 share-0.25:+dup:ext resnet18 seed 0",
+                                               "classifier rep-0 share-0.25:+ext resnet18 seed 0"]
+    folder = out / "rep-0" / "classifiers"
+    shares = {a: json.loads((folder / a / "seed-0.json").read_text())["synthetic_share"]
+              for a in ("plus-ext", "share-0.25:plus-ext", "share-0.25:plus-dup:ext", "baseline")}
+    assert shares == {"plus-ext": 0.5, "share-0.25:plus-ext": 0.25, "share-0.25:plus-dup:ext": 0.25, "baseline": None}
+    report = json.loads((out / "report.json").read_text())
+    rows = report["share_dose"]["ext"]["rows"]
+    assert [(row["share"], row["arm"], row["dup"]) for row in rows] == [
+        (0.25, "share-0.25:+ext", "share-0.25:+dup:ext"), (0.5, "+ext", "+dup")]
+    assert "share-0.25:+ext" not in verdict.family_arms(report["config"])
+    assert "## The added images' share" in (out / "report.md").read_text()
+    assert json.loads((out / "history.json").read_text())[-1]["arms_added"] == {"share_dose": {"ext": [0.25]}}
 
 
 def test_bad_recipe_input_in_one_line(tmp_path):
@@ -224,6 +243,12 @@ def test_bad_recipe_input_in_one_line(tmp_path):
     r = run_cli("augment-and-train", *[a if a != "3" else "5000" for a in args], "--out", tmp_path / "bad")
     assert_clean_error(r, "+real@5000")
     assert not (tmp_path / "bad").exists()
+    for dose, message in (("{nope: [0.25]}", "not a synthetic source"), ("{ext: [0.5]}", "declared synthetic_share"),
+                          ("{ext: [1.5]}", "numbers in (0, 1)"), ("[0.25]", "must map a synthetic source")):
+        (tmp_path / "dose.yaml").write_text(f"share_dose: {dose}\n")
+        r = run_cli("augment-and-train", *args, "--config", tmp_path / "dose.yaml", "--out", tmp_path / "bad")
+        assert_clean_error(r, message)
+        assert not (tmp_path / "bad").exists()
 
 
 def test_min_effect_as_a_share_of_the_measured_headroom():

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from ..data.images import to_model_range
@@ -32,7 +31,7 @@ from ..device import resolve_device
 from ..errors import GenaugError
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from .batches import BatchDraw, Stream, check_share
+from .batches import BatchDraw, check_share
 from .inference import autocast
 from .label_kinds import LabelKind, SingleLabel
 from .networks import build_classifier, freeze_backbone, is_pretrained, train_mode

@@ -29,7 +29,7 @@ from ..data.sources import CIFAR10_CLASSES
 from ..errors import GenaugError
 from ..generators.training import main_thread, raise_interrupt
 from ..io import read_json, write_json, write_text
-from .design.config import (DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RECIPE_KEYS, RUN_KEYS, helper_recipe,
+from .design.config import (ARM_ADDING_KEYS, DEFAULTS, DESIGN_KEYS, LEGACY, OUTPUT_KEYS, RECIPE_KEYS, RUN_KEYS, helper_recipe,
                      legacy_helper_recipe, resolve_reference, step_budget)
 from .design.config import experiment_config  # noqa: F401 - part of this module's API
 from .run.executor import InProcess, Outcome, check_resources, check_retries, new_owner, run_tasks
@@ -123,9 +123,10 @@ class Experiment:
             c["headroom"] = self.kind.default_headroom(self.source, self.source_labels, c)
 
     def check_settings(self) -> None:
-        """A re-run resumes only the same experiment; replicates and seeds may change (recorded)."""
+        """A re-run resumes only the same experiment; replicates, seeds, the arms' recipe and arms that change no
+        other task (`share_dose`) may change (recorded)."""
         path = self.out / "config.yaml"
-        new = self.saved_config()
+        new, old = self.saved_config(), {}
         if path.exists():
             old = yaml.safe_load(path.read_text())
             # a setting added by a later genaug version is absent from older folders: read it as its default
@@ -133,7 +134,7 @@ class Experiment:
             if "helper_recipe" not in old:  # a folder from before 0.2: its helpers' recipe was its arms'
                 old["helper_recipe"] = legacy_helper_recipe(old)
             differ = sorted(k for k in set(old) | set(new)
-                            if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS and _with_default(k, old, LEGACY) != _with_default(k, new))
+                            if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS + ARM_ADDING_KEYS and _with_default(k, old, LEGACY) != _with_default(k, new))
             changed = [k for k in differ if k not in RECIPE_KEYS]
             if changed:
                 raise GenaugError(f"{self.out} holds an experiment with other settings ({', '.join(changed)}); "
@@ -146,6 +147,10 @@ class Experiment:
             # units added once a report was written were chosen after seeing results: post hoc
             history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "after_report": bool(history) and (self.out / "report.json").exists()})
+        added = {k: new.get(k) for k in ARM_ADDING_KEYS if old.get(k) != new.get(k)}
+        if path.exists() and added:  # arms added to a folder that ran: after a report, chosen on its results
+            history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "after_report": (self.out / "report.json").exists(), "arms_added": added})
         if self.recipe_changed:
             history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "after_report": False,
                             "recipe_changed": {k: [old.get(k), new.get(k)] for k in self.recipe_changed}})

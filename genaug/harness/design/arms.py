@@ -20,6 +20,9 @@ difference causes:
 - `+pseudo`, `+mpl`, `+mpl+<name>` (with `semi`): unlabelled real images through pseudo-labelling
   or Meta Pseudo Labels (`semi.py`).
 - `full-real` (opt-in): every real training image of the split, the baseline's recipe.
+- `share-<s>:+<source>` and `share-<s>:+dup:<source>` (`share_dose`): a synthetic arm and its matched
+  duplicates at another share of every batch: the dose-response over the share, secondary (outside the
+  decision family; names that do not start with `+`, so `verdict.augmented` leaves them out).
 Folders from before 0.2 (`reference` unset) keep their arms: one `+dup` as large as the largest
 accepted set, added images in proportion to their count, classical augmentation.
 """
@@ -75,6 +78,7 @@ class Arm:
     source: str | None = None  # synthetic set (generator family or external name)
     count: int | None = None  # synthetic images per class drawn (before acceptance)
     method: str | None = None  # semi-supervised method (pseudo, mpl) of a semi arm
+    share: float | None = None  # the added images' share of every batch, where it is not the experiment's
 
     @property
     def slug(self) -> str:
@@ -122,7 +126,8 @@ class Adding(Arm):
     `synthetic_augment: classical` (and in folders from before 0.2)."""
 
     def settings(self, base: TrainSettings, config: dict) -> TrainSettings:
-        return strong(base, config) if config.get("synthetic_augment") == "strong" else base
+        settings = strong(base, config) if config.get("synthetic_augment") == "strong" else base
+        return settings if self.share is None else replace(settings, synthetic_share=self.share)
 
 
 class Duplicates(Adding):
@@ -174,6 +179,31 @@ class Synthetic(Adding):
 
     def data(self, inputs):
         return (inputs.data.train_x, inputs.data.train_y), inputs.accepted(self.source, self.count)
+
+
+class ShareDose(Synthetic):
+    """share-<s>:+<source>: a synthetic arm at another share of every batch (`share_dose`)."""
+
+    kind = "share-dose"
+
+
+class ShareDoseDuplicates(Duplicates):
+    """share-<s>:+dup:<source>: that arm's matched duplicates (the same draw) at the same share."""
+
+    kind = "share-dose"
+
+
+def share_dose_arms(config: dict, synthetic: list[Synthetic]) -> list[Arm]:
+    """Per source of `share_dose` and share: its arm at the largest synthetic count, and its +dup."""
+    arms: list[Arm] = []
+    for source, shares in (config.get("share_dose") or {}).items():
+        for arm in (a for a in synthetic if a.source == source and a.count == max(config["synthetic_per_class"])):
+            for share in shares:
+                arms.append(ShareDose(f"share-{share:g}:{arm.name}", source, arm.count, share=share))
+                if "dup" in config["controls"]:
+                    arms.append(ShareDoseDuplicates(f"share-{share:g}:+dup:{arm.name[1:]}", source, arm.count,
+                                                    share=share))
+    return arms
 
 
 class SemiSupervised(Adding):
@@ -236,4 +266,4 @@ def plan_arms(config: dict, sources: list[str] | None = None) -> list[Arm]:
         arms += [SemiSupervised(f"+mpl+{source}", source, max(counts), method="mpl") for source in sources]
     if config["full_real"]:
         arms.append(Ceiling("full-real"))
-    return arms
+    return arms + share_dose_arms(config, synthetic)

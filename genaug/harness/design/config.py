@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "controls": ["baseline-strong", "dup", "real"], "full_real": False, "synthetic_ratio": None,
     "strong_augment": "trivialaugment", "strong_mix": True,
     "synthetic_share": 0.5,  # share of every batch from an arm's added images (classifiers/batches.py)
+    # a dose-response over that share for chosen sources, {source: [shares]}: each share adds the arms
+    # `share-<s>:+<source>` and `share-<s>:+dup:<source>` (arms.py), secondary, outside the decision family
+    "share_dose": None,
     "synthetic_augment": "strong",  # added-image arms train with baseline-strong's augmentation, or classical
     "reference": "auto",  # the reference of the primary contrast (verdict.py): auto is baseline-strong where it runs
     "decision_rule": "iut",  # iut: beat every reference at alpha, Holm over arms; holm-all: Holm over arm x reference
@@ -115,6 +118,9 @@ ADDED_SINCE_STORE = {"given_split": "use", "split_folders": None, "label_columns
                      "headroom_steps": "same", "bn_statistics": "clean", "diffusion_loss": "epsilon"}
 # how the stages are scheduled and the settings resolved, not what they compute: free on a re-run
 RUN_KEYS = ("resources", "retries", "recipe_defaults")
+# what adds arms and changes no other task: out of every key (each added arm's name carries its setting), so it
+# may be set on a finished folder, where only the added arms' classifiers run (recorded in history.json)
+ARM_ADDING_KEYS = ("share_dose",)
 # what only the arms' classifier runs read (and the report, from their results): a change re-runs the classifiers
 # and nothing upstream of them (run/plan.py keys every other stage without these); the helper classifiers keep
 # their own copy of the recipe fields they read (HELPER_FIELDS, recorded as `helper_recipe`)
@@ -311,6 +317,7 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
     if ratio is not None and not 0 <= float(ratio) < 1:
         raise GenaugError(f"synthetic_ratio must be in [0, 1) (got {ratio})")
     check_recipe(config)
+    config["share_dose"] = parse_share_dose(config)
     if config["loss"] == "cr" and config["strong_mix"] and "baseline-strong" in config["controls"]:
         raise GenaugError("the CR loss needs hard labels: set strong_mix: false, or drop the baseline-strong control")
     return config
@@ -351,6 +358,36 @@ def check_recipe(config: dict[str, Any]) -> None:
     if not 0 <= float(config["warmup"]) < 1:
         raise GenaugError(f"warmup must be a share of the steps in [0, 1) (got {config['warmup']!r})")
     config["headroom"] = parse_headroom(config["headroom"])
+
+
+def parse_share_dose(config: dict[str, Any]) -> dict[str, list[float]] | None:
+    """`share_dose` as {source: sorted shares}: sources of the experiment, shares in (0, 1) other than the
+    declared `synthetic_share` (whose arms are the curve's middle point already)."""
+    dose = config.get("share_dose")
+    if dose in (None, {}) or str(dose).lower() == "none":
+        return None
+    if not isinstance(dose, dict):
+        raise GenaugError(f"share_dose must map a synthetic source to a list of shares, e.g. {{ddpm-edit: [0.25, 0.75]}} "
+                          f"(got {dose!r})")
+    if config["synthetic_share"] is None:
+        raise GenaugError("share_dose needs a fixed synthetic_share (not proportional): its arms vary that share")
+    sources = synthetic_sources(config)
+    out = {}
+    for source, shares in dose.items():
+        if source not in sources:
+            raise GenaugError(f"share_dose names {source!r}, which is not a synthetic source of this experiment "
+                              f"({', '.join(sources) or 'none'})")
+        try:
+            values = sorted({float(v) for v in _as_list(shares)})
+        except (TypeError, ValueError):
+            raise GenaugError(f"share_dose {source}: shares must be numbers in (0, 1) (got {shares!r})") from None
+        if not values or any(not 0 < v < 1 for v in values):
+            raise GenaugError(f"share_dose {source}: shares must be numbers in (0, 1) (got {shares!r})")
+        if float(config["synthetic_share"]) in values:
+            raise GenaugError(f"share_dose {source}: {config['synthetic_share']:g} is the declared synthetic_share, "
+                              "whose arms run already; list the other shares")
+        out[str(source)] = values
+    return out
 
 
 def resolve_reference(config: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from ...errors import GenaugError
 from ...io import read_json
 from .arms import Arm, plan_arms
 from ...classifiers.training import TrainSettings
-from .config import ADDED_SINCE_STORE, DESIGN_KEYS, OUTPUT_KEYS, RECIPE_KEYS, RUN_KEYS, architectures, synthetic_sources
+from .config import ADDED_SINCE_STORE, ARM_ADDING_KEYS, DESIGN_KEYS, OUTPUT_KEYS, RECIPE_KEYS, RUN_KEYS, architectures, synthetic_sources
 from .seeds import Seeds
 
 
@@ -84,7 +84,7 @@ class ExperimentSpec:
         return self.settings_hash if stage == "classifier" else self.upstream_hash
 
     def _hash(self, without: tuple[str, ...]) -> str:
-        c = {k: v for k, v in self.config.items() if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS + without
+        c = {k: v for k, v in self.config.items() if k not in DESIGN_KEYS + OUTPUT_KEYS + RUN_KEYS + ARM_ADDING_KEYS + without
              and not (k in ADDED_SINCE_STORE and v == ADDED_SINCE_STORE[k])}
         blob = json.dumps({"config": c, "data": self.data, "runs": self.runs_dir is not None}, sort_keys=True,
                           default=str)

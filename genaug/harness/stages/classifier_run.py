@@ -106,6 +106,7 @@ def classifier_run(spec: ExperimentSpec, unit: Unit, data: UnitData, arm: Arm, k
     result = {"arm": arm.name, "classifier": arch, "replicate": unit.replicate, "fold": unit.fold, "seed_index": k,
               "seed": seed, "bf16": uses_bf16(resolve_device(spec.device), settings.mixed_precision),
               "n_real_train": len(x), "n_extra": len(extra[0]) if extra is not None else 0,
+              "synthetic_share": settings.synthetic_share if extra is not None else None,
               "optimizer_steps": trained.optimizer_steps, "images_seen": trained.images_seen,
               "best_epoch": trained.best_epoch, "scored_model": trained.scored, "train_fit": trained.train_fit,
               "converged": trained.converged, "history": trained.history, **scored}

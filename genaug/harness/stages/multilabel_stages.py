@@ -110,6 +110,7 @@ def check_multilabel(config: dict, source, runs_dir) -> None:
         ("fid-gate" in config["accept"], "--accept fid-gate: the FID gate is per class"),
         ("," in str(config["classifier"]), "--classifier: one architecture"),
         (len(config["synthetic_per_class"]) > 1, "--synthetic-per-class: one count (a label-set source draws one set)"),
+        (bool(config.get("share_dose")), "share_dose: the dose-response over the share is written for one class per image"),
         (isinstance(config["headroom"], list) and bool(config["headroom"]),
          "--headroom: its learning curve draws labelled images per class"),
         (config["select_metric"] not in (None, "macro_auroc"), "select_metric: epochs are selected by validation "
