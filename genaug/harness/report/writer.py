@@ -12,10 +12,10 @@ from ...data.imagesets import slug
 from ...io import read_json, sha256_file, write_json, write_text
 from ..stats import analysis
 from ..stats.ceiling import budget_text, headroom_report, resolve_min_effect, unconverged_by_arm
+from .dose_report import count_dose, share_dose, share_dose_table
 from .judgement import judge, versions, write_outputs
 from .quality_report import acceptance_tables, quality_tables
 from .semi_report import render_semi, semi_block, semi_extra
-from ..stats.paired import paired_difference
 from ..stats.text import adjusted_interval, interval_methods, number as _f, p_value as _p
 from ..run import timing
 from ..stats import verdict
@@ -161,8 +161,8 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
         "quality_vs_gain": analysis.quality_vs_gain(quality, cells, arm_of, primary) if quality else {},
         "folds": _fold_table(cells, arm_names, primary) if cv else {},
         "pair_confusion": analysis.pair_confusion(results, e.classes, arm_names),
-        "dose_response": _dose(e, comps, primary),
-        "share_dose": _share_dose(e, j.units, primary),
+        "dose_response": count_dose(e, comps, primary),
+        "share_dose": share_dose(e, j.units, primary),
         "scarcity_gap_recovered": analysis.scarcity_gap(summ, primary),
         "collapsed_runs": _collapsed(results, len(e.classes)),
         "semi": semi_block(e, results),
@@ -208,49 +208,6 @@ def _collapsed(results: list[dict], n_classes: int) -> list[dict]:
             for r in results if r["test"]["balanced_accuracy"] <= 1 / n_classes + 0.02]
 
 
-def _dose(e, comps: dict, primary: str) -> dict:
-    counts = e.config["synthetic_per_class"]
-    if len(counts) < 2:
-        return {}
-    out = {}
-    for arm in e.arms:
-        if arm.kind == "synthetic":
-            c = comps["baseline"][arm.name][primary]
-            out.setdefault(arm.source, []).append({"count": arm.count, "mean_diff": c["mean_diff"],
-                                                   "ci_low": c["ci_low"], "ci_high": c["ci_high"]})
-    return out
-
-
-def _share_dose(e, units: dict, primary: str) -> dict:
-    """{source: rows per share}: the arm and its matched +dup at each share of `share_dose` and at the
-    declared `synthetic_share` (the decision's arms), each against the reference and the arm against its
-    +dup: paired differences with unadjusted 95% t intervals (secondary: outside the decision family)."""
-    c = e.config
-    dose, reference = c.get("share_dose") or {}, c.get("reference") or "baseline"
-    names = [a.name for a in e.arms]
-    out: dict = {}
-    for arm in (a for a in e.arms if a.kind == "synthetic" and a.source in dose and a.count == max(c["synthetic_per_class"])):
-        points = [(float(c["synthetic_share"]), arm.name, verdict.matched_dup(arm.name, names))]
-        points += [(s, f"share-{s:g}:{arm.name}", f"share-{s:g}:+dup:{arm.name[1:]}") for s in dose[arm.source]]
-        rows = []
-        for share, name, dup in sorted(points):
-            if name not in units or reference not in units:
-                continue
-
-            def diff(a: str, b: str) -> dict | None:
-                if a not in units or b not in units:
-                    return None
-                d = paired_difference(*analysis.paired_values(units[a][primary], units[b][primary]))
-                return {k: d[k] for k in ("mean_diff", "ci_low", "ci_high", "p_ttest", "n")}
-
-            rows.append({"share": share, "arm": name, "dup": dup if dup in units else None,
-                         "declared": share == float(c["synthetic_share"]),
-                         "vs_reference": diff(name, reference), "dup_vs_reference": diff(dup, reference) if dup else None,
-                         "vs_dup": diff(name, dup) if dup else None})
-        out[arm.source] = {"reference": reference, "rows": rows}
-    return out
-
-
 # -- Markdown ----------------------------------------------------------------------------------
 
 def _intensity_text(rule: dict) -> str:
@@ -290,7 +247,7 @@ def render_markdown(r: dict) -> str:
               + "".join(f" Copies: {line}." for line in copies_text(d.get("copies"))), ""]
     lines += _arm_table(r, primary, unit)
     lines += _comparison_tables(r, primary)
-    lines += _share_dose_table(r, primary)
+    lines += share_dose_table(r, primary)
     lines += _fold_section(r, primary)
     lines += _pair_confusion_table(r)
     lines += render_semi(r.get("semi", {}))
@@ -465,32 +422,6 @@ def _comparison_tables(r: dict, primary: str) -> list[str]:
                   "The exact Wilcoxon test cannot reach a p-value below its minimum with n nonzero paired "
                   "differences (2 / 2^n: 0.25 with 3, 0.0625 with 5, 0.031 with 6).", ""]
     return lines + _power_table(r)
-
-
-def _share_dose_table(r: dict, primary: str) -> list[str]:
-    """The dose-response over the added images' share (`share_dose`), secondary."""
-    dose = r.get("share_dose") or {}
-    if not dose:
-        return []
-
-    def cell(d: dict | None) -> str:
-        if not d:
-            return "–"
-        return f"{_f(d['mean_diff'])} [{_f(d['ci_low'])}, {_f(d['ci_high'])}], p {_p(d['p_ttest'])}"
-
-    lines = [f"## The added images' share (dose-response on {primary}; secondary)", "",
-             "The same accepted images (and the same duplicate draw) at other shares of every batch. Outside the "
-             "decision family: unadjusted 95% t intervals, descriptive only; a share chosen after seeing them is "
-             "a new hypothesis for a new experiment.", ""]
-    for source, block in dose.items():
-        ref = block["reference"]
-        lines += [f"| {source}: share | arm − {ref} | its +dup − {ref} | arm − its +dup | pairs |", "|---|---|---|---|---|"]
-        for row in block["rows"]:
-            n = (row["vs_reference"] or {}).get("n", "–")
-            lines.append(f"| {row['share']:g}" + (" (declared)" if row["declared"] else "") + f" | {cell(row['vs_reference'])} | "
-                         f"{cell(row['dup_vs_reference'])} | {cell(row['vs_dup'])} | {n} |")
-        lines.append("")
-    return lines
 
 
 def _power_table(r: dict) -> list[str]:
