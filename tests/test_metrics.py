@@ -187,6 +187,34 @@ def test_bad_inputs(tmp_path):
                         ImageSet(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "two"))
 
 
+def _rows_slowly(folder_and_log: tuple[str, str]) -> list:
+    """One process's lookup of a six-image gallery whose extraction takes 3 s and is logged."""
+    import time
+    from pathlib import Path
+
+    from genaug.metrics.feature_rows import cached_rows
+
+    folder, log = folder_and_log
+
+    def extract(x):
+        with open(log, "a") as f:
+            f.write(f"{len(x)}\n")
+        time.sleep(3)
+        return x.flatten(1).float()
+
+    return cached_rows(torch.arange(24, dtype=torch.uint8).reshape(6, 1, 2, 2), extract, Path(folder)).tolist()
+
+
+def test_two_processes_that_need_one_gallery_extract_it_once(tmp_path):
+    """Two drivers judging two replicates' pools at once: the second waits for the first's rows."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        a, b = pool.map(_rows_slowly, [(str(tmp_path / "rows"), str(tmp_path / "log"))] * 2, chunksize=1)
+    assert a == b == torch.arange(24, dtype=torch.float32).reshape(6, 4).tolist()
+    assert (tmp_path / "log").read_text().split() == ["6"]
+
+
 def test_inception_features_are_fids_features_cached_or_not(fashion_sets, tmp_path, monkeypatch):
     """The gate's features are the rows FID reads, from the per-image cache or without it: a second
     gallery that shares images with the first (as two replicates' pools do) extracts only its new

@@ -4,15 +4,17 @@ A replicate's unlabelled pool is the source's images minus that replicate's labe
 their patients), so the pools of two replicates share almost every image but no set-level cache
 name (torch-fidelity names a cache by the whole set). Here each image's feature row is kept under
 the sha256 of its shape and bytes, in 16 shards per feature extractor (safetensors: the digests
-and the rows); a lookup extracts only the images not seen before. A writer re-reads the shard it
-updates, merges, and replaces it atomically: two writers at once can drop each other's new rows,
-which only costs a later re-extraction, never a wrong row. A cached row was extracted in another
+and the rows); a lookup extracts only the images not seen before. Extraction holds the folder's
+lock (`flock`, released by the OS if the process dies), and looks again once it has it: two
+processes that need one gallery at once, such as two drivers judging two replicates' pools,
+extract it once, the second waiting for the first's rows rather than computing them again. A cached row was extracted in another
 batch than a fresh one would be, so the two can differ in float rounding (about 1e-6).
 """
 
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -58,20 +60,44 @@ def cached_rows(images: torch.Tensor, extract: Callable[[torch.Tensor], torch.Te
     """extract(images), one row per image, with the rows of images met before read from `folder`
     (one folder per feature extractor: the caller names it by the extractor's weights)."""
     digests = image_digests(images)
+    known = _known(folder, digests)
+    if any(d not in known for d in digests):
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder / ".lock"):
+            known = _known(folder, digests)  # what another process added while this one waited
+            first: dict[bytes, int] = {}  # each unseen image once, however often it repeats
+            for i, d in enumerate(digests):
+                if d not in known:
+                    first.setdefault(d, i)
+            if first:
+                added = dict(zip(first, extract(images[list(first.values())]).float()))
+                known.update(added)
+                for shard in sorted({_shard(d) for d in added}):
+                    path = _shard_path(folder, shard)
+                    merged = _read(path)
+                    merged.update({d: row for d, row in added.items() if _shard(d) == shard})
+                    _write(path, merged)
+    return torch.stack([known[d] for d in digests]) if digests else torch.zeros(0, 0)
+
+
+def _known(folder: Path, digests: list[bytes]) -> dict[bytes, torch.Tensor]:
     known: dict[bytes, torch.Tensor] = {}
     for shard in sorted({_shard(d) for d in digests}):
         known.update(_read(_shard_path(folder, shard)))
-    first: dict[bytes, int] = {}  # each unseen image once, however often it repeats
-    for i, d in enumerate(digests):
-        if d not in known:
-            first.setdefault(d, i)
-    if first:
-        new = extract(images[list(first.values())]).float()
-        added = dict(zip(first, new))
-        known.update(added)
-        for shard in sorted({_shard(d) for d in added}):
-            path = _shard_path(folder, shard)
-            merged = _read(path)
-            merged.update({d: row for d, row in added.items() if _shard(d) == shard})
-            _write(path, merged)
-    return torch.stack([known[d] for d in digests]) if digests else torch.zeros(0, 0)
+    return known
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` for this process (none where fcntl is missing: Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
