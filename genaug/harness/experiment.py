@@ -143,16 +143,15 @@ class Experiment:
             self.recipe_changed = differ
         history = read_json(self.out / "history.json") if (self.out / "history.json").exists() else []
         design = {k: int(new[k]) for k in DESIGN_KEYS}
+        stamp = {**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if not history or {k: history[-1][k] for k in DESIGN_KEYS} != design:
             # units added once a report was written were chosen after seeing results: post hoc
-            history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "after_report": bool(history) and (self.out / "report.json").exists()})
+            history.append({**stamp, "after_report": bool(history) and (self.out / "report.json").exists()})
         added = {k: new.get(k) for k in ARM_ADDING_KEYS if old.get(k) != new.get(k)}
         if path.exists() and added:  # arms added to a folder that ran: after a report, chosen on its results
-            history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "after_report": (self.out / "report.json").exists(), "arms_added": added})
+            history.append({**stamp, "after_report": (self.out / "report.json").exists(), "arms_added": added})
         if self.recipe_changed:
-            history.append({**design, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "after_report": False,
+            history.append({**stamp, "after_report": False,
                             "recipe_changed": {k: [old.get(k), new.get(k)] for k in self.recipe_changed}})
             archive_classifier_runs(self.out, [u.name for u in self.spec.units()], time.strftime("%Y%m%dT%H%M%S"))
         self.out.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ the sha256 of its shape and bytes, in 16 shards per feature extractor (safetenso
 and the rows); a lookup extracts only the images not seen before. Extraction holds the folder's
 lock (`flock`, released by the OS if the process dies), and looks again once it has it: two
 processes that need one gallery at once, such as two drivers judging two replicates' pools,
-extract it once, the second waiting for the first's rows rather than computing them again. A cached row was extracted in another
-batch than a fresh one would be, so the two can differ in float rounding (about 1e-6).
+extract it once, the second waiting for the first's rows rather than computing them again. A
+cached row was extracted in another batch than a fresh one would be, so the two can differ in
+float rounding (about 1e-6).
 """
 
 from __future__ import annotations

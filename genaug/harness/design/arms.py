@@ -193,16 +193,21 @@ class ShareDoseDuplicates(Duplicates):
     kind = "share-dose"
 
 
+def share_dose_names(share: float, arm: str) -> tuple[str, str]:
+    """The names of a synthetic arm (`+<source>`) and of its matched +dup at another share."""
+    return f"share-{share:g}:{arm}", f"share-{share:g}:+dup:{arm[1:]}"
+
+
 def share_dose_arms(config: dict, synthetic: list[Synthetic]) -> list[Arm]:
     """Per source of `share_dose` and share: its arm at the largest synthetic count, and its +dup."""
     arms: list[Arm] = []
-    for source, shares in (config.get("share_dose") or {}).items():
-        for arm in (a for a in synthetic if a.source == source and a.count == max(config["synthetic_per_class"])):
-            for share in shares:
-                arms.append(ShareDose(f"share-{share:g}:{arm.name}", source, arm.count, share=share))
-                if "dup" in config["controls"]:
-                    arms.append(ShareDoseDuplicates(f"share-{share:g}:+dup:{arm.name[1:]}", source, arm.count,
-                                                    share=share))
+    dose, count = config.get("share_dose") or {}, max(config["synthetic_per_class"])
+    for arm in (a for a in synthetic if a.source in dose and a.count == count):
+        for share in dose[arm.source]:
+            name, dup = share_dose_names(share, arm.name)
+            arms.append(ShareDose(name, arm.source, count, share=share))
+            if "dup" in config["controls"]:
+                arms.append(ShareDoseDuplicates(dup, arm.source, count, share=share))
     return arms
 
 

@@ -380,7 +380,7 @@ def parse_share_dose(config: dict[str, Any]) -> dict[str, list[float]] | None:
         try:
             values = sorted({float(v) for v in _as_list(shares)})
         except (TypeError, ValueError):
-            raise GenaugError(f"share_dose {source}: shares must be numbers in (0, 1) (got {shares!r})") from None
+            values = []  # refused below, with the other shares that are not numbers in (0, 1)
         if not values or any(not 0 < v < 1 for v in values):
             raise GenaugError(f"share_dose {source}: shares must be numbers in (0, 1) (got {shares!r})")
         if float(config["synthetic_share"]) in values:

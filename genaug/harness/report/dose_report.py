@@ -5,6 +5,7 @@ family, drawn here against the baseline; the share's arms are secondary, outside
 
 from __future__ import annotations
 
+from ..design.arms import share_dose_names
 from ..stats import analysis, verdict
 from ..stats.paired import paired_difference
 from ..stats.text import number as _f, p_value as _p
@@ -30,25 +31,28 @@ def share_dose(e, units: dict, primary: str) -> dict:
     +dup: paired differences with unadjusted 95% t intervals (secondary: outside the decision family)."""
     c = e.config
     dose, reference = c.get("share_dose") or {}, c.get("reference") or "baseline"
+    if not dose:
+        return {}
     names = [a.name for a in e.arms]
+
+    def diff(a: str | None, b: str) -> dict | None:
+        if a not in units:
+            return None
+        d = paired_difference(*analysis.paired_values(units[a][primary], units[b][primary]))
+        return {k: d[k] for k in ("mean_diff", "ci_low", "ci_high", "p_ttest", "n")}
+
     out: dict = {}
+    declared = float(c["synthetic_share"])
     for arm in (a for a in e.arms if a.kind == "synthetic" and a.source in dose and a.count == max(c["synthetic_per_class"])):
-        points = [(float(c["synthetic_share"]), arm.name, verdict.matched_dup(arm.name, names))]
-        points += [(s, f"share-{s:g}:{arm.name}", f"share-{s:g}:+dup:{arm.name[1:]}") for s in dose[arm.source]]
+        points = [(declared, arm.name, verdict.matched_dup(arm.name, names))]
+        points += [(s, *share_dose_names(s, arm.name)) for s in dose[arm.source]]
         rows = []
         for share, name, dup in sorted(points):
             if name not in units or reference not in units:
                 continue
-
-            def diff(a: str, b: str) -> dict | None:
-                if a not in units or b not in units:
-                    return None
-                d = paired_difference(*analysis.paired_values(units[a][primary], units[b][primary]))
-                return {k: d[k] for k in ("mean_diff", "ci_low", "ci_high", "p_ttest", "n")}
-
-            rows.append({"share": share, "arm": name, "dup": dup if dup in units else None,
-                         "declared": share == float(c["synthetic_share"]),
-                         "vs_reference": diff(name, reference), "dup_vs_reference": diff(dup, reference) if dup else None,
+            dup = dup if dup in units else None
+            rows.append({"share": share, "arm": name, "dup": dup, "declared": share == declared,
+                         "vs_reference": diff(name, reference), "dup_vs_reference": diff(dup, reference),
                          "vs_dup": diff(name, dup) if dup else None})
         out[arm.source] = {"reference": reference, "rows": rows}
     return out
