@@ -29,13 +29,16 @@ from genaug.harness.experiment import Experiment, experiment_config
 @click.option("--seeds", default=2, show_default=True)
 @click.option("--image-size", default=28, show_default=True)
 @click.option("--tolerance", default=0.005, show_default=True)
-def main(data, out, budgets, per_class, replicates, seeds, image_size, tolerance):
+@click.option("--mixed-precision", default=None, help="the classifiers' precision (default: the experiment's); "
+              "with --out elsewhere, the same runs in bf16 pair with fp32 ones (scripts/precision_check.py)")
+def main(data, out, budgets, per_class, replicates, seeds, image_size, tolerance, mixed_precision):
     means, converged = {}, {}
     for steps in sorted(int(b) for b in budgets.split(",")):
         config = experiment_config(None, {"data": data, "per_class": per_class, "replicates": replicates,
                                           "seeds": seeds, "steps": steps, "image_size": image_size,
                                           "headroom": "none", "generators": "none", "quality": False,
-                                          "synthetic_per_class": per_class, "save_models": "none"})
+                                          "synthetic_per_class": per_class, "save_models": "none",
+                                          **({"mixed_precision": mixed_precision} if mixed_precision else {})})
         room = Experiment(data, out / f"steps-{steps}", config, progress=True).run(headroom_only=True)
         curve = {row["arm"]: row["mean"] for row in room["curve"]}
         positive = room["positive"]
@@ -53,7 +56,7 @@ def main(data, out, budgets, per_class, replicates, seeds, image_size, tolerance
             chosen = small
             break
     print(json.dumps({"study": "convergence", "data": data, "per_class": per_class, "image_size": image_size,
-                      "replicates": replicates, "seeds": seeds, "means": means, "converged": converged,
+                      "replicates": replicates, "seeds": seeds, "mixed_precision": mixed_precision, "means": means, "converged": converged,
                       "tolerance": tolerance, "chosen": chosen}))
 
 

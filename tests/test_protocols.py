@@ -133,6 +133,23 @@ def test_stem_choice_sets_the_first_layers_and_survives_saving(tmp_path):
     assert_config_refused(tmp_path, "stem: tiny", "unknown stem 'tiny'; choose from auto, small, imagenet")
 
 
+@pytest.mark.parametrize("avx512_bf16, amx", [(False, False), (True, False), (False, True)])
+def test_native_precision_follows_the_cpus_bf16_instructions_and_auto_stays_fp32(monkeypatch, avx512_bf16, amx):
+    from genaug.classifiers.inference import uses_bf16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert uses_bf16(cpu, "native") is (avx512_bf16 or amx)
+    assert uses_bf16(cpu, "auto") is False and uses_bf16(cpu, "no") is False and uses_bf16(cpu, "bf16") is True
+    model = build_classifier("resnet18", 1, 2, 28, stem="imagenet")
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    dtypes = []
+    hook = model.fc.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    predict_proba(model, images, "cpu", precision="native")
+    hook.remove()
+    assert dtypes == [torch.bfloat16 if avx512_bf16 or amx else torch.float32]
+
+
 def test_frozen_inception_trains_only_its_head_and_finetune_trains_all():
     x = torch.randint(0, 256, (4, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     y = torch.tensor([0, 1, 0, 1])

@@ -14,7 +14,7 @@ from ..data.images import to_model_range
 from ..device import resolve_device
 from ..errors import GenaugError
 
-PRECISIONS = ("auto", "no", "bf16")
+PRECISIONS = ("auto", "native", "no", "bf16")
 
 
 def check_precision(precision: str) -> str:
@@ -25,15 +25,25 @@ def check_precision(precision: str) -> str:
 
 def autocast(dev: torch.device, precision: str):
     """bf16 autocast of the classifier's forward passes where asked (`auto`: on a CUDA device with bf16,
-    full precision elsewhere). Weights, optimizer state and the losses stay fp32. On a CPU with
-    avx512_bf16, `bf16` about halves the cost of a frozen Inception-v3 at 299 px (benchmark:
-    scripts/bench_classifier_precision.py); fp16 is not offered (it would need loss scaling)."""
+    full precision elsewhere; `native`: also on a CPU with bf16 instructions). Weights, optimizer state
+    and the losses stay fp32. On a CPU with avx512_bf16, `bf16` about halves the cost of a frozen
+    Inception-v3 at 299 px (benchmark: scripts/bench_classifier_precision.py); fp16 is not offered (it
+    would need loss scaling)."""
     return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=uses_bf16(dev, precision))
 
 
 def uses_bf16(dev: torch.device, precision: str) -> bool:
     check_precision(precision)
-    return precision == "bf16" or (precision == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported())
+    if precision in ("auto", "native") and dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return precision == "bf16" or (precision == "native" and dev.type == "cpu" and cpu_has_bf16())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): without it bf16 autocast is emulated and
+    slower than fp32. torch only exposes the check privately, so its absence reads as no."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
 
 
 @torch.no_grad()

@@ -69,7 +69,8 @@ DEFAULTS: dict[str, Any] = {
     "classifier": "resnet18",  # or a comma list: each architecture trains per seed, and their ensemble is scored
     "pretrained": False, "finetune": False,  # ImageNet weights (inception-v3 always); train the backbone too
     "stem": "imagenet",  # from scratch: imagenet (stride 2 + max-pool), small (stride 1: about 4x the cost), auto (small < 64 px)
-    "mixed_precision": "auto",  # classifier forward passes in bf16: auto (on CUDA only), no, bf16
+    # classifier forward passes in bf16: auto (on CUDA only), native (also on a CPU with bf16 instructions), no, bf16
+    "mixed_precision": "auto",
     "channels_last": False,  # classifier weights and activations NHWC (faster convolutions at 224-299 px)
     # the steps protocol (classifiers/training.py): a budget of optimizer steps (auto: STEP_BUDGETS by image size),
     # AdamW, warm-up then cosine per step, the final model scored
