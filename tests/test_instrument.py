@@ -353,3 +353,17 @@ def test_protocol_paragraph_states_the_protocol_the_folder_ran():
     epochs = protocol_text({**base, "steps": None}, **args)
     assert "Every arm has the baseline's optimizer-step budget, the same epoch selection and the same seeds." in epochs
     assert "2. Validation (epoch selection by `balanced_accuracy`): a carve." in epochs
+
+
+def test_report_flags_arms_not_converged_and_runs_of_mixed_precision():
+    from genaug.harness.report.run_notes import convergence_note, precision_note
+
+    def report(*arms):
+        return {"arms": {name: {"runs": [{"converged": c, "bf16": b} for c, b in runs]} for name, runs in arms}}
+
+    same = report(("baseline", [(True, True), (True, True)]), ("+ddpm", [(True, True), (None, None)]))
+    assert convergence_note(same) == [] and precision_note(same) == []  # None: recorded before the field
+    mixed = report(("baseline", [(True, False), (True, True)]), ("+ddpm", [(False, True), (True, True)]))
+    note = " ".join(precision_note(mixed))
+    assert "3 of 4 classifier runs computed in bf16" in note and "arms with both: baseline" in note
+    assert "+ddpm (1 of 2 runs)" in " ".join(convergence_note(mixed)) and "baseline" not in convergence_note(mixed)[0]

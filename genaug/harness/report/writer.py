@@ -15,6 +15,7 @@ from ..stats.ceiling import budget_text, headroom_report, resolve_min_effect, un
 from .dose_report import count_dose, share_dose, share_dose_table
 from .judgement import judge, versions, write_outputs
 from .quality_report import acceptance_tables, quality_tables
+from .run_notes import convergence_note, precision_note
 from .semi_report import render_semi, semi_block, semi_extra
 from ..stats.text import adjusted_interval, interval_methods, number as _f, p_value as _p
 from ..run import timing
@@ -194,7 +195,8 @@ def _fold_table(cells: dict, arm_names: list[str], primary: str) -> dict:
 
 def _run_summary(r: dict) -> dict:
     return {"replicate": r["replicate"], "fold": r.get("fold"), "seed": r["seed"], "best_epoch": r["best_epoch"],
-            "converged": r.get("converged"), "train_fit": r.get("train_fit"), "n_extra": r["n_extra"],
+            "converged": r.get("converged"), "train_fit": r.get("train_fit"), "bf16": r.get("bf16"),
+            "n_extra": r["n_extra"],
             "n_real_train": r["n_real_train"], "optimizer_steps": r["optimizer_steps"],
             "images_seen": r["images_seen"], **{m: r["test"][m] for m in SCALAR_METRICS},
             "per_class": r["test"]["per_class"], "confusion_matrix": r["test"]["confusion_matrix"]}
@@ -229,7 +231,7 @@ def render_markdown(r: dict) -> str:
     primary, unit = design["primary_metric"], design["unit_of_inference"]
     lines = ["# augment-and-train report", "", "## Answer", "", *r["answer"], ""]
     lines += _headroom_section(r.get("headroom"), primary)
-    lines += _convergence_note(r)
+    lines += convergence_note(r) + precision_note(r)
     lines += _notes(r)
     lines += ["## Design", "",
               f"{design['replicates']} replicate(s) x "
@@ -279,18 +281,6 @@ def _headroom_section(h: dict | None, primary: str) -> list[str]:
         lines.append(f"| {pos['arm']} - {h['reference']} | {pos['mean_diff']:+.4f} | "
                      f"[{pos['ci_low']:+.4f}, {pos['ci_high']:+.4f}] |")
     return lines + [""]
-
-
-def _convergence_note(r: dict) -> list[str]:
-    """Arms with runs whose scored model did not fit its own training images (`converged` false)."""
-    short = {name: sum(1 for run in a["runs"] if run.get("converged") is False) for name, a in r["arms"].items()}
-    short = {k: v for k, v in short.items() if v}
-    if not short:
-        return []
-    return ["**Not converged**: " + "; ".join(f"{arm} ({n} of {len(r['arms'][arm]['runs'])} runs)"
-                                               for arm, n in short.items())
-            + ": their scored models get fewer than 95% of their own training images right; a longer `steps` "
-              "budget may change these arms' results.", ""]
 
 
 def _explain_section(x: dict | None) -> list[str]:
