@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -342,3 +344,36 @@ def test_a_bad_diffusion_loss_or_a_generator_config_that_says_another_is_refused
     cfg.write_text(f"generator_configs: {{ddpm: {gen}}}\nheadroom: none\ndiffusion_loss: v-minsnr5\n")
     assert_clean_error(run_cli(*exp), "sets prediction_type = 'epsilon', and the experiment's diffusion_loss is v-minsnr5")
     assert not (tmp_path / "out").exists()
+
+
+def test_pretrain_steps_sets_the_pool_pretraining_of_every_family_that_starts_from_it(tmp_path):
+    """One experiment setting instead of a near-copy of each generator config: the packaged
+    `*-pretrain6000` configs and `pretrain_steps: 6000` resolve to the same generator settings (so the same
+    pretraining id), the families that start from no pretraining are untouched, the default keeps the
+    keys of folders from before the setting, and a bad value or one no family reads is refused."""
+    from genaug.harness.experiment import Experiment, experiment_config
+    from genaug.harness.stages.generation import generator_config, pretrain_id
+
+    from conftest import PNEUMONIA
+    from test_protocols import assert_config_refused
+
+    pool = {"generators": "ddpm-edit,ddpm-finetune-cond,ddpm-cond", "unlabeled": "all", "diffusion_loss": "v-minsnr5"}
+    setting = experiment_config(None, {**pool, "pretrain_steps": 6000})
+    copies = experiment_config(None, {**pool, "generator_configs": {
+        "ddpm-edit": "ddpm-edit-28-pretrain6000", "ddpm-finetune-cond": "ddpm-finetune-cond-28-pretrain6000"}})
+    for family in ("ddpm-edit", "ddpm-finetune-cond"):
+        assert generator_config(setting, family, 28) == generator_config(copies, family, 28)
+        assert generator_config(setting, family, 28)["model"]["pretrain_steps"] == 6000
+    assert generator_config(setting, "ddpm-cond", 28) == generator_config(experiment_config(None, pool), "ddpm-cond", 28)
+    config = _edit_config(tmp_path)
+    six = Experiment(str(PNEUMONIA), tmp_path / "six", _edit_config(tmp_path, pretrain_steps=6), device="cpu",
+                     progress=False)
+    default = Experiment(str(PNEUMONIA), tmp_path / "default", config, device="cpu", progress=False)
+    assert pretrain_id(six.spec, "ddpm-edit") != pretrain_id(default.spec, "ddpm-edit")
+    before = Experiment(str(PNEUMONIA), tmp_path / "before", {k: v for k, v in config.items() if k != "pretrain_steps"},
+                        device="cpu", progress=False)  # a folder's config from before the setting existed
+    assert json.loads(default.spec.config_json)["pretrain_steps"] is None
+    assert default.spec.upstream_hash == before.spec.upstream_hash != six.spec.upstream_hash
+    assert_config_refused(tmp_path, "pretrain_steps: 0", "pretrain_steps must be a whole number of steps, 1 or more")
+    assert_config_refused(tmp_path, "pretrain_steps: lots", "pretrain_steps must be a whole number of steps")
+    assert_config_refused(tmp_path, "pretrain_steps: 500", "pretrain_steps 500: no generator of this experiment starts")

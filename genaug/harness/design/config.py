@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     # ddpm-finetune and ddpm-edit start from a DDPM pretrained on the pool: once per experiment ("shared", on train
     # images no replicate validates or tests on) or once per replicate (how folders before 0.2 ran)
     "pretrain": "shared",
+    # the pool pretraining's steps for every family that starts from it (None: each generator config's
+    # `pretrain_steps`); paid once with pretrain: shared, so a study may afford more than the per-replicate 2,000
+    "pretrain_steps": None,
     # the diffusion families' training loss (generators/ddpm.py DIFFUSION_LOSSES), chosen by
     # scripts/bench_diffusion_loss.py (epsilon, epsilon-minsnr5, v-minsnr5)
     "diffusion_loss": DEFAULT_LOSS,
@@ -115,7 +118,7 @@ OUTPUT_KEYS = ("save_models", "explain")  # what is kept and drawn, not what is 
 # settings added after the store (run/plan.py) keyed finished stages, with the value that reproduces what those
 # stages computed: left out of the key at that value, so a folder started before them resumes instead of starting over
 ADDED_SINCE_STORE = {"given_split": "use", "split_folders": None, "label_columns": None, "target_labels": None, "pos_weight": False,
-                     "labelled_images": None, "edit_strength": "mixed", "pretrain": "per-replicate",
+                     "labelled_images": None, "edit_strength": "mixed", "pretrain": "per-replicate", "pretrain_steps": None,
                      "headroom_steps": "same", "bn_statistics": "clean", "diffusion_loss": "epsilon"}
 # how the stages are scheduled and the settings resolved, not what they compute: free on a re-run
 RUN_KEYS = ("resources", "retries", "recipe_defaults")
@@ -177,6 +180,17 @@ def synthetic_sources(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, folder in config["synthetic"].items():
         out[name] = {"folder": folder}
     return out
+
+
+def check_pretrain_steps(config: dict[str, Any]) -> None:
+    steps = config["pretrain_steps"]
+    if steps is None:
+        return
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise GenaugError(f"pretrain_steps must be a whole number of steps, 1 or more (got {steps!r})")
+    if not any(get_family(f).starts_from_pretrained for f in config["generators"]):
+        raise GenaugError(f"pretrain_steps {steps}: no generator of this experiment starts from a pool pretraining "
+                          "(ddpm-finetune, ddpm-finetune-cond, ddpm-edit)")
 
 
 def check_semi(config: dict[str, Any]) -> None:
@@ -252,6 +266,7 @@ def experiment_config(config_file: str | None, overrides: dict[str, Any]) -> dic
     if config["pretrain"] not in PRETRAIN:
         raise GenaugError(f"pretrain must be {' or '.join(PRETRAIN)} (got {config['pretrain']!r})")
     check_diffusion_loss(config["diffusion_loss"])
+    check_pretrain_steps(config)
     if str(config["edit_strength"]).strip().lower() == "mixed":
         config["edit_strength"] = "mixed"
     else:

@@ -28,13 +28,16 @@ SHARED_POOL_UNIT = 600  # the seed unit of the experiment's shared pool pretrain
 
 def generator_config(c: dict, family: str, image_size: int) -> dict:
     """The training settings of `family` in an experiment: its config file (or the packaged
-    `<family>-<size>`) with `generator_steps` over its steps and, for a diffusion family, the
-    experiment's `diffusion_loss`."""
+    `<family>-<size>`) with `generator_steps` over its steps, `pretrain_steps` over the pool
+    pretraining's of a family that starts from one and, for a diffusion family, the experiment's
+    `diffusion_loss`."""
     config = load_config(c["generator_configs"].get(family) or _packaged(family, image_size))
     steps = c["generator_steps"]
     steps = steps.get(family) if isinstance(steps, dict) else steps
     if steps:
         config["steps"] = int(steps)
+    if c.get("pretrain_steps") and get_family(family).starts_from_pretrained:
+        config["model"] = {**(config.get("model") or {}), "pretrain_steps": int(c["pretrain_steps"])}
     if issubclass(get_family(family), DDPM):
         config["model"] = _with_loss(config.get("model") or {}, c.get("diffusion_loss", DEFAULT_LOSS), family)
     return config
