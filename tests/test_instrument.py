@@ -136,6 +136,13 @@ def test_go_no_go_sentence():
         some, "balanced_accuracy", 0.05)
     short = go_sentence({**some, "ceiling_unconverged": [2, 6]}, "balanced_accuracy", 0.05)
     assert "2 of its 6 runs did not converge" in short and "the ceiling is a lower bound" in short
+    from genaug.harness.stats.ceiling import control_recovered
+
+    summ = {a: {"balanced_accuracy": {"mean": m}} for a, m in
+            (("baseline-strong", 0.85), ("+ddpm", 0.87), ("+pseudo", 0.84), ("+real@50", 0.90))}
+    shares = control_recovered(some, summ, "balanced_accuracy", ["+ddpm", "+pseudo", "+absent"])
+    assert shares == pytest.approx({"+ddpm": 0.4, "+pseudo": -0.2})  # (0.87 - 0.85) / 0.05, (0.84 - 0.85) / 0.05
+    assert control_recovered(none, summ, "balanced_accuracy", ["+ddpm"]) == {}  # an undetected gain: no share
 
 
 TINY = ["--data", PNEUMONIA, "--per-class", "6", "--generator", "none", "--synthetic", None,

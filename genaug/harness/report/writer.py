@@ -11,7 +11,7 @@ from ...data.copies import copies_text
 from ...data.imagesets import slug
 from ...io import read_json, sha256_file, write_json, write_text
 from ..stats import analysis
-from ..stats.ceiling import budget_text, headroom_report, resolve_min_effect, unconverged_by_arm
+from ..stats.ceiling import budget_text, control_recovered, headroom_report, resolve_min_effect, unconverged_by_arm
 from .dose_report import count_dose, share_dose, share_dose_table
 from .judgement import judge, versions, write_outputs
 from .quality_report import acceptance_tables, quality_tables
@@ -108,6 +108,8 @@ def write_report(e: ExperimentSpec, replicates: list[Unit]) -> dict:
     comps = judged["comparisons"]
     n_family = sum(1 for a in arm_names if verdict.augmented(a))
     room = _headroom(c, comps, summ, n_family, min_effect, results)
+    if room:
+        room["recovered"] = control_recovered(room, summ, primary, [a for a in arm_names if verdict.augmented(a)])
     max_count = max(c["synthetic_per_class"])
     arm_of = {a.source: a.name for a in e.arms if a.kind == "synthetic" and a.count == max_count}
     quality = ({s: [{**read_json(quality_path(e, rep, s)), "replicate": rep.replicate, "fold": rep.fold}
@@ -280,6 +282,10 @@ def _headroom_section(h: dict | None, primary: str) -> list[str]:
     if pos:
         lines.append(f"| {pos['arm']} - {h['reference']} | {pos['mean_diff']:+.4f} | "
                      f"[{pos['ci_low']:+.4f}, {pos['ci_high']:+.4f}] |")
+    if h.get("recovered"):
+        lines += ["", f"Share of the positive control's gain ({pos['arm']} - {h['reference']}, {pos['mean_diff']:+.4f}) "
+                  "each augmented arm recovered (its mean gain over the reference divided by it; a point estimate, "
+                  "the decision is the rule's): " + ", ".join(f"{a} {v:.0%}" for a, v in h["recovered"].items()) + "."]
     return lines + [""]
 
 

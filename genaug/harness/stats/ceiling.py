@@ -73,6 +73,17 @@ def headroom_report(comps: dict, summ: dict, primary: str, reference: str | None
     return out
 
 
+def control_recovered(h: dict | None, summ: dict, primary: str, arms: list[str]) -> dict[str, float]:
+    """{augmented arm: its mean gain over the reference as a share of the positive control's}: how much of
+    what real images in a generator's place gave each arm recovered. Empty where the positive control's gain
+    was not registered (a share of an undetected gain is noise over noise)."""
+    pos = (h or {}).get("positive")
+    if not pos or not pos["detected"] or pos["mean_diff"] <= 0:
+        return {}
+    base = summ[h["reference"]][primary]["mean"]
+    return {a: (summ[a][primary]["mean"] - base) / pos["mean_diff"] for a in arms if a in summ}
+
+
 def go_sentence(h: dict, primary: str, alpha: float) -> str:
     """The go/no-go sentence of a headroom block."""
     parts = []
