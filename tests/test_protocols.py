@@ -393,7 +393,7 @@ def test_bf16_runs_the_forward_passes_in_bf16_keeps_fp32_weights_and_agrees_with
     assert cosine.min() > 0.995 and not torch.equal(half, full)  # bf16 keeps ~3 digits; it did run in bf16
 
     assert_config_refused(tmp_path, "mixed_precision: fp16",
-                          "unknown classifier mixed_precision 'fp16'; choose from auto, no, bf16")
+                          "unknown classifier mixed_precision 'fp16'; choose from auto, native, no, bf16")
 
 
 def test_channels_last_computes_the_same_outputs_and_gradients_and_saves_plainly(tmp_path):
