@@ -345,6 +345,33 @@ def test_a_folder_from_before_0_2_takes_todays_recipe_only_when_asked(tmp_path):
         experiment_config(None, {"recipe_defaults": "today"})
 
 
+def test_a_folder_keeps_its_recorded_step_budget_when_the_default_changes(tmp_path, monkeypatch):
+    """`steps: auto` resolves once and is recorded; a later genaug whose default budget at that size differs
+    resumes the folder with its own budget (no classifier re-run), unless asked for today's defaults."""
+    import yaml
+
+    from genaug.harness.design import config
+    from genaug.harness.design.config import experiment_config
+    from genaug.harness.experiment import Experiment
+
+    out = tmp_path / "exp"
+    first = Experiment(str(PNEUMONIA), out, experiment_config(None, {"data": str(PNEUMONIA), "image_size": 16}),
+                       device="cpu", progress=False)
+    first.check_settings()
+    assert yaml.safe_load((out / "config.yaml").read_text())["steps"] == 1000
+    monkeypatch.setitem(config.STEP_BUDGETS, 32, 3000)
+
+    def resolved(**extra):
+        return Experiment(str(PNEUMONIA), out, experiment_config(None, {"data": str(PNEUMONIA), "image_size": 16,
+                                                                        **extra}), device="cpu", progress=False)
+
+    again = resolved()
+    again.check_settings()
+    assert again.config["steps"] == 1000 and again.recipe_changed == []
+    assert resolved(recipe_defaults="current").config["steps"] == 3000
+    assert resolved(steps=500).config["steps"] == 500
+
+
 def test_protocol_paragraph_states_the_protocol_the_folder_ran():
     """A steps folder's report names its budget, share and batch-norm statistics; a folder on the epochs
     protocol keeps its paragraph word for word (its report re-renders unchanged)."""

@@ -114,6 +114,8 @@ class Experiment:
                     c[key] = value
             if c["helper_recipe"] == "auto":  # as recorded: the helpers keep their recipe when the arms' changes
                 c["helper_recipe"] = old.get("helper_recipe") or legacy_helper_recipe(old)
+            if c["steps"] == "auto" and isinstance(old.get("steps"), int) and not current:
+                c["steps"] = old["steps"]  # as recorded: a later genaug's default budget does not re-run its classifiers
         resolve_reference(c)
         if c["steps"] == "auto":
             c["steps"] = step_budget(self.image_size)
