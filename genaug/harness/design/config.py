@@ -72,8 +72,9 @@ DEFAULTS: dict[str, Any] = {
     "classifier": "resnet18",  # or a comma list: each architecture trains per seed, and their ensemble is scored
     "pretrained": False, "finetune": False,  # ImageNet weights (inception-v3 always); train the backbone too
     "stem": "imagenet",  # from scratch: imagenet (stride 2 + max-pool), small (stride 1: about 4x the cost), auto (small < 64 px)
-    # classifier forward passes in bf16: auto (on CUDA only), native (also on a CPU with bf16 instructions), no, bf16
-    "mixed_precision": "auto",
+    # classifier forward passes in bf16: native (on CUDA with bf16 and on a CPU with bf16 instructions; fp32 elsewhere:
+    # scripts/precision_check.py found bf16 within 0.01 of fp32), auto (on CUDA only: folders before native), no, bf16
+    "mixed_precision": "native",
     "channels_last": False,  # classifier weights and activations NHWC (faster convolutions at 224-299 px)
     # the steps protocol (classifiers/training.py): a budget of optimizer steps (auto: STEP_BUDGETS by image size),
     # AdamW, warm-up then cosine per step, the final model scored
@@ -137,7 +138,7 @@ RECIPE_KEYS = ("stem", "steps", "warmup", "scored_model", "bn_statistics", "ema_
 LEGACY = {"seed_scheme": "offset", "select_metric": "balanced_accuracy", "steps": None, "synthetic_share": None,
           "synthetic_augment": "classical", "reference": None, "decision_rule": "holm-all", "headroom": [],
           "warmup": 0.05, "scored_model": "best", "ema_decay": 0.999, "label_smoothing": 0.0,
-          "pretrain": "per-replicate", "headroom_steps": "same", "bn_statistics": "clean"}
+          "pretrain": "per-replicate", "headroom_steps": "same", "bn_statistics": "clean", "mixed_precision": "auto"}
 
 
 def _number(config: dict, key: str, low: float, high: float | None) -> float:
