@@ -11,7 +11,7 @@ from ...errors import GenaugError
 from ...classifiers.inference import check_precision
 from ...classifiers.networks import CLASSIFIERS, check_stem, is_pretrained
 from ...generators.ddpm import DEFAULT_LOSS, check_diffusion_loss
-from ...generators.registry import get_family
+from ...generators.registry import FAMILIES, get_family
 from ...metrics import acceptance
 from .seeds import SCHEMES
 from ...classifiers.multilabel_metrics import MULTILABEL_METRICS
@@ -191,8 +191,9 @@ def check_pretrain_steps(config: dict[str, Any]) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise GenaugError(f"pretrain_steps must be a whole number of steps, 1 or more (got {steps!r})")
     if not any(get_family(f).starts_from_pretrained for f in config["generators"]):
+        families = ", ".join(name for name, cls in FAMILIES.items() if cls.starts_from_pretrained)
         raise GenaugError(f"pretrain_steps {steps}: no generator of this experiment starts from a pool pretraining "
-                          "(ddpm-finetune, ddpm-finetune-cond, ddpm-edit)")
+                          f"({families})")
 
 
 def check_semi(config: dict[str, Any]) -> None:
