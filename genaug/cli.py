@@ -624,8 +624,9 @@ def status(experiment_dir, as_json):
 @click.argument("experiment_dir")
 @click.argument("archive")
 @click.option("--without-weights", is_flag=True,
-              help="Leave out model files (but the newest checkpoint of an unfinished training): a stage whose weights "
-                   "are missing reruns only where a later stage still needs it.")
+              help="Leave out the model files no stage still ahead reads (a finished model a later stage reads, and "
+                   "the newest checkpoint of an unfinished training, travel): a stage whose weights are missing reruns "
+                   "only where a later stage still needs it.")
 def pack(experiment_dir, archive, without_weights):
     """Pack an augment-and-train folder into ARCHIVE (.tar.gz) to continue it elsewhere: unpack it
     there (`tar xzf`) and run the same augment-and-train command with --out at the unpacked folder."""
@@ -636,7 +637,9 @@ def pack(experiment_dir, archive, without_weights):
     click.echo(f"{archive}: {counts['files']} files, {counts['bytes'] / 1e6:.1f} MB before compression; left out "
                f"{left['weights']} weight files ({left['weights_bytes'] / 1e6:.1f} MB) and {left['leases']} leases"
                + (f"; kept the newest checkpoint of {counts['kept_checkpoints']} unfinished training(s)"
-                  if counts["kept_checkpoints"] else ""))
+                  if counts["kept_checkpoints"] else "")
+               + (f"; kept the finished model of {counts['kept_models']} training(s) a later stage reads"
+                  if counts["kept_models"] else ""))
 
 
 @main.command()

@@ -157,14 +157,39 @@ def test_a_folder_packed_without_weights_continues_elsewhere_retraining_only_wha
     assert results_table(out) == results_table(tiny)
 
 
-def test_pack_without_weights_keeps_only_the_newest_checkpoint_of_an_unfinished_training(tmp_path):
+def test_pack_without_weights_keeps_the_models_a_stage_still_ahead_reads(tiny, tmp_path):
+    """A generator whose samples are not all drawn travels with its model, so the next host draws
+    them without training it again; finished replicates' generators and every checkpoint stay behind."""
+    import tarfile
+
+    out = tmp_path / "exp"
+    shutil.copytree(tiny, out)
+    shutil.rmtree(out / "rep-1" / "synthetic" / "vae" / "normal")  # not drawn yet, with what reads it
+    (out / "rep-1" / "acceptance" / "vae.json").unlink()
+    for arm in ("plus-vae", "plus-dup"):
+        shutil.rmtree(out / "rep-1" / "classifiers" / arm)
+    r = run_cli("pack", out, tmp_path / "exp.tar.gz", "--without-weights")
+    assert r.exit_code == 0 and "kept the finished model of 1 training(s) a later stage reads" in r.output, r.output
+    with tarfile.open(tmp_path / "exp.tar.gz") as tar:
+        names = {n for n in tar.getnames() if n.endswith(".safetensors")}
+        tar.extractall(tmp_path / "there", filter="data")
+    assert names and all(n.startswith("exp/rep-1/generators/vae/normal/model/") for n in names), names
+    there = tmp_path / "there" / "exp"
+    logged = len(Store(there).log())
+    r = run_cli("augment-and-train", "--headroom", "none", *TINY, "--out", there)
+    assert r.exit_code == 0, r.output
+    computed = {e["label"] for e in Store(there).log()[logged:]}
+    assert "samples rep-1 vae normal" in computed and not [c for c in computed if c.startswith("generator")]
+
+
+def test_pack_without_weights_keeps_only_the_newest_checkpoint_of_an_unfinished_training(tiny, tmp_path):
     """A training caught mid-way has no final model; its newest checkpoint is the only copy of that
     work, so it travels; older checkpoints, finished trainings' checkpoints and models do not."""
     import tarfile
 
     out = tmp_path / "exp"
     (out / "stages").mkdir(parents=True)
-    (out / "spec.json").write_text("{}")
+    shutil.copy(tiny / "spec.json", out / "spec.json")  # its stages not done here: no model is read
     weights = ["model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl"]
     running, finished = out / "rep-0" / "generators" / "ddpm-semi", out / "rep-0" / "generators" / "ddpm" / "normal"
     for run in (running, finished):

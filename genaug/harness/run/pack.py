@@ -1,24 +1,28 @@
 """An experiment folder as one archive, to continue it on another host (or in a later session on a
 fresh machine): `genaug pack OUT FILE.tar.gz`, then `tar xzf` it there and run the same command.
 
-`without_weights` leaves out every model file (generators, their checkpoints, the teacher, saved
-classifiers): their records stay, but a stage whose weights are missing is not done
-(`stages.output_exists`), and the scheduler reruns it only where a stage that reads it is still ahead
-(`stages.needed`). So a complete replicate travels as its results, samples and decisions, and one
-in the middle retrains what it still needs. One exception: the newest checkpoint of a training whose
-final model is not written yet travels anyway (about 18 MB for a 64 px DDPM), because it is the only
-copy of that work in progress; the training resumes from it there instead of starting again. Lease
-files are left out: a lease belongs to a process on this host.
+`without_weights` leaves out the model files no stage still ahead reads (finished generators whose
+samples are drawn, their checkpoints, saved classifiers): their records stay, but a stage whose weights
+are missing is not done (`stages.output_exists`), and the scheduler reruns it only where a stage that
+reads it is still ahead (`plan.needed`). So a complete replicate travels as its results, samples and
+decisions. Two kinds of weights travel anyway: a finished model that a stage still ahead reads (the
+pool pretraining every replicate's fine-tunes start from, a generator whose samples are not all drawn,
+a teacher; `plan.weights_still_read`), and the newest checkpoint of a training whose final model is not
+written yet (about 18 MB for a 64 px DDPM), the only copy of that work in progress; both would
+otherwise be trained again there. Lease files are left out: a lease belongs to a process on this host.
 """
 
 from __future__ import annotations
 
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 from ...errors import GenaugError
 from ...generators.training import CHECKPOINTS, MODEL_DIR, checkpoints
 from ...io import WEIGHT_SUFFIXES, atomic_path
+from ..design.spec import ExperimentSpec
+from .plan import plan, weights_still_read
 
 
 def is_weights(relative: Path) -> bool:
@@ -32,9 +36,17 @@ def unfinished_checkpoints(folder: Path) -> list[Path]:
             if found.is_dir() and checkpoints(found.parent) and not (found.parent / MODEL_DIR).is_dir()]
 
 
+def read_weights(folder: Path) -> list[Path]:
+    """The folders of the finished models under `folder` that a stage still to run reads
+    (plan.weights_still_read): a generator's or pretraining's run folder, whose `model/` is kept, or a
+    teacher's, whose files are."""
+    spec = replace(ExperimentSpec.from_json((folder / "spec.json").read_text()), out=str(folder))
+    return [f.resolve() for f in weights_still_read(spec, plan(spec))]
+
+
 def pack(folder: str | Path, archive: str | Path, without_weights: bool = False) -> dict:
     """Write `archive` (.tar.gz, atomically) holding `folder` under its own name; returns
-    {"files", "bytes", "left_out": {"weights", "weights_bytes", "leases"}, "kept_checkpoints"}."""
+    {"files", "bytes", "left_out": {"weights", "weights_bytes", "leases"}, "kept_checkpoints", "kept_models"}."""
     folder, archive = Path(folder), Path(archive)
     if not (folder / "spec.json").exists():
         raise GenaugError(f"{folder}: no spec.json; not an augment-and-train folder")
@@ -44,7 +56,9 @@ def pack(folder: str | Path, archive: str | Path, without_weights: bool = False)
         raise GenaugError(f"{archive}: name the archive FILE.tar.gz")
     counts = {"files": 0, "bytes": 0, "left_out": {"weights": 0, "weights_bytes": 0, "leases": 0}}
     in_progress = unfinished_checkpoints(folder) if without_weights else []
-    counts["kept_checkpoints"] = len(in_progress)
+    still_read = [m / MODEL_DIR if (m / MODEL_DIR).is_dir() else m for m in read_weights(folder)] if without_weights else []
+    counts["kept_checkpoints"], counts["kept_models"] = len(in_progress), len(still_read)
+    kept = {p.resolve() for p in in_progress} | set(still_read)
     with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(folder)
@@ -53,7 +67,7 @@ def pack(folder: str | Path, archive: str | Path, without_weights: bool = False)
             if ".lease-" in path.name:
                 counts["left_out"]["leases"] += 1
                 continue
-            if without_weights and is_weights(relative) and not set(path.parents) & set(in_progress):
+            if without_weights and is_weights(relative) and not set(path.resolve().parents) & kept:
                 counts["left_out"]["weights"] += 1
                 counts["left_out"]["weights_bytes"] += path.stat().st_size
                 continue

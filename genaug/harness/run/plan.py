@@ -138,6 +138,21 @@ def needed(spec: ExperimentSpec, tasks: list[Task]) -> set[str]:
     return wanted
 
 
+def weights_still_read(spec: ExperimentSpec, tasks: list[Task]) -> list:
+    """The weight folders of done tasks (generators, the pool pretraining, teachers) that a task still
+    to run reads: what a folder carried without its other weights (`genaug pack --without-weights`)
+    keeps, so the next host does not retrain them (a pool pretraining read by every replicate's
+    fine-tunes above all)."""
+    wanted, store, kind = needed(spec, tasks), Store(spec.folder), label_kind(spec)
+    read_by_wanted = {u for t in tasks if t.label in wanted for u in t.upstream}
+    folders = []
+    for t in tasks:
+        folder = kind.weights_folder(spec, t.stage, t.unit, t.params)
+        if folder is not None and t.label in read_by_wanted and done(spec, t, store):
+            folders.append(folder)
+    return folders
+
+
 def adopt(spec: ExperimentSpec, tasks: list[Task], keep_classifiers: bool = True) -> int:
     """Record as done what is on disk under keys this plan does not know yet, so a folder resumes
     where it stopped instead of starting again. Returns how many.

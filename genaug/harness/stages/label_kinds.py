@@ -36,7 +36,7 @@ from . import accepted, generation, multilabel_stages as ml
 from .classifier_run import classifier_run, result_path
 from .headroom import available_per_class, check_extra_real, default_headroom
 from .quality import assess, quality_path
-from .teacher import teacher_trained, train_teacher
+from .teacher import teacher_folder, teacher_trained, train_teacher
 from .unit_data import UnitData, real_subset
 
 
@@ -175,15 +175,24 @@ class SingleLabel:
             return classifier_run(spec, unit, data, _arm(spec, p[0]), p[1], p[2], label=label)
         return assess(spec, unit, data, p[0])
 
-    def output_exists(self, spec: ExperimentSpec, stage: str, unit: Unit, p: tuple) -> bool:
+    def weights_folder(self, spec: ExperimentSpec, stage: str, unit: Unit, p: tuple):
+        """Where a stage that others read keeps its weights (None for a stage without any)."""
         if stage == "generator":
             family, label = p
             folder = spec.unit_folder(unit) / "generators" / family
-            folder = (folder if label is None else folder / label if label == generation.PRETRAINED
-                      else folder / slug(spec.classes[label]))
-            return spec.runs_dir is not None or has_weights(folder / "model")
+            return (folder if label is None else folder / label if label == generation.PRETRAINED
+                    else folder / slug(spec.classes[label]))
         if stage == "pretrain":
-            return has_weights(generation.shared_pretrained_folder(spec, p[0]) / "model")
+            return generation.shared_pretrained_folder(spec, p[0])
+        if stage == "teacher":
+            return teacher_folder(spec, unit)
+        return None
+
+    def output_exists(self, spec: ExperimentSpec, stage: str, unit: Unit, p: tuple) -> bool:
+        if stage == "generator":
+            return spec.runs_dir is not None or has_weights(self.weights_folder(spec, stage, unit, p) / "model")
+        if stage == "pretrain":
+            return has_weights(self.weights_folder(spec, stage, unit, p) / "model")
         if stage == "samples":
             return samples_drawn(spec, generation.samples_folder(spec, unit, p[0], p[1]))
         if stage == "gate":
@@ -261,9 +270,12 @@ class MultiLabel:
         return classifier_run(spec, unit, data, _arm_of(ml.arms(spec), p[0]), p[1], spec.architectures[0], label=label,
                               inputs_type=ml.LabelSetInputs)
 
+    def weights_folder(self, spec: ExperimentSpec, stage: str, unit: Unit, p: tuple):
+        return spec.unit_folder(unit) / "generators" / p[0] if stage == "generator" else None
+
     def output_exists(self, spec: ExperimentSpec, stage: str, unit: Unit, p: tuple) -> bool:
         if stage == "generator":
-            return has_weights(spec.unit_folder(unit) / "generators" / p[0] / "model")
+            return has_weights(self.weights_folder(spec, stage, unit, p) / "model")
         if stage == "samples":
             return samples_drawn(spec, ml.samples_folder(spec, unit, p[0]))
         if stage == "acceptance":
