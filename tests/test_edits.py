@@ -347,9 +347,9 @@ def test_a_bad_diffusion_loss_or_a_generator_config_that_says_another_is_refused
 
 
 def test_pretrain_steps_sets_the_pool_pretraining_of_every_family_that_starts_from_it(tmp_path):
-    """One experiment setting instead of a near-copy of each generator config: the packaged
-    `*-pretrain6000` configs and `pretrain_steps: 6000` resolve to the same generator settings (so the same
-    pretraining id), the families that start from no pretraining are untouched, the default keeps the
+    """One experiment setting instead of a near-copy of each generator config: `pretrain_steps: 6000`
+    resolves to the packaged config with that one value changed (so the pretraining id such a copy
+    had), the families that start from no pretraining are untouched, the default keeps the
     keys of folders from before the setting, and a bad value or one no family reads is refused."""
     from genaug.harness.experiment import Experiment, experiment_config
     from genaug.harness.stages.generation import generator_config, pretrain_id
@@ -358,12 +358,11 @@ def test_pretrain_steps_sets_the_pool_pretraining_of_every_family_that_starts_fr
     from test_protocols import assert_config_refused
 
     pool = {"generators": "ddpm-edit,ddpm-finetune-cond,ddpm-cond", "unlabeled": "all", "diffusion_loss": "v-minsnr5"}
-    setting = experiment_config(None, {**pool, "pretrain_steps": 6000})
-    copies = experiment_config(None, {**pool, "generator_configs": {
-        "ddpm-edit": "ddpm-edit-28-pretrain6000", "ddpm-finetune-cond": "ddpm-finetune-cond-28-pretrain6000"}})
+    setting, packaged = experiment_config(None, {**pool, "pretrain_steps": 6000}), experiment_config(None, pool)
     for family in ("ddpm-edit", "ddpm-finetune-cond"):
-        assert generator_config(setting, family, 28) == generator_config(copies, family, 28)
-        assert generator_config(setting, family, 28)["model"]["pretrain_steps"] == 6000
+        copy = generator_config(packaged, family, 28)  # what a near-copy of the packaged config would say
+        copy["model"] = {**copy["model"], "pretrain_steps": 6000}
+        assert copy != generator_config(packaged, family, 28) and generator_config(setting, family, 28) == copy
     assert generator_config(setting, "ddpm-cond", 28) == generator_config(experiment_config(None, pool), "ddpm-cond", 28)
     config = _edit_config(tmp_path)
     six = Experiment(str(PNEUMONIA), tmp_path / "six", _edit_config(tmp_path, pretrain_steps=6), device="cpu",
