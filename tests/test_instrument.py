@@ -134,6 +134,12 @@ def test_go_no_go_sentence():
     assert "**No-go**" in go_sentence(none, "balanced_accuracy", 0.05)
     assert "**Go**" in go_sentence(some, "balanced_accuracy", 0.05) and "lower bound" not in go_sentence(
         some, "balanced_accuracy", 0.05)
+    few = {**some, "positive": {**some["positive"], "n": 3, "detected": False, "wilcoxon_min_p": 0.25}}
+    said = go_sentence(few, "balanced_accuracy", 0.05)  # the t test clears alpha; 3 units cannot clear Wilcoxon
+    assert "**No-go by the number of units**" in said and "smallest p is 0.25" in said and "at least 6 replicates" in said
+    assert "with 80% power" not in said and "with 80% power" in go_sentence(some, "balanced_accuracy", 0.05)
+    assert "**No-go**:" in go_sentence({**none, "positive": {**none["positive"], "wilcoxon_min_p": 0.031}},
+                                       "balanced_accuracy", 0.05)  # not significant: the data says no
     short = go_sentence({**some, "ceiling_unconverged": [2, 6]}, "balanced_accuracy", 0.05)
     assert "2 of its 6 runs did not converge" in short and "the ceiling is a lower bound" in short
     from genaug.harness.stats.ceiling import control_recovered
