@@ -5,9 +5,9 @@ fresh machine): `genaug pack OUT FILE.tar.gz`, then `tar xzf` it there and run t
 samples are drawn, their checkpoints, saved classifiers): their records stay, but a stage whose weights
 are missing is not done (`stages.output_exists`), and the scheduler reruns it only where a stage that
 reads it is still ahead (`plan.needed`). So a complete replicate travels as its results, samples and
-decisions. Two kinds of weights travel anyway: a finished model that a stage still ahead reads (the
-pool pretraining every replicate's fine-tunes start from, a generator whose samples are not all drawn,
-a teacher; `plan.weights_still_read`), and the newest checkpoint of a training whose final model is not
+decisions. Two kinds of weights travel anyway: a finished generator that a stage still ahead reads
+(the pool pretraining every replicate's fine-tunes start from, a generator whose samples are not all
+drawn; `plan.weights_still_read`; a teacher retrains: minutes, against 45 MB), and the newest checkpoint of a training whose final model is not
 written yet (about 18 MB for a 64 px DDPM), the only copy of that work in progress; both would
 otherwise be trained again there. Lease files are left out: a lease belongs to a process on this host.
 """
@@ -37,9 +37,8 @@ def unfinished_checkpoints(folder: Path) -> list[Path]:
 
 
 def read_weights(folder: Path) -> list[Path]:
-    """The folders of the finished models under `folder` that a stage still to run reads
-    (plan.weights_still_read): a generator's or pretraining's run folder, whose `model/` is kept, or a
-    teacher's, whose files are."""
+    """The run folders of the finished generators under `folder` that a stage still to run reads
+    (plan.weights_still_read); their `model/` travels."""
     spec = replace(ExperimentSpec.from_json((folder / "spec.json").read_text()), out=str(folder))
     return [f.resolve() for f in weights_still_read(spec, plan(spec))]
 
@@ -56,7 +55,7 @@ def pack(folder: str | Path, archive: str | Path, without_weights: bool = False)
         raise GenaugError(f"{archive}: name the archive FILE.tar.gz")
     counts = {"files": 0, "bytes": 0, "left_out": {"weights": 0, "weights_bytes": 0, "leases": 0}}
     in_progress = unfinished_checkpoints(folder) if without_weights else []
-    still_read = [m / MODEL_DIR if (m / MODEL_DIR).is_dir() else m for m in read_weights(folder)] if without_weights else []
+    still_read = [m / MODEL_DIR for m in read_weights(folder)] if without_weights else []
     counts["kept_checkpoints"], counts["kept_models"] = len(in_progress), len(still_read)
     kept = {p.resolve() for p in in_progress} | set(still_read)
     with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:

@@ -138,16 +138,20 @@ def needed(spec: ExperimentSpec, tasks: list[Task]) -> set[str]:
     return wanted
 
 
+CARRIED_MODELS = ("pretrain", "generator")  # an hour of training in a few MB; a teacher is minutes in 45 MB
+
+
 def weights_still_read(spec: ExperimentSpec, tasks: list[Task]) -> list:
-    """The weight folders of done tasks (generators, the pool pretraining, teachers) that a task still
-    to run reads: what a folder carried without its other weights (`genaug pack --without-weights`)
-    keeps, so the next host does not retrain them (a pool pretraining read by every replicate's
-    fine-tunes above all)."""
+    """The weight folders of done generator trainings (the pool pretraining among them) that a task
+    still to run reads: what a folder carried without its other weights (`genaug pack
+    --without-weights`) keeps, so the next host does not retrain them (a pool pretraining read by
+    every replicate's fine-tunes above all). A teacher is left out: a ResNet-18 is 45 MB and minutes
+    to train again."""
     wanted, store, kind = needed(spec, tasks), Store(spec.folder), label_kind(spec)
     read_by_wanted = {u for t in tasks if t.label in wanted for u in t.upstream}
     folders = []
     for t in tasks:
-        folder = kind.weights_folder(spec, t.stage, t.unit, t.params)
+        folder = kind.weights_folder(spec, t.stage, t.unit, t.params) if t.stage in CARRIED_MODELS else None
         if folder is not None and t.label in read_by_wanted and done(spec, t, store):
             folders.append(folder)
     return folders

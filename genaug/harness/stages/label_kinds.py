@@ -36,7 +36,7 @@ from . import accepted, generation, multilabel_stages as ml
 from .classifier_run import classifier_run, result_path
 from .headroom import available_per_class, check_extra_real, default_headroom
 from .quality import assess, quality_path
-from .teacher import teacher_folder, teacher_trained, train_teacher
+from .teacher import teacher_trained, train_teacher
 from .unit_data import UnitData, real_subset
 
 
@@ -184,8 +184,6 @@ class SingleLabel:
                     else folder / slug(spec.classes[label]))
         if stage == "pretrain":
             return generation.shared_pretrained_folder(spec, p[0])
-        if stage == "teacher":
-            return teacher_folder(spec, unit)
         return None
 
     def output_exists(self, spec: ExperimentSpec, stage: str, unit: Unit, p: tuple) -> bool:
