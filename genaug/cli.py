@@ -624,7 +624,7 @@ def status(experiment_dir, as_json):
 @click.argument("experiment_dir")
 @click.argument("archive")
 @click.option("--without-weights", is_flag=True,
-              help="Leave out the model files no stage still ahead reads (a finished model a later stage reads, and "
+              help="Leave out the model files no stage still ahead reads (a finished generator a later stage reads, and "
                    "the newest checkpoint of an unfinished training, travel): a stage whose weights are missing reruns "
                    "only where a later stage still needs it.")
 def pack(experiment_dir, archive, without_weights):

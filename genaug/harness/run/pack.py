@@ -7,9 +7,9 @@ are missing is not done (`stages.output_exists`), and the scheduler reruns it on
 reads it is still ahead (`plan.needed`). So a complete replicate travels as its results, samples and
 decisions. Two kinds of weights travel anyway: a finished generator that a stage still ahead reads
 (the pool pretraining every replicate's fine-tunes start from, a generator whose samples are not all
-drawn; `plan.weights_still_read`; a teacher retrains: minutes, against 45 MB), and the newest checkpoint of a training whose final model is not
-written yet (about 18 MB for a 64 px DDPM), the only copy of that work in progress; both would
-otherwise be trained again there. Lease files are left out: a lease belongs to a process on this host.
+drawn: `plan.weights_still_read`; a teacher retrains, minutes against 45 MB), and the newest
+checkpoint of a training whose final model is not written yet (about 18 MB for a 64 px DDPM), the
+only copy of that work in progress; both would otherwise be trained again there. Lease files are left out: a lease belongs to a process on this host.
 """
 
 from __future__ import annotations

@@ -87,6 +87,8 @@ def control_recovered(h: dict | None, summ: dict, primary: str, arms: list[str])
 
 def go_sentence(h: dict, primary: str, alpha: float) -> str:
     """The go/no-go sentence of a headroom block."""
+    from .power import floor_units
+
     parts = []
     if h["ceiling_arm"] is not None:
         parts.append(f"The reference ({h['reference']}) scores {h['reference_mean']:.4f} {primary}; the best "
@@ -102,9 +104,8 @@ def go_sentence(h: dict, primary: str, alpha: float) -> str:
                      "the learning curve's slope is the only evidence of what more images could give.")
         return " ".join(parts)
     mde = pos["min_detectable_effect"]
-    mde_text = f"; the design detects {mde:.4f} with 80% power" if mde is not None else ""
-    if too_few_units(pos, alpha):  # a t-test power says nothing of a rule that cannot claim at this size
-        mde_text = ""
+    few = too_few_units(pos, alpha)  # then a t-test power says nothing of a rule that cannot claim at this size
+    mde_text = f"; the design detects {mde:.4f} with 80% power" if mde is not None and not few else ""
     p_text = f"p {pos['p_ttest']:.3g}" if pos["p_ttest"] is not None else "no test"
     parts.append(f"The positive control {pos['arm']} (real images where a generator's would go) moved it "
                  f"{pos['mean_diff']:+.4f} (95% interval [{pos['ci_low']:+.4f}, {pos['ci_high']:+.4f}], {p_text}, "
@@ -112,11 +113,11 @@ def go_sentence(h: dict, primary: str, alpha: float) -> str:
     if pos["detected"]:
         parts.append(f"**Go**: the design registers the gain of real images at level {alpha:g}, so a synthetic "
                      "arm's null result is informative.")
-    elif too_few_units(pos, alpha):
+    elif few:
         parts.append(f"**No-go by the number of units**: the t test clears level {alpha:g} with an interval above "
                      f"zero, but with {pos['n']} units the decision rule's exact Wilcoxon check cannot (its smallest "
                      f"p is {pos['wilcoxon_min_p']:.3g}), so no arm can be declared helped; at least "
-                     f"{units_for_wilcoxon(alpha)} replicates can.")
+                     f"{floor_units(alpha)} replicates can.")
     else:
         parts.append(f"**No-go**: the design does not register even the gain of real images at level {alpha:g}, "
                      "so it cannot answer whether synthetic images help; a null result below says nothing about "
@@ -129,13 +130,3 @@ def too_few_units(pos: dict, alpha: float) -> bool:
     Wilcoxon check to (2 / 2^n > alpha): the design's size, not the data, says no."""
     p, low, floor = pos.get("p_ttest"), pos.get("ci_low"), pos.get("wilcoxon_min_p")
     return p is not None and p < alpha and low is not None and low > 0 and floor is not None and floor > alpha
-
-
-def units_for_wilcoxon(alpha: float) -> int:
-    """The fewest units whose exact two-sided Wilcoxon test can reach p <= alpha."""
-    from .paired import wilcoxon_min_p
-
-    n = 1
-    while wilcoxon_min_p(n) > alpha:
-        n += 1
-    return n
