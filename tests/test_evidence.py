@@ -219,6 +219,12 @@ def test_pack_bad_input(tiny, tmp_path):
     assert_clean_error(run_cli("pack", tiny, tiny / "x.tar.gz"), "cannot go inside the folder")
     assert_clean_error(run_cli("pack", tiny, tmp_path / "x.zip"), "FILE.tar.gz")
     assert not (tiny / "x.tar.gz").exists() and not (tmp_path / "x.zip").exists()
+    broken = tmp_path / "broken"  # what stays to run is read from the spec: one that does not parse says so
+    broken.mkdir()
+    (broken / "spec.json").write_text('{"data": "x"')
+    assert_clean_error(run_cli("pack", broken, tmp_path / "b.tar.gz", "--without-weights"), "not a spec genaug can read")
+    assert_clean_error(run_cli("status", broken), "not a spec genaug can read")
+    assert not (tmp_path / "b.tar.gz").exists()
 
 
 def test_two_drivers_on_one_folder_never_compute_a_stage_twice(tiny, tmp_path):

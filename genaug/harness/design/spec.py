@@ -99,6 +99,18 @@ class ExperimentSpec:
         raw = json.loads(text)
         return cls(**{**raw, "classes": tuple(raw["classes"]), "source_labels": tuple(raw["source_labels"])})
 
+    @classmethod
+    def read_folder(cls, folder: str | Path) -> "ExperimentSpec":
+        """The spec of an augment-and-train folder (its `spec.json`), `out` set to where the folder is now
+        (it may have been unpacked elsewhere); a one-line error where there is none or it does not parse."""
+        path = Path(folder) / "spec.json"
+        if not path.exists():
+            raise GenaugError(f"{folder}: no spec.json; not an augment-and-train folder")
+        try:
+            return replace(cls.from_json(path.read_text()), out=str(folder))
+        except (ValueError, KeyError, TypeError) as e:
+            raise GenaugError(f"{path}: not a spec genaug can read ({type(e).__name__}: {e})") from None
+
     @property
     def folder(self) -> Path:
         return Path(self.out)

@@ -15,7 +15,6 @@ only copy of that work in progress; both would otherwise be trained again there.
 from __future__ import annotations
 
 import tarfile
-from dataclasses import replace
 from pathlib import Path
 
 from ...errors import GenaugError
@@ -36,10 +35,9 @@ def unfinished_checkpoints(folder: Path) -> list[Path]:
             if found.is_dir() and checkpoints(found.parent) and not (found.parent / MODEL_DIR).is_dir()]
 
 
-def read_weights(folder: Path) -> list[Path]:
-    """The run folders of the finished generators under `folder` that a stage still to run reads
+def read_weights(spec: ExperimentSpec) -> list[Path]:
+    """The run folders of the finished generators in the experiment that a stage still to run reads
     (plan.weights_still_read); their `model/` travels."""
-    spec = replace(ExperimentSpec.from_json((folder / "spec.json").read_text()), out=str(folder))
     return [f.resolve() for f in weights_still_read(spec, plan(spec))]
 
 
@@ -49,13 +47,15 @@ def pack(folder: str | Path, archive: str | Path, without_weights: bool = False)
     folder, archive = Path(folder), Path(archive)
     if not (folder / "spec.json").exists():
         raise GenaugError(f"{folder}: no spec.json; not an augment-and-train folder")
+    # what stays to run is read from the spec: one that does not parse is a one-line error, nothing written
+    spec = ExperimentSpec.read_folder(folder) if without_weights else None
     if archive.resolve().is_relative_to(folder.resolve()):
         raise GenaugError(f"{archive}: the archive cannot go inside the folder it packs")
     if not archive.name.endswith((".tar.gz", ".tgz")):
         raise GenaugError(f"{archive}: name the archive FILE.tar.gz")
     counts = {"files": 0, "bytes": 0, "left_out": {"weights": 0, "weights_bytes": 0, "leases": 0}}
     in_progress = unfinished_checkpoints(folder) if without_weights else []
-    still_read = [m / MODEL_DIR for m in read_weights(folder)] if without_weights else []
+    still_read = [m / MODEL_DIR for m in read_weights(spec)] if without_weights else []
     counts["kept_checkpoints"], counts["kept_models"] = len(in_progress), len(still_read)
     kept = {p.resolve() for p in in_progress} | set(still_read)
     with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:

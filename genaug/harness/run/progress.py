@@ -4,10 +4,8 @@ at the mean wall time of that type's recorded tasks. Reads `spec.json` and the s
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
-from ...errors import GenaugError
 from ..design.spec import ExperimentSpec
 from .plan import needed, plan
 from .store import Store
@@ -17,9 +15,7 @@ def progress(folder: str | Path) -> dict:
     """{"folder", "planned", "done", "report", "stages": {stage: {...}}, "running": [...], "left_s",
     "unknown": [stage types with tasks ahead and none recorded yet]}, stages in plan order."""
     folder = Path(folder)
-    if not (folder / "spec.json").exists():
-        raise GenaugError(f"{folder}: no spec.json; not an augment-and-train folder")
-    spec = replace(ExperimentSpec.from_json((folder / "spec.json").read_text()), out=str(folder))
+    spec = ExperimentSpec.read_folder(folder)
     store = Store(folder)
     records = {r["key"]: r for r in store.records()}
     stages: dict[str, dict] = {}
