@@ -147,12 +147,12 @@ def weights_still_read(spec: ExperimentSpec, tasks: list[Task]) -> list:
     --without-weights`) keeps, so the next host does not retrain them (a pool pretraining read by
     every replicate's fine-tunes above all). A teacher is left out: a ResNet-18 is 45 MB and minutes
     to train again."""
-    wanted, store, kind = needed(spec, tasks), Store(spec.folder), label_kind(spec)
+    wanted, kind = needed(spec, tasks), label_kind(spec)
     read_by_wanted = {u for t in tasks if t.label in wanted for u in t.upstream}
     folders = []
-    for t in tasks:
+    for t in tasks:  # read by a task to run but not to run itself: done (`needed` wants what it reads otherwise)
         folder = kind.weights_folder(spec, t.stage, t.unit, t.params) if t.stage in CARRIED_MODELS else None
-        if folder is not None and t.label in read_by_wanted and done(spec, t, store):
+        if folder is not None and t.label in read_by_wanted and t.label not in wanted:
             folders.append(folder)
     return folders
 
